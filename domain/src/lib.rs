@@ -1,0 +1,26 @@
+//! oO's domain: what the system knows and decides, with no I/O.
+//!
+//! # Layout
+//! - [`ids`]: identifiers (user, tip, signal, event) as newtypes.
+//! - [`signal`]: the shapes of the signals people's apps send, parsed into valid values.
+//! - [`event`]: the [`event::Event`] trait every stored fact implements (type name, schema version,
+//!   personal fields) and the [`event::Aggregate`] trait (pure `decide` + `apply`).
+//! - [`user`], [`signals`], [`tip`]: the aggregates, their commands, events and rules.
+//! - [`reward`]: reactions and the reward each one is worth.
+//! - [`advice`]: the built-in advice library shipped as data.
+//! - [`features`]: the feature vector of a candidate in a user's context.
+//! - [`policy`]: the policy trait and the policies' math.
+//!
+//! Invariant: this crate knows no SQL, HTTP, protobuf, clock, randomness source or async runtime.
+//! Time, ids and random seeds come in with the commands.
+
+pub mod advice;
+pub mod event;
+pub mod features;
+pub mod ids;
+pub mod policy;
+pub mod reward;
+pub mod signal;
+pub mod signals;
+pub mod tip;
+pub mod user;

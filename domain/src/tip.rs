@@ -1,0 +1,435 @@
+//! The `Tip` aggregate: one decision of the recommender, the person's reactions to it, and the
+//! reward it settled on (DESIGN sections 3 and 6).
+
+use crate::event::{Aggregate, Event};
+use crate::ids::{TipId, UserId};
+use crate::reward::{Reaction, SettledBy};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateKind {
+    Todo,
+    Advice,
+    /// The null action: show nothing now (reward 0).
+    NotNow,
+}
+
+impl CandidateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Todo => "todo",
+            Self::Advice => "advice",
+            Self::NotNow => "not_now",
+        }
+    }
+}
+
+/// A candidate as logged: what it was and the features the policy saw. No personal text: a
+/// todo is named by its source's id, an advice by its slug.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedCandidate {
+    pub candidate_id: String,
+    pub kind: CandidateKind,
+    pub features: Vec<f64>,
+}
+
+/// A shadow policy's pick on the same candidates, logged and not served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowPick {
+    pub policy: String,
+    pub policy_version: String,
+    pub chosen: usize,
+    pub propensity: f64,
+}
+
+/// Everything a `TipServed` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub tip_id: TipId,
+    pub user_id: UserId,
+    pub served_at: DateTime<Utc>,
+    pub candidates: Vec<LoggedCandidate>,
+    pub chosen: usize,
+    pub policy: String,
+    pub policy_version: String,
+    pub feature_version: u32,
+    pub score: f64,
+    /// The probability the serving policy gave the chosen candidate.
+    pub propensity: f64,
+    /// The serving policy's probability for every candidate, in order.
+    pub distribution: Vec<f64>,
+    pub seed: u64,
+    pub shadow: Vec<ShadowPick>,
+    /// The text shown (personal for todos: sealed in storage).
+    pub title: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TipCommand {
+    Serve(Box<Decision>),
+    React {
+        user_id: UserId,
+        reaction: Reaction,
+        at: DateTime<Utc>,
+    },
+    /// Settles a tip nobody reacted to (or only snoozed) once its window is over.
+    SettleTimeout {
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TipEvent {
+    TipServed(Box<Decision>),
+    TipReacted {
+        tip_id: TipId,
+        user_id: UserId,
+        reaction: Reaction,
+        reacted_at: DateTime<Utc>,
+    },
+    TipRewarded {
+        tip_id: TipId,
+        user_id: UserId,
+        reward: f64,
+        settled_by: SettledBy,
+        settled_at: DateTime<Utc>,
+    },
+}
+
+impl Event for TipEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::TipServed(_) => "TipServed",
+            Self::TipReacted { .. } => "TipReacted",
+            Self::TipRewarded { .. } => "TipRewarded",
+        }
+    }
+    fn personal_fields(&self) -> &'static [&'static str] {
+        match self {
+            Self::TipServed(_) => &["/TipServed/title", "/TipServed/body"],
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TipError {
+    /// Not served, not this user's, or never shown (the person cannot have seen it).
+    #[error("no such tip")]
+    NotFound,
+    #[error("the tip was already served")]
+    AlreadyServed,
+    #[error("the tip already has the reaction {0:?}; a different one is refused")]
+    ConflictingReaction(Reaction),
+    #[error("the decision is inconsistent: {0}")]
+    InvalidDecision(&'static str),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tip {
+    pub tip_id: Option<TipId>,
+    pub user_id: Option<UserId>,
+    pub chosen_kind: Option<CandidateKind>,
+    pub reactions: Vec<Reaction>,
+    pub reward: Option<f64>,
+}
+
+impl Tip {
+    fn react(
+        &self,
+        user_id: UserId,
+        reaction: Reaction,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<TipEvent>, TipError> {
+        let (Some(tip_id), Some(owner)) = (self.tip_id, self.user_id) else {
+            return Err(TipError::NotFound);
+        };
+        if owner != user_id || self.chosen_kind == Some(CandidateKind::NotNow) {
+            return Err(TipError::NotFound);
+        }
+        match self.reactions.as_slice() {
+            [] => {}
+            // A snooze may be followed by one other reaction.
+            [Reaction::Snooze] if reaction != Reaction::Snooze => {}
+            [.., last] if *last == reaction => return Ok(vec![]),
+            [.., last] => return Err(TipError::ConflictingReaction(*last)),
+        }
+        let mut events = vec![TipEvent::TipReacted {
+            tip_id,
+            user_id,
+            reaction,
+            reacted_at: at,
+        }];
+        if self.reward.is_none() && reaction.settles() {
+            events.push(TipEvent::TipRewarded {
+                tip_id,
+                user_id,
+                reward: reaction.reward(),
+                settled_by: SettledBy::Reaction,
+                settled_at: at,
+            });
+        }
+        Ok(events)
+    }
+}
+
+fn check(decision: &Decision) -> Result<(), TipError> {
+    let n = decision.candidates.len();
+    if n == 0 || decision.chosen >= n {
+        return Err(TipError::InvalidDecision("chosen candidate out of range"));
+    }
+    if decision.distribution.len() != n {
+        return Err(TipError::InvalidDecision("one probability per candidate"));
+    }
+    if !(decision.propensity > 0.0 && decision.propensity <= 1.0) {
+        return Err(TipError::InvalidDecision("propensity must be in (0, 1]"));
+    }
+    let sum: f64 = decision.distribution.iter().sum();
+    if (sum - 1.0).abs() > 1e-6
+        || decision
+            .distribution
+            .iter()
+            .any(|p| !(0.0..=1.0).contains(p))
+    {
+        return Err(TipError::InvalidDecision("probabilities must sum to 1"));
+    }
+    Ok(())
+}
+
+impl Aggregate for Tip {
+    const TYPE: &'static str = "tip";
+    type Command = TipCommand;
+    type Event = TipEvent;
+    type Error = TipError;
+
+    fn decide(&self, command: &TipCommand) -> Result<Vec<TipEvent>, TipError> {
+        match command {
+            TipCommand::Serve(decision) => {
+                if self.tip_id.is_some() {
+                    return Err(TipError::AlreadyServed);
+                }
+                check(decision)?;
+                Ok(vec![TipEvent::TipServed(decision.clone())])
+            }
+            TipCommand::React {
+                user_id,
+                reaction,
+                at,
+            } => self.react(*user_id, *reaction, *at),
+            TipCommand::SettleTimeout { at } => match (self.tip_id, self.user_id, self.reward) {
+                (Some(tip_id), Some(user_id), None) => Ok(vec![TipEvent::TipRewarded {
+                    tip_id,
+                    user_id,
+                    reward: 0.0,
+                    settled_by: SettledBy::Timeout,
+                    settled_at: *at,
+                }]),
+                (None, ..) => Err(TipError::NotFound),
+                _ => Ok(vec![]),
+            },
+        }
+    }
+
+    fn apply(&mut self, event: &TipEvent) {
+        match event {
+            TipEvent::TipServed(d) => {
+                self.tip_id = Some(d.tip_id);
+                self.user_id = Some(d.user_id);
+                self.chosen_kind = d.candidates.get(d.chosen).map(|c| c.kind);
+            }
+            TipEvent::TipReacted { reaction, .. } => self.reactions.push(*reaction),
+            TipEvent::TipRewarded { reward, .. } => self.reward = Some(*reward),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).expect("valid time")
+    }
+    fn alice() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(1))
+    }
+    fn bob() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(2))
+    }
+    fn decision(chosen: usize) -> Decision {
+        Decision {
+            tip_id: TipId::from_uuid(Uuid::from_u128(9)),
+            user_id: alice(),
+            served_at: t(0),
+            candidates: vec![
+                LoggedCandidate {
+                    candidate_id: "advice:walk".into(),
+                    kind: CandidateKind::Advice,
+                    features: vec![1.0],
+                },
+                LoggedCandidate {
+                    candidate_id: "not_now".into(),
+                    kind: CandidateKind::NotNow,
+                    features: vec![0.0],
+                },
+            ],
+            chosen,
+            policy: "random".into(),
+            policy_version: "1".into(),
+            feature_version: 1,
+            score: 0.0,
+            propensity: 0.5,
+            distribution: vec![0.5, 0.5],
+            seed: 42,
+            shadow: vec![],
+            title: "Take a walk".into(),
+            body: "".into(),
+        }
+    }
+    fn given(events: &[TipEvent]) -> Tip {
+        let mut tip = Tip::default();
+        events.iter().for_each(|e| tip.apply(e));
+        tip
+    }
+    fn served() -> Vec<TipEvent> {
+        vec![TipEvent::TipServed(Box::new(decision(0)))]
+    }
+    fn react(tip: &Tip, r: Reaction) -> Result<Vec<TipEvent>, TipError> {
+        tip.decide(&TipCommand::React {
+            user_id: alice(),
+            reaction: r,
+            at: t(10),
+        })
+    }
+    fn then(history: &mut Vec<TipEvent>, r: Reaction) -> Result<usize, TipError> {
+        let events = react(&given(history), r)?;
+        let n = events.len();
+        history.extend(events);
+        Ok(n)
+    }
+
+    #[test]
+    fn the_first_settling_reaction_settles_the_reward_in_the_same_command() {
+        for r in [
+            Reaction::Done,
+            Reaction::Helpful,
+            Reaction::NotHelpful,
+            Reaction::Dismiss,
+        ] {
+            let events = react(&given(&served()), r).expect("accepted");
+            assert_eq!(events.len(), 2);
+            assert!(
+                matches!(events[1], TipEvent::TipRewarded { reward, settled_by: SettledBy::Reaction, .. } if reward == r.reward())
+            );
+        }
+    }
+
+    #[test]
+    fn a_snooze_is_provisional_and_may_be_followed_by_one_other_reaction() {
+        let mut h = served();
+        assert_eq!(then(&mut h, Reaction::Snooze), Ok(1));
+        assert_eq!(
+            then(&mut h, Reaction::Snooze),
+            Ok(0),
+            "the same snooze again is a no-op"
+        );
+        assert_eq!(
+            then(&mut h, Reaction::Done),
+            Ok(2),
+            "done after snooze settles at +1"
+        );
+        assert_eq!(given(&h).reward, Some(1.0));
+        assert_eq!(
+            then(&mut h, Reaction::Done),
+            Ok(0),
+            "retry accepted, nothing new"
+        );
+        assert_eq!(
+            then(&mut h, Reaction::Dismiss),
+            Err(TipError::ConflictingReaction(Reaction::Done))
+        );
+        assert_eq!(
+            then(&mut h, Reaction::Snooze),
+            Err(TipError::ConflictingReaction(Reaction::Done))
+        );
+    }
+
+    #[test]
+    fn a_different_second_reaction_is_refused_and_the_same_one_is_a_no_op() {
+        let mut h = served();
+        assert_eq!(then(&mut h, Reaction::Helpful), Ok(2));
+        assert_eq!(then(&mut h, Reaction::Helpful), Ok(0));
+        assert_eq!(
+            then(&mut h, Reaction::Snooze),
+            Err(TipError::ConflictingReaction(Reaction::Helpful))
+        );
+    }
+
+    #[test]
+    fn a_reaction_after_settlement_is_recorded_and_changes_nothing() {
+        let mut h = served();
+        h.extend(
+            given(&h)
+                .decide(&TipCommand::SettleTimeout { at: t(90_000) })
+                .expect("settles"),
+        );
+        assert_eq!(given(&h).reward, Some(0.0));
+        let events = react(&given(&h), Reaction::Done).expect("recorded");
+        assert_eq!(events.len(), 1, "only TipReacted, no second reward");
+        assert_eq!(
+            given(&h).decide(&TipCommand::SettleTimeout { at: t(90_001) }),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn nobody_else_can_react_and_an_unserved_or_unshown_tip_is_not_found() {
+        let tip = given(&served());
+        assert_eq!(
+            tip.decide(&TipCommand::React {
+                user_id: bob(),
+                reaction: Reaction::Done,
+                at: t(1)
+            }),
+            Err(TipError::NotFound)
+        );
+        assert_eq!(
+            react(&Tip::default(), Reaction::Done),
+            Err(TipError::NotFound)
+        );
+        let not_now = given(&[TipEvent::TipServed(Box::new(decision(1)))]);
+        assert_eq!(react(&not_now, Reaction::Done), Err(TipError::NotFound));
+    }
+
+    #[test]
+    fn inconsistent_decisions_are_refused() {
+        let mut d = decision(5);
+        assert!(
+            Tip::default()
+                .decide(&TipCommand::Serve(Box::new(d.clone())))
+                .is_err()
+        );
+        d.chosen = 0;
+        d.distribution = vec![0.9, 0.9];
+        assert!(
+            Tip::default()
+                .decide(&TipCommand::Serve(Box::new(d.clone())))
+                .is_err()
+        );
+        d.distribution = vec![0.5, 0.5];
+        d.propensity = 0.0;
+        assert!(
+            Tip::default()
+                .decide(&TipCommand::Serve(Box::new(d)))
+                .is_err()
+        );
+        assert_eq!(
+            given(&served()).decide(&TipCommand::Serve(Box::new(decision(0)))),
+            Err(TipError::AlreadyServed)
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! The `User` aggregate: registration and sessions. Deletion (crypto-shredding) joins it later.
+
+use crate::event::{Aggregate, Event};
+use crate::ids::{SessionId, UserId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// An email address as a person typed it, trimmed and lower-cased. Personal: sealed in storage,
+/// looked up only through a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("email must look like name@example.org (at most 254 characters)")]
+pub struct InvalidEmail;
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, InvalidEmail> {
+        let e = s.trim().to_lowercase();
+        let Some((local, domain)) = e.split_once('@') else {
+            return Err(InvalidEmail);
+        };
+        let ok = e.len() <= 254
+            && !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !domain.contains('@');
+        if ok { Ok(Self(e)) } else { Err(InvalidEmail) }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    Register {
+        user_id: UserId,
+        email: Email,
+        at: DateTime<Utc>,
+    },
+    StartSession {
+        session_id: SessionId,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    RevokeSession {
+        session_id: SessionId,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered {
+        user_id: UserId,
+        email: Email,
+        registered_at: DateTime<Utc>,
+    },
+    SessionStarted {
+        user_id: UserId,
+        session_id: SessionId,
+        started_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    SessionRevoked {
+        user_id: UserId,
+        session_id: SessionId,
+        revoked_at: DateTime<Utc>,
+    },
+}
+
+impl Event for UserEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::UserRegistered { .. } => "UserRegistered",
+            Self::SessionStarted { .. } => "SessionStarted",
+            Self::SessionRevoked { .. } => "SessionRevoked",
+        }
+    }
+    fn personal_fields(&self) -> &'static [&'static str] {
+        match self {
+            Self::UserRegistered { .. } => &["/UserRegistered/email"],
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user is already registered")]
+    AlreadyRegistered,
+    #[error("the user is not registered")]
+    NotRegistered,
+    #[error("a session cannot expire before it starts")]
+    InvalidExpiry,
+}
+
+/// No personal field lives in the state, so snapshots of it need no sealing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub user_id: Option<UserId>,
+    pub open_sessions: BTreeSet<SessionId>,
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+
+    fn decide(&self, command: &UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        match command {
+            UserCommand::Register { user_id, email, at } => {
+                if self.user_id.is_some() {
+                    return Err(UserError::AlreadyRegistered);
+                }
+                Ok(vec![UserEvent::UserRegistered {
+                    user_id: *user_id,
+                    email: email.clone(),
+                    registered_at: *at,
+                }])
+            }
+            UserCommand::StartSession {
+                session_id,
+                at,
+                expires_at,
+            } => {
+                let user_id = self.user_id.ok_or(UserError::NotRegistered)?;
+                if expires_at <= at {
+                    return Err(UserError::InvalidExpiry);
+                }
+                Ok(vec![UserEvent::SessionStarted {
+                    user_id,
+                    session_id: *session_id,
+                    started_at: *at,
+                    expires_at: *expires_at,
+                }])
+            }
+            UserCommand::RevokeSession { session_id, at } => {
+                let user_id = self.user_id.ok_or(UserError::NotRegistered)?;
+                if !self.open_sessions.contains(session_id) {
+                    // Revoking twice is a no-op, so logging out can be retried.
+                    return Ok(vec![]);
+                }
+                Ok(vec![UserEvent::SessionRevoked {
+                    user_id,
+                    session_id: *session_id,
+                    revoked_at: *at,
+                }])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &UserEvent) {
+        match event {
+            UserEvent::UserRegistered { user_id, .. } => self.user_id = Some(*user_id),
+            UserEvent::SessionStarted { session_id, .. } => {
+                self.open_sessions.insert(*session_id);
+            }
+            UserEvent::SessionRevoked { session_id, .. } => {
+                self.open_sessions.remove(session_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn given(events: &[UserEvent]) -> User {
+        let mut u = User::default();
+        for e in events {
+            u.apply(e);
+        }
+        u
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).expect("valid time")
+    }
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            Email::parse(" Ada@Example.ORG ").map(|e| e.as_str().to_owned()),
+            Ok("ada@example.org".into())
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.org",
+            "ada@example",
+            "a da@example.org",
+            "ada@.org",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_user_registers_once() {
+        let user_id = UserId::from_uuid(Uuid::from_u128(1));
+        let email = Email::parse("ada@example.org").expect("valid");
+        let cmd = UserCommand::Register {
+            user_id,
+            email: email.clone(),
+            at: t(0),
+        };
+        let events = User::default().decide(&cmd).expect("registers");
+        assert_eq!(
+            events,
+            vec![UserEvent::UserRegistered {
+                user_id,
+                email,
+                registered_at: t(0)
+            }]
+        );
+        assert_eq!(
+            given(&events).decide(&cmd),
+            Err(UserError::AlreadyRegistered)
+        );
+    }
+
+    #[test]
+    fn sessions_start_and_revoke_idempotently() {
+        let user_id = UserId::from_uuid(Uuid::from_u128(1));
+        let session_id = SessionId::from_uuid(Uuid::from_u128(2));
+        let reg = UserEvent::UserRegistered {
+            user_id,
+            email: Email::parse("a@b.co").expect("valid"),
+            registered_at: t(0),
+        };
+        assert_eq!(
+            User::default().decide(&UserCommand::StartSession {
+                session_id,
+                at: t(1),
+                expires_at: t(2)
+            }),
+            Err(UserError::NotRegistered)
+        );
+        let started = given(std::slice::from_ref(&reg))
+            .decide(&UserCommand::StartSession {
+                session_id,
+                at: t(1),
+                expires_at: t(100),
+            })
+            .expect("starts");
+        let state = given(&[reg.clone(), started[0].clone()]);
+        let revoked = state
+            .decide(&UserCommand::RevokeSession {
+                session_id,
+                at: t(5),
+            })
+            .expect("revokes");
+        assert_eq!(revoked.len(), 1);
+        let after = given(&[reg, started[0].clone(), revoked[0].clone()]);
+        assert_eq!(
+            after.decide(&UserCommand::RevokeSession {
+                session_id,
+                at: t(6)
+            }),
+            Ok(vec![])
+        );
+    }
+}
