@@ -47,8 +47,7 @@ impl DayPart {
 static LIBRARY: LazyLock<Vec<Advice>> = LazyLock::new(|| {
     // The file is part of the source tree and checked by a test, so a parse error is a build bug.
     #[allow(clippy::expect_used)]
-    serde_json::from_str(include_str!("../data/advice.json"))
-        .expect("domain/data/advice.json is valid")
+    serde_json::from_str(include_str!("../data/advice.json")).expect("domain/data/advice.json is valid")
 });
 
 /// Every advice in the library.
@@ -107,24 +106,13 @@ mod tests {
         let mut ids = std::collections::HashSet::new();
         for a in lib {
             assert!(ids.insert(a.id.as_str()), "duplicate id {}", a.id);
-            assert!(
-                !a.title.is_empty() && a.title.chars().count() <= 60,
-                "{}",
-                a.id
-            );
+            assert!(!a.title.is_empty() && a.title.chars().count() <= 60, "{}", a.id);
             assert!(a.body.chars().count() <= 220, "{}", a.id);
-            assert!(
-                a.tags.iter().all(|t| VOCABULARY.contains(&t.as_str())),
-                "{}",
-                a.id
-            );
+            assert!(a.tags.iter().all(|t| VOCABULARY.contains(&t.as_str())), "{}", a.id);
         }
         for hour in 0..24 {
             for weekend in [false, true] {
-                let n = lib
-                    .iter()
-                    .filter(|a| a.fits(DayPart::of_hour(hour), weekend))
-                    .count();
+                let n = lib.iter().filter(|a| a.fits(DayPart::of_hour(hour), weekend)).count();
                 assert!(n >= 5, "only {n} advices fit hour {hour} weekend={weekend}");
             }
         }

@@ -8,9 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A stored fact.
-pub trait Event:
-    Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync
-{
+pub trait Event: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync {
     /// The variant's name, e.g. `SignalRecorded`.
     fn event_type(&self) -> &'static str;
     /// The schema version of this event type's payload.

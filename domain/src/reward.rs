@@ -17,13 +17,7 @@ pub enum Reaction {
 pub struct InvalidReaction;
 
 impl Reaction {
-    pub const ALL: [Reaction; 5] = [
-        Self::Done,
-        Self::Helpful,
-        Self::Snooze,
-        Self::NotHelpful,
-        Self::Dismiss,
-    ];
+    pub const ALL: [Reaction; 5] = [Self::Done, Self::Helpful, Self::Snooze, Self::NotHelpful, Self::Dismiss];
 
     pub fn parse(s: &str) -> Result<Self, InvalidReaction> {
         match s {

@@ -110,10 +110,7 @@ pub struct ExternalId(String);
 impl ExternalId {
     pub fn parse(s: &str) -> Result<Self, InvalidField> {
         if s.is_empty() || s.len() > 200 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                "external_id",
-                "must be 1 to 200 printable ASCII characters",
-            ));
+            return Err(invalid("external_id", "must be 1 to 200 printable ASCII characters"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -131,8 +128,7 @@ impl TimeZoneName {
     pub fn parse(s: &str) -> Result<Self, InvalidField> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
         if ok {
             Ok(Self(s.to_owned()))
@@ -187,10 +183,7 @@ impl Place {
             "work" => Ok(Self::Work),
             "commute" => Ok(Self::Commute),
             "elsewhere" => Ok(Self::Elsewhere),
-            _ => Err(invalid(
-                "place",
-                "must be one of home, work, commute, elsewhere",
-            )),
+            _ => Err(invalid("place", "must be one of home, work, commute, elsewhere")),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -249,11 +242,7 @@ impl SignalData {
     }
 
     /// A calendar event must end after it starts.
-    pub fn calendar(
-        title: Text,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Self, InvalidField> {
+    pub fn calendar(title: Text, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Self, InvalidField> {
         if end < start {
             return Err(invalid("end", "must not be before start"));
         }
@@ -272,13 +261,7 @@ pub enum SignalKind {
 }
 
 impl SignalKind {
-    pub const ALL: [SignalKind; 5] = [
-        Self::Task,
-        Self::Habit,
-        Self::Calendar,
-        Self::Mood,
-        Self::Context,
-    ];
+    pub const ALL: [SignalKind; 5] = [Self::Task, Self::Habit, Self::Calendar, Self::Mood, Self::Context];
 
     pub fn parse(s: &str) -> Result<Self, InvalidField> {
         match s {
@@ -287,10 +270,7 @@ impl SignalKind {
             "calendar" => Ok(Self::Calendar),
             "mood" => Ok(Self::Mood),
             "context" => Ok(Self::Context),
-            _ => Err(invalid(
-                "kind",
-                "must be one of task, habit, calendar, mood, context",
-            )),
+            _ => Err(invalid("kind", "must be one of task, habit, calendar, mood, context")),
         }
     }
     pub fn as_str(self) -> &'static str {

@@ -47,9 +47,7 @@ impl Event for SignalsEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         let SignalsEvent::SignalRecorded { data, .. } = self;
         match data {
-            SignalData::Task { .. } => {
-                &["/SignalRecorded/data/title", "/SignalRecorded/data/project"]
-            }
+            SignalData::Task { .. } => &["/SignalRecorded/data/title", "/SignalRecorded/data/project"],
             SignalData::Habit { .. } => &["/SignalRecorded/data/name"],
             SignalData::Calendar { .. } => &["/SignalRecorded/data/title"],
             SignalData::Mood { .. } => &["/SignalRecorded/data/note"],

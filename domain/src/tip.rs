@@ -138,12 +138,7 @@ pub struct Tip {
 }
 
 impl Tip {
-    fn react(
-        &self,
-        user_id: UserId,
-        reaction: Reaction,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<TipEvent>, TipError> {
+    fn react(&self, user_id: UserId, reaction: Reaction, at: DateTime<Utc>) -> Result<Vec<TipEvent>, TipError> {
         let (Some(tip_id), Some(owner)) = (self.tip_id, self.user_id) else {
             return Err(TipError::NotFound);
         };
@@ -188,12 +183,7 @@ fn check(decision: &Decision) -> Result<(), TipError> {
         return Err(TipError::InvalidDecision("propensity must be in (0, 1]"));
     }
     let sum: f64 = decision.distribution.iter().sum();
-    if (sum - 1.0).abs() > 1e-6
-        || decision
-            .distribution
-            .iter()
-            .any(|p| !(0.0..=1.0).contains(p))
-    {
+    if (sum - 1.0).abs() > 1e-6 || decision.distribution.iter().any(|p| !(0.0..=1.0).contains(p)) {
         return Err(TipError::InvalidDecision("probabilities must sum to 1"));
     }
     Ok(())
@@ -214,11 +204,7 @@ impl Aggregate for Tip {
                 check(decision)?;
                 Ok(vec![TipEvent::TipServed(decision.clone())])
             }
-            TipCommand::React {
-                user_id,
-                reaction,
-                at,
-            } => self.react(*user_id, *reaction, *at),
+            TipCommand::React { user_id, reaction, at } => self.react(*user_id, *reaction, *at),
             TipCommand::SettleTimeout { at } => match (self.tip_id, self.user_id, self.reward) {
                 (Some(tip_id), Some(user_id), None) => Ok(vec![TipEvent::TipRewarded {
                     tip_id,
@@ -337,17 +323,9 @@ mod tests {
             Ok(0),
             "the same snooze again is a no-op"
         );
-        assert_eq!(
-            then(&mut h, Reaction::Done),
-            Ok(2),
-            "done after snooze settles at +1"
-        );
+        assert_eq!(then(&mut h, Reaction::Done), Ok(2), "done after snooze settles at +1");
         assert_eq!(given(&h).reward, Some(1.0));
-        assert_eq!(
-            then(&mut h, Reaction::Done),
-            Ok(0),
-            "retry accepted, nothing new"
-        );
+        assert_eq!(then(&mut h, Reaction::Done), Ok(0), "retry accepted, nothing new");
         assert_eq!(
             then(&mut h, Reaction::Dismiss),
             Err(TipError::ConflictingReaction(Reaction::Done))
@@ -397,10 +375,7 @@ mod tests {
             }),
             Err(TipError::NotFound)
         );
-        assert_eq!(
-            react(&Tip::default(), Reaction::Done),
-            Err(TipError::NotFound)
-        );
+        assert_eq!(react(&Tip::default(), Reaction::Done), Err(TipError::NotFound));
         let not_now = given(&[TipEvent::TipServed(Box::new(decision(1)))]);
         assert_eq!(react(&not_now, Reaction::Done), Err(TipError::NotFound));
     }
@@ -408,25 +383,13 @@ mod tests {
     #[test]
     fn inconsistent_decisions_are_refused() {
         let mut d = decision(5);
-        assert!(
-            Tip::default()
-                .decide(&TipCommand::Serve(Box::new(d.clone())))
-                .is_err()
-        );
+        assert!(Tip::default().decide(&TipCommand::Serve(Box::new(d.clone()))).is_err());
         d.chosen = 0;
         d.distribution = vec![0.9, 0.9];
-        assert!(
-            Tip::default()
-                .decide(&TipCommand::Serve(Box::new(d.clone())))
-                .is_err()
-        );
+        assert!(Tip::default().decide(&TipCommand::Serve(Box::new(d.clone()))).is_err());
         d.distribution = vec![0.5, 0.5];
         d.propensity = 0.0;
-        assert!(
-            Tip::default()
-                .decide(&TipCommand::Serve(Box::new(d)))
-                .is_err()
-        );
+        assert!(Tip::default().decide(&TipCommand::Serve(Box::new(d))).is_err());
         assert_eq!(
             given(&served()).decide(&TipCommand::Serve(Box::new(decision(0)))),
             Err(TipError::AlreadyServed)

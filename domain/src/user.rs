@@ -223,10 +223,7 @@ mod tests {
                 registered_at: t(0)
             }]
         );
-        assert_eq!(
-            given(&events).decide(&cmd),
-            Err(UserError::AlreadyRegistered)
-        );
+        assert_eq!(given(&events).decide(&cmd), Err(UserError::AlreadyRegistered));
     }
 
     #[test]
@@ -255,18 +252,12 @@ mod tests {
             .expect("starts");
         let state = given(&[reg.clone(), started[0].clone()]);
         let revoked = state
-            .decide(&UserCommand::RevokeSession {
-                session_id,
-                at: t(5),
-            })
+            .decide(&UserCommand::RevokeSession { session_id, at: t(5) })
             .expect("revokes");
         assert_eq!(revoked.len(), 1);
         let after = given(&[reg, started[0].clone(), revoked[0].clone()]);
         assert_eq!(
-            after.decide(&UserCommand::RevokeSession {
-                session_id,
-                at: t(6)
-            }),
+            after.decide(&UserCommand::RevokeSession { session_id, at: t(6) }),
             Ok(vec![])
         );
     }

@@ -1,1 +1,57 @@
-//! placeholder
+//! Read models built from the log, and how they are kept and rebuilt.
+//!
+//! # Layout
+//! - [`projector`]: the checkpointed loop — reads the log in the safe global order in batches and
+//!   applies each batch together with its checkpoint in one transaction.
+//! - [`rebuild`]: blue/green rebuilds into fresh tables, swapped in atomically.
+//! - [`open_tasks`], [`features`], [`tip_log`]: the projections.
+//! - [`status`]: progress of every projection, shared with the API.
+//!
+//! Invariant: projections never append events and have no side effects beyond their tables.
+
+pub mod features;
+pub mod open_tasks;
+pub mod projector;
+pub mod rebuild;
+pub mod status;
+pub mod tip_log;
+
+use futures::future::BoxFuture;
+use oo_commands::store::StoredEvent;
+use sqlx::PgConnection;
+
+/// A read model: a name, the tables it owns, and how one event changes them.
+pub trait Projection: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The tables it owns, as defined by the migrations (rebuilds copy them).
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event. Table names are unqualified so that a rebuild can point them at its
+    /// fresh copies through the search path.
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent)
+    -> BoxFuture<'a, Result<(), ApplyError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("event {event_id} cannot be applied: {reason}")]
+    Poisoned { event_id: uuid::Uuid, reason: String },
+}
+
+/// Every projection of this build.
+pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![
+        std::sync::Arc::new(open_tasks::OpenTasks),
+        std::sync::Arc::new(features::Features),
+        std::sync::Arc::new(tip_log::TipLog),
+    ]
+}
+
+/// Decodes an event's public payload into its domain type.
+pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &StoredEvent) -> Result<E, ApplyError> {
+    serde_json::from_value(event.payload.clone()).map_err(|e| ApplyError::Poisoned {
+        event_id: event.event_id,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,408 @@
+//! Executing commands against aggregates: load (snapshot + the events after it), decide through
+//! cqrs-es's `Aggregate::handle`, seal personal fields, append, retry on conflict (bounded), and
+//! snapshot long streams.
+//!
+//! cqrs-es supplies the aggregate model (`Aggregate`, `DomainEvent`, `EventSink`); the
+//! repository and snapshots are ours (docs/adr/0001-event-store.md): postgres-es gives no global
+//! order, positions or group commit, and cqrs-es 0.5.0's snapshot stores apply events twice.
+//! `handle` runs on a scratch clone of the loaded state, and the state we keep is rebuilt from
+//! the events the store actually wrote, so a duplicate left out by the store never enters it.
+
+use crate::cursor::Cursor;
+use crate::sealing::{self, Sealed};
+use crate::store::{AppendRequest, EventStore, Expected, NewEvent, StoreError, read_stream};
+use crate::vault::{Vault, VaultError};
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use oo_domain::event::{Aggregate, Event};
+use oo_domain::ids::UserId;
+use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+use uuid::Uuid;
+
+/// A domain event seen by cqrs-es.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CqrsEvent<E>(pub E);
+
+impl<E: Event> cqrs_es::DomainEvent for CqrsEvent<E> {
+    fn event_type(&self) -> String {
+        self.0.event_type().to_owned()
+    }
+    fn event_version(&self) -> String {
+        self.0.schema_version().to_string()
+    }
+}
+
+/// A domain aggregate seen by cqrs-es: `handle` only calls the pure `decide`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CqrsAggregate<A>(pub A);
+
+impl<A> cqrs_es::Aggregate for CqrsAggregate<A>
+where
+    A: Aggregate + 'static,
+    A::Command: Send + Sync,
+{
+    const TYPE: &'static str = A::TYPE;
+    type Command = A::Command;
+    type Event = CqrsEvent<A::Event>;
+    type Error = A::Error;
+    type Services = ();
+
+    async fn handle(&mut self, command: A::Command, _services: &(), sink: &EventSink<Self>) -> Result<(), A::Error> {
+        for event in self.0.decide(&command)? {
+            sink.write(CqrsEvent(event), self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: CqrsEvent<A::Event>) {
+        self.0.apply(&event.0);
+    }
+}
+
+/// How the store treats one aggregate type's streams.
+pub trait Stream: Aggregate + 'static
+where
+    Self::Command: Send + Sync,
+{
+    /// Events do not depend on each other's order, so the writer may number them.
+    const ORDER_INDEPENDENT: bool = false;
+    /// Take a snapshot once this many events follow the last one (`None`: never).
+    const SNAPSHOT_EVERY: Option<i64> = None;
+    fn user_of(event: &Self::Event) -> UserId;
+    fn occurred_at(event: &Self::Event, now: DateTime<Utc>) -> DateTime<Utc> {
+        let _ = event;
+        now
+    }
+    fn dedup_key(event: &Self::Event) -> Option<String> {
+        let _ = event;
+        None
+    }
+}
+
+impl Stream for oo_domain::signals::Signals {
+    const ORDER_INDEPENDENT: bool = true;
+    const SNAPSHOT_EVERY: Option<i64> = Some(200);
+    fn user_of(e: &Self::Event) -> UserId {
+        let oo_domain::signals::SignalsEvent::SignalRecorded { user_id, .. } = e;
+        *user_id
+    }
+    fn occurred_at(e: &Self::Event, _now: DateTime<Utc>) -> DateTime<Utc> {
+        let oo_domain::signals::SignalsEvent::SignalRecorded { occurred_at, .. } = e;
+        *occurred_at
+    }
+    fn dedup_key(e: &Self::Event) -> Option<String> {
+        let oo_domain::signals::SignalsEvent::SignalRecorded { signal_id, .. } = e;
+        Some(signal_id.as_str().to_owned())
+    }
+}
+
+impl Stream for oo_domain::user::User {
+    const SNAPSHOT_EVERY: Option<i64> = Some(200);
+    fn user_of(e: &Self::Event) -> UserId {
+        use oo_domain::user::UserEvent::*;
+        match e {
+            UserRegistered { user_id, .. } | SessionStarted { user_id, .. } | SessionRevoked { user_id, .. } => {
+                *user_id
+            }
+        }
+    }
+}
+
+impl Stream for oo_domain::tip::Tip {
+    fn user_of(e: &Self::Event) -> UserId {
+        use oo_domain::tip::TipEvent::*;
+        match e {
+            TipServed(d) => d.user_id,
+            TipReacted { user_id, .. } | TipRewarded { user_id, .. } => *user_id,
+        }
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Domain(E),
+    #[error("the stream kept changing; gave up after {0} attempts")]
+    Contended(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the user's key is missing (account deleted?)")]
+    NoKey,
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("stored state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Tracing ids every command carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub now: DateTime<Utc>,
+}
+
+impl Meta {
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            now,
+        }
+    }
+}
+
+/// The outcome of a command.
+#[derive(Debug, Clone)]
+pub struct Executed<A: Aggregate> {
+    /// Where the last written event stands; `None` if nothing was written.
+    pub cursor: Option<Cursor>,
+    pub written: Vec<A::Event>,
+    pub duplicates: usize,
+    pub state: A,
+}
+
+/// A loaded aggregate.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub state: A,
+    pub sequence: i64,
+    pub snapshot_sequence: i64,
+}
+
+/// Executes commands for one aggregate type.
+#[derive(Debug, Clone)]
+pub struct Repository<A> {
+    store: EventStore,
+    vault: Vault,
+    max_attempts: u32,
+    _a: PhantomData<fn() -> A>,
+}
+
+impl<A> Repository<A>
+where
+    A: Stream,
+    A::Command: Send + Sync,
+{
+    pub fn new(store: EventStore, vault: Vault) -> Self {
+        Self {
+            store,
+            vault,
+            max_attempts: 5,
+            _a: PhantomData,
+        }
+    }
+
+    /// Loads a stream: its snapshot if any, then the events after it.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, CommandError<A::Error>> {
+        let pool = self.store.pool();
+        let snap: Option<(i64, serde_json::Value)> =
+            sqlx::query_as("SELECT sequence, state FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
+                .bind(A::TYPE)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| CommandError::Store(StoreError::from_sqlx(e)))?;
+        let (mut state, snapshot_sequence) = match snap {
+            Some((seq, json)) => (
+                serde_json::from_value::<A>(json).map_err(|e| CommandError::Corrupt(e.to_string()))?,
+                seq,
+            ),
+            None => (A::default(), 0),
+        };
+        let mut sequence = snapshot_sequence;
+        for e in read_stream(pool, A::TYPE, id, snapshot_sequence)
+            .await
+            .map_err(|e| CommandError::Store(StoreError::from_sqlx(e)))?
+        {
+            // Aggregate states need no personal field: the public payload is enough.
+            let event: A::Event =
+                serde_json::from_value(e.payload).map_err(|e| CommandError::Corrupt(e.to_string()))?;
+            state.apply(&event);
+            sequence = e.sequence;
+        }
+        Ok(Loaded {
+            state,
+            sequence,
+            snapshot_sequence,
+        })
+    }
+
+    /// Loads, decides and appends, retrying a bounded number of times on conflict.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: Meta,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        for _ in 0..self.max_attempts {
+            let loaded = self.load(id).await?;
+            let mut scratch = CqrsAggregate(loaded.state.clone());
+            let sink = EventSink::default();
+            cqrs_es::Aggregate::handle(&mut scratch, command.clone(), &(), &sink)
+                .await
+                .map_err(CommandError::Domain)?;
+            let events: Vec<A::Event> = sink.collect().await.into_iter().map(|e| e.0).collect();
+            if events.is_empty() {
+                return Ok(Executed {
+                    cursor: None,
+                    written: vec![],
+                    duplicates: 0,
+                    state: loaded.state,
+                });
+            }
+            let mut new_events = Vec::with_capacity(events.len());
+            for e in &events {
+                new_events.push(self.prepare(e, &meta).await?);
+            }
+            let ids: Vec<Uuid> = new_events.iter().map(|e| e.event_id).collect();
+            let expected = if A::ORDER_INDEPENDENT {
+                Expected::Any(loaded.sequence)
+            } else {
+                Expected::Exact(loaded.sequence)
+            };
+            let request = AppendRequest {
+                aggregate_type: A::TYPE,
+                aggregate_id: id.to_owned(),
+                expected,
+                events: new_events,
+            };
+            match self.store.append(request).await {
+                Ok(appended) => {
+                    let written_ids: std::collections::HashSet<Uuid> =
+                        appended.written.iter().map(|(id, _)| *id).collect();
+                    let mut state = loaded.state;
+                    let mut written = Vec::with_capacity(appended.written.len());
+                    for (event, id) in events.into_iter().zip(ids) {
+                        if written_ids.contains(&id) {
+                            state.apply(&event);
+                            written.push(event);
+                        }
+                    }
+                    let last_seq = appended.written.last().map_or(loaded.sequence, |(_, s)| *s);
+                    self.maybe_snapshot(id, &state, last_seq, loaded.snapshot_sequence)
+                        .await;
+                    return Ok(Executed {
+                        cursor: appended.cursor,
+                        written,
+                        duplicates: appended.duplicates,
+                        state,
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CommandError::Contended(self.max_attempts))
+    }
+}
+
+impl<A> Repository<A>
+where
+    A: Stream,
+    A::Command: Send + Sync,
+{
+    async fn prepare(&self, event: &A::Event, meta: &Meta) -> Result<NewEvent, CommandError<A::Error>> {
+        let user_id = A::user_of(event);
+        let key = if event.personal_fields().is_empty() {
+            None
+        } else {
+            Some(self.vault.key_for(user_id).await?.ok_or(CommandError::NoKey)?)
+        };
+        prepare_event(
+            event,
+            user_id,
+            A::occurred_at(event, meta.now),
+            A::dedup_key(event),
+            key.as_ref(),
+            meta,
+        )
+        .map_err(|e| CommandError::Corrupt(e.to_string()))
+    }
+
+    async fn maybe_snapshot(&self, id: &str, state: &A, sequence: i64, snapshot_sequence: i64) {
+        let Some(every) = A::SNAPSHOT_EVERY else {
+            return;
+        };
+        if sequence - snapshot_sequence < every {
+            return;
+        }
+        let Ok(json) = serde_json::to_value(state) else {
+            return;
+        };
+        // A failed snapshot costs only speed: the next load replays a little more.
+        let result = sqlx::query(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, sequence, state) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence, state = EXCLUDED.state, \
+             taken_at = now() WHERE snapshots.sequence < EXCLUDED.sequence",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .bind(sequence)
+        .bind(json)
+        .execute(self.store.pool())
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(aggregate_type = A::TYPE, error = %e, "snapshot not saved");
+        }
+    }
+}
+
+/// Serialises an event for storage: personal fields sealed under `key`, bound to a fresh event
+/// id. An event with personal fields needs a key.
+pub fn prepare_event<E: Event>(
+    event: &E,
+    user_id: UserId,
+    occurred_at: DateTime<Utc>,
+    dedup_key: Option<String>,
+    key: Option<&sealing::DataKey>,
+    meta: &Meta,
+) -> Result<NewEvent, sealing::SealError> {
+    let event_id = Uuid::now_v7();
+    let mut payload = serde_json::to_value(event).map_err(|_| sealing::SealError::Seal)?;
+    let fields = sealing::split(&mut payload, event.personal_fields());
+    let sealed = if fields.is_empty() {
+        None
+    } else {
+        let key = key.ok_or(sealing::SealError::WrongKey)?;
+        Some(sealing::seal(key, event_id, &fields)?.to_bytes())
+    };
+    Ok(NewEvent {
+        event_id,
+        event_type: event.event_type(),
+        schema_version: event.schema_version() as i32,
+        user_id: user_id.as_uuid(),
+        payload,
+        sealed,
+        occurred_at,
+        correlation_id: meta.correlation_id,
+        causation_id: meta.causation_id,
+        dedup_key,
+    })
+}
+
+/// The personal fields of a stored event, opened with `key`; `None` when the key is gone or the
+/// envelope does not open (shown as redacted).
+pub fn open_fields(
+    key: Option<&sealing::DataKey>,
+    event_id: Uuid,
+    payload: &serde_json::Value,
+    pointers: &[&str],
+    sealed: Option<&[u8]>,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let key = key?;
+    let sealed = Sealed::from_bytes(sealed?).ok()?;
+    let names: Vec<&str> = pointers
+        .iter()
+        .copied()
+        .filter(|p| payload.pointer(p).and_then(|v| v.as_str()) == Some(sealing::SEALED))
+        .collect();
+    sealing::open(key, event_id, &names, &sealed).ok()
+}

@@ -1,0 +1,653 @@
+//! The event store: appends (through a group-committing writer) and the catch-up reader every
+//! other part of the system reads the log through.
+//!
+//! # Appends
+//! Commands send [`AppendRequest`]s to a queue. A writer task drains the queue and writes every
+//! waiting request in **one** transaction (one multi-row insert, one durable commit), then
+//! answers each request. Optimistic concurrency still holds per aggregate: a request that
+//! expects an exact last sequence fails with [`StoreError::Conflict`] if anything else was
+//! written to its stream; order-independent streams (`Expected::Any`) are numbered by the
+//! writer. If the shared transaction fails on a constraint (another process wrote), the batch is
+//! rolled back and each request is retried alone, so one conflict never fails its neighbours.
+//! Idempotent ingestion is a unique index (`ingested_signals`) checked in the same transaction.
+//!
+//! # Reading
+//! [`read_after`] returns events in the global order `(tx_id, position)`, only from
+//! transactions older than the oldest one still in flight, so an event whose transaction commits
+//! late is never skipped (docs/adr/0002-global-order.md).
+
+use crate::cursor::Cursor;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgDatabaseError;
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+/// One event ready to be written. Its personal fields are already sealed.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub schema_version: i32,
+    pub user_id: Uuid,
+    pub payload: Value,
+    pub sealed: Option<Vec<u8>>,
+    pub occurred_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    /// A client's signal id: the event is written only if `(user_id, dedup_key)` is new.
+    pub dedup_key: Option<String>,
+}
+
+/// What the command saw of its stream: the last sequence it loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// The stream's last sequence must still be this one.
+    Exact(i64),
+    /// The events do not depend on each other's order: the writer numbers them after whatever
+    /// is there (the value is what the command saw, a lower bound).
+    Any(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub expected: Expected,
+    pub events: Vec<NewEvent>,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Appended {
+    /// The position of the last event written; `None` when nothing was written.
+    pub cursor: Option<Cursor>,
+    /// Ids of the events written, in order (duplicates left out), with their sequences.
+    pub written: Vec<(Uuid, i64)>,
+    /// Events not written because their signal id was seen before.
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the stream changed since it was read")]
+    Conflict,
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("unexpected store error: {0}")]
+    Unexpected(String),
+}
+
+impl StoreError {
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        if is_unique_violation(&e, "events_stream_sequence") {
+            return Self::Conflict;
+        }
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                Self::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(ref d) if d.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")) => {
+                Self::Unavailable(e.to_string())
+            }
+            other => Self::Unexpected(other.to_string()),
+        }
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_some_and(|pg| pg.code() == "23505" && pg.constraint() == Some(constraint)),
+        _ => false,
+    }
+}
+
+/// Counters the API exports as metrics.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    pub events_appended: AtomicU64,
+    pub append_requests: AtomicU64,
+    pub commits: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub conflicts: AtomicU64,
+}
+
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Writer tasks (each commits one batch at a time; more overlap commits with batching).
+    pub writers: usize,
+    /// Most events in one transaction.
+    pub max_batch_events: usize,
+    pub queue: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            writers: 2,
+            max_batch_events: 5_000,
+            queue: 10_000,
+        }
+    }
+}
+
+type StreamKey = (&'static str, String);
+
+/// The store's handle: cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    queue: mpsc::Sender<Job>,
+    appended: Arc<Notify>,
+    pub metrics: Arc<StoreMetrics>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventStore(..)")
+    }
+}
+
+struct Writer {
+    pool: PgPool,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    /// The last sequence this process wrote or is writing per stream, so that concurrent
+    /// commands on one order-independent stream do not collide. Bounded.
+    last_seq: Arc<Mutex<HashMap<StreamKey, i64>>>,
+    appended: Arc<Notify>,
+    metrics: Arc<StoreMetrics>,
+    max_batch_events: usize,
+}
+
+const LAST_SEQ_CAPACITY: usize = 200_000;
+
+impl EventStore {
+    /// Starts the writer tasks. They end when every handle is dropped.
+    pub fn start(pool: PgPool, config: WriterConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue);
+        let appended = Arc::new(Notify::new());
+        let metrics = Arc::new(StoreMetrics::default());
+        let queue = Arc::new(tokio::sync::Mutex::new(rx));
+        let last_seq = Arc::new(Mutex::new(HashMap::new()));
+        for _ in 0..config.writers.max(1) {
+            let w = Writer {
+                pool: pool.clone(),
+                queue: queue.clone(),
+                last_seq: last_seq.clone(),
+                appended: appended.clone(),
+                metrics: metrics.clone(),
+                max_batch_events: config.max_batch_events,
+            };
+            tokio::spawn(w.run());
+        }
+        Self {
+            pool,
+            queue: tx,
+            appended,
+            metrics,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Notified after every commit of new events (in this process).
+    pub fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    /// Appends through the group-committing writer; answers once the events are durable.
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
+        if request.events.is_empty() {
+            return Ok(Appended::default());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::Unexpected("the writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unexpected("the writer dropped a request".into()))?
+    }
+
+    /// Appends inside the caller's transaction (for commands that must write other rows
+    /// atomically with their events, such as registration). Call [`EventStore::committed`] after
+    /// the commit.
+    pub async fn append_in_tx(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        let mut out = write_jobs(tx, &[&request], &HashMap::new()).await?;
+        out.pop().ok_or_else(|| StoreError::Unexpected("no outcome".into()))?
+    }
+
+    pub fn committed(&self, appended: &Appended) {
+        if appended.cursor.is_some() {
+            self.metrics
+                .events_appended
+                .fetch_add(appended.written.len() as u64, Ordering::Relaxed);
+            self.appended.notify_waiters();
+        }
+    }
+
+    /// The position of the latest committed event, or the start of the log.
+    pub async fn head(&self) -> Result<Cursor, StoreError> {
+        head(&self.pool).await
+    }
+}
+
+pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT tx_id::text, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+    Ok(row
+        .map(|(tx, position)| Cursor {
+            tx_id: tx.parse().unwrap_or(0),
+            position,
+        })
+        .unwrap_or(Cursor::START))
+}
+
+impl Writer {
+    async fn run(self) {
+        loop {
+            let jobs = {
+                let mut rx = self.queue.lock().await;
+                let Some(first) = rx.recv().await else { return };
+                let mut events = first.request.events.len();
+                let mut jobs = vec![first];
+                while events < self.max_batch_events {
+                    match rx.try_recv() {
+                        Ok(j) => {
+                            events += j.request.events.len();
+                            jobs.push(j);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                jobs
+            };
+            self.write_batch(jobs).await;
+        }
+    }
+
+    async fn write_batch(&self, jobs: Vec<Job>) {
+        self.metrics
+            .append_requests
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        // Reserve sequences for order-independent streams after what this process already has.
+        let reserved: HashMap<StreamKey, i64> = self.last_seq.lock().map(|m| m.clone_subset(&jobs)).unwrap_or_default();
+        let requests: Vec<&AppendRequest> = jobs.iter().map(|j| &j.request).collect();
+        let outcome = match self.pool.begin().await {
+            Ok(mut tx) => match write_jobs(&mut tx, &requests, &reserved).await {
+                Ok(results) => match tx.commit().await {
+                    Ok(()) => Ok(results),
+                    Err(e) => Err(StoreError::from_sqlx(e)),
+                },
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(StoreError::from_sqlx(e)),
+        };
+        match outcome {
+            Ok(results) => {
+                self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                self.finish(jobs, results);
+            }
+            Err(StoreError::Conflict) if jobs.len() > 1 => {
+                // Another process wrote to one of these streams: retry each request alone so a
+                // conflict fails only its own request.
+                self.forget(&jobs);
+                for job in jobs {
+                    let result = match self.pool.begin().await {
+                        Ok(mut tx) => match write_jobs(&mut tx, &[&job.request], &HashMap::new()).await {
+                            Ok(mut r) => match tx.commit().await {
+                                Ok(()) => r
+                                    .pop()
+                                    .unwrap_or_else(|| Err(StoreError::Unexpected("no outcome".into()))),
+                                Err(e) => Err(StoreError::from_sqlx(e)),
+                            },
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(StoreError::from_sqlx(e)),
+                    };
+                    if result.is_ok() {
+                        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.finish(vec![job], vec![result]);
+                }
+            }
+            Err(e) => {
+                self.forget(&jobs);
+                if matches!(e, StoreError::Conflict) {
+                    self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn finish(&self, jobs: Vec<Job>, results: Vec<Result<Appended, StoreError>>) {
+        let mut any = false;
+        if let Ok(mut map) = self.last_seq.lock() {
+            if map.len() > LAST_SEQ_CAPACITY {
+                map.clear();
+            }
+            for (job, result) in jobs.iter().zip(&results) {
+                let key = (job.request.aggregate_type, job.request.aggregate_id.clone());
+                match result {
+                    Ok(a) => {
+                        if let Some((_, seq)) = a.written.last() {
+                            let e = map.entry(key).or_insert(*seq);
+                            *e = (*e).max(*seq);
+                        }
+                    }
+                    Err(_) => {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
+        for (job, result) in jobs.into_iter().zip(results) {
+            if let Ok(a) = &result {
+                any |= a.cursor.is_some();
+                self.metrics
+                    .events_appended
+                    .fetch_add(a.written.len() as u64, Ordering::Relaxed);
+                self.metrics
+                    .duplicates
+                    .fetch_add(a.duplicates as u64, Ordering::Relaxed);
+            } else if matches!(result, Err(StoreError::Conflict)) {
+                self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = job.reply.send(result);
+        }
+        if any {
+            self.appended.notify_waiters();
+        }
+    }
+
+    fn forget(&self, jobs: &[Job]) {
+        if let Ok(mut map) = self.last_seq.lock() {
+            for j in jobs {
+                map.remove(&(j.request.aggregate_type, j.request.aggregate_id.clone()));
+            }
+        }
+    }
+}
+
+trait CloneSubset {
+    fn clone_subset(&self, jobs: &[Job]) -> HashMap<StreamKey, i64>;
+}
+
+impl CloneSubset for HashMap<StreamKey, i64> {
+    fn clone_subset(&self, jobs: &[Job]) -> HashMap<StreamKey, i64> {
+        jobs.iter()
+            .filter_map(|j| {
+                let k = (j.request.aggregate_type, j.request.aggregate_id.clone());
+                self.get(&k).map(|v| (k, *v))
+            })
+            .collect()
+    }
+}
+
+/// Writes several requests in the caller's transaction. Returns one outcome per request: a
+/// request whose exact expectation is already broken inside the batch gets `Conflict` and writes
+/// nothing; a constraint violation from outside fails the whole call (the caller rolls back).
+async fn write_jobs(
+    conn: &mut PgConnection,
+    requests: &[&AppendRequest],
+    reserved: &HashMap<StreamKey, i64>,
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    // 1. Idempotency: claim every signal id of the batch; the first request naming one wins.
+    let mut dedup_users = Vec::new();
+    let mut dedup_ids = Vec::new();
+    let mut claimed_in_batch = HashSet::new();
+    for r in requests {
+        for e in &r.events {
+            if let Some(k) = &e.dedup_key
+                && claimed_in_batch.insert((e.user_id, k.as_str()))
+            {
+                dedup_users.push(e.user_id);
+                dedup_ids.push(k.clone());
+            }
+        }
+    }
+    let mut fresh: HashSet<(Uuid, String)> = HashSet::new();
+    if !dedup_ids.is_empty() {
+        let rows = sqlx::query(
+            "INSERT INTO ingested_signals (user_id, signal_id) SELECT * FROM unnest($1::uuid[], $2::text[]) \
+             ON CONFLICT DO NOTHING RETURNING user_id, signal_id",
+        )
+        .bind(&dedup_users)
+        .bind(&dedup_ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        for row in rows {
+            fresh.insert((row.get(0), row.get(1)));
+        }
+    }
+
+    // 2. Number the events and check exact expectations within the batch.
+    let mut next_seq: HashMap<StreamKey, i64> = HashMap::new();
+    let mut outcomes: Vec<Result<Appended, StoreError>> = Vec::with_capacity(requests.len());
+    let mut cols = Columns::default();
+    let mut owner: Vec<usize> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        let key = (r.aggregate_type, r.aggregate_id.clone());
+        let in_batch = next_seq.get(&key).copied();
+        let base = match r.expected {
+            Expected::Exact(s) => {
+                if in_batch.is_some_and(|b| b != s) || reserved.get(&key).is_some_and(|b| *b > s) {
+                    outcomes.push(Err(StoreError::Conflict));
+                    continue;
+                }
+                s
+            }
+            Expected::Any(s) => s
+                .max(in_batch.unwrap_or(0))
+                .max(reserved.get(&key).copied().unwrap_or(0)),
+        };
+        let mut seq = base;
+        let mut appended = Appended::default();
+        for e in &r.events {
+            if let Some(k) = &e.dedup_key
+                && !fresh.remove(&(e.user_id, k.clone()))
+            {
+                appended.duplicates += 1;
+                continue;
+            }
+            seq += 1;
+            cols.push(r, e, seq);
+            owner.push(i);
+            appended.written.push((e.event_id, seq));
+        }
+        next_seq.insert(key, seq);
+        outcomes.push(Ok(appended));
+    }
+    // `outcomes` has one entry per request in order; map request index -> outcome index.
+    if cols.event_id.is_empty() {
+        return Ok(outcomes);
+    }
+
+    // 3. One multi-row insert for the whole batch.
+    let rows = sqlx::query(
+        "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, schema_version, user_id, \
+           payload, sealed, occurred_at, correlation_id, causation_id) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int4[], $7::uuid[], \
+           $8::jsonb[], $9::bytea[], $10::timestamptz[], $11::uuid[], $12::uuid[]) \
+         RETURNING event_id, tx_id::text, position",
+    )
+    .bind(&cols.event_id)
+    .bind(&cols.aggregate_type)
+    .bind(&cols.aggregate_id)
+    .bind(&cols.sequence)
+    .bind(&cols.event_type)
+    .bind(&cols.schema_version)
+    .bind(&cols.user_id)
+    .bind(&cols.payload)
+    .bind(&cols.sealed)
+    .bind(&cols.occurred_at)
+    .bind(&cols.correlation_id)
+    .bind(&cols.causation_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    let mut positions: HashMap<Uuid, Cursor> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let tx: String = row.get(1);
+        let tx_id = tx.parse::<u64>().map_err(|e| StoreError::Unexpected(e.to_string()))?;
+        positions.insert(
+            row.get(0),
+            Cursor {
+                tx_id,
+                position: row.get(2),
+            },
+        );
+    }
+    for a in outcomes.iter_mut().flatten() {
+        a.cursor = a.written.iter().filter_map(|(id, _)| positions.get(id)).max().copied();
+    }
+    Ok(outcomes)
+}
+
+#[derive(Default)]
+struct Columns {
+    event_id: Vec<Uuid>,
+    aggregate_type: Vec<&'static str>,
+    aggregate_id: Vec<String>,
+    sequence: Vec<i64>,
+    event_type: Vec<&'static str>,
+    schema_version: Vec<i32>,
+    user_id: Vec<Uuid>,
+    payload: Vec<Value>,
+    sealed: Vec<Option<Vec<u8>>>,
+    occurred_at: Vec<DateTime<Utc>>,
+    correlation_id: Vec<Uuid>,
+    causation_id: Vec<Option<Uuid>>,
+}
+
+impl Columns {
+    fn push(&mut self, r: &AppendRequest, e: &NewEvent, seq: i64) {
+        self.event_id.push(e.event_id);
+        self.aggregate_type.push(r.aggregate_type);
+        self.aggregate_id.push(r.aggregate_id.clone());
+        self.sequence.push(seq);
+        self.event_type.push(e.event_type);
+        self.schema_version.push(e.schema_version);
+        self.user_id.push(e.user_id);
+        self.payload.push(e.payload.clone());
+        self.sealed.push(e.sealed.clone());
+        self.occurred_at.push(e.occurred_at);
+        self.correlation_id.push(e.correlation_id);
+        self.causation_id.push(e.causation_id);
+    }
+}
+
+/// An event as stored, with its place in the global order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub cursor: Cursor,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub user_id: Uuid,
+    pub payload: Value,
+    pub sealed: Option<Vec<u8>>,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+}
+
+const SELECT_EVENTS: &str = "SELECT tx_id::text AS tx, position, event_id, aggregate_type, aggregate_id, sequence, \
+    event_type, schema_version, user_id, payload, sealed, occurred_at, recorded_at, correlation_id, causation_id FROM events";
+
+fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+    let tx: String = row.try_get("tx")?;
+    Ok(StoredEvent {
+        cursor: Cursor {
+            tx_id: tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            position: row.try_get("position")?,
+        },
+        event_id: row.try_get("event_id")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        user_id: row.try_get("user_id")?,
+        payload: row.try_get("payload")?,
+        sealed: row.try_get("sealed")?,
+        occurred_at: row.try_get("occurred_at")?,
+        recorded_at: row.try_get("recorded_at")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+    })
+}
+
+/// Up to `limit` events after `after` in the global order, from committed transactions older
+/// than every transaction still in flight — so nothing that commits later can land behind the
+/// returned cursor.
+pub async fn read_after(conn: &mut PgConnection, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "{SELECT_EVENTS} WHERE (tx_id, position) > ($1::text::xid8, $2) \
+         AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(stored_event).collect()
+}
+
+/// The events of one stream after `sequence`, in order (used to load aggregates).
+pub async fn read_stream(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after_sequence: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql =
+        format!("{SELECT_EVENTS} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence");
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after_sequence)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(stored_event).collect()
+}
+
+/// How many events the log holds after `after` (committed, any order): projector lag.
+pub async fn count_after(pool: &PgPool, after: Cursor) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)")
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .fetch_one(pool)
+        .await
+}

@@ -1,0 +1,64 @@
+//! What every projection is doing, for `/admin/projections`, `/ready` and read-your-writes.
+
+use oo_commands::cursor::Cursor;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RebuildProgress {
+    pub events_applied: u64,
+    pub events_total: u64,
+    pub started: Instant,
+}
+
+impl RebuildProgress {
+    pub fn events_per_second(&self) -> f64 {
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            self.events_applied as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Shared, in-process view of the projectors. The durable truth is the `checkpoints` table.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    rebuilds: Arc<Mutex<HashMap<String, RebuildProgress>>>,
+    checkpoints: Arc<Mutex<HashMap<String, Cursor>>>,
+    progress: Arc<Notify>,
+}
+
+impl Status {
+    pub fn rebuild(&self, name: &str) -> Option<RebuildProgress> {
+        self.rebuilds.lock().ok().and_then(|m| m.get(name).copied())
+    }
+
+    pub(crate) fn set_rebuild(&self, name: &str, progress: Option<RebuildProgress>) {
+        if let Ok(mut m) = self.rebuilds.lock() {
+            match progress {
+                Some(p) => {
+                    m.insert(name.to_owned(), p);
+                }
+                None => {
+                    m.remove(name);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn advanced(&self, name: &str, cursor: Cursor) {
+        if let Ok(mut m) = self.checkpoints.lock() {
+            m.insert(name.to_owned(), cursor);
+        }
+        self.progress.notify_waiters();
+    }
+
+    /// Notified whenever a projector advances.
+    pub fn progress(&self) -> Arc<Notify> {
+        self.progress.clone()
+    }
+}
