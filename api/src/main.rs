@@ -1,1 +1,79 @@
-fn main() {}
+//! `oo`: parse the command line, set up logging, call into the crates.
+
+use clap::{Parser, Subcommand};
+use oo_api::cli::{self, RebuildArgs};
+use oo_api::config::{DbConfig, ServeConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "oo", version, about = "oO: one tip, at the right moment")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (HTTP API, projectors).
+    Serve(ServeConfig),
+    /// Create the database if missing and migrate it.
+    Migrate(DbConfig),
+    /// Rebuild projections from the log without downtime.
+    Rebuild(RebuildArgs),
+    /// Run a benchmark and print figures.
+    Bench(oo_api::bench::BenchArgs),
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("OO_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("OO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Serve(config) => {
+            let dev = config.dev;
+            let app = oo_api::Application::build(config).await?;
+            if dev {
+                tracing::warn!(
+                    "DEVELOPMENT MODE: POST /auth/dev-login signs anyone in by email. Never expose this server."
+                );
+            }
+            if let Some(token) = &app.generated_admin_token {
+                eprintln!("dev admin token (generated for this run): {token}");
+            }
+            println!("listening on http://{}", app.local_addr()?);
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate(db) => cli::migrate(&db).await,
+        Command::Rebuild(args) => cli::rebuild(&args).await,
+        Command::Bench(args) => oo_api::bench::run(args).await,
+    }
+}

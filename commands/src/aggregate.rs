@@ -388,21 +388,13 @@ pub fn prepare_event<E: Event>(
     })
 }
 
-/// The personal fields of a stored event, opened with `key`; `None` when the key is gone or the
-/// envelope does not open (shown as redacted).
+/// The personal fields of a stored event, opened with `key`; `None` when there are none, the
+/// key is gone or the envelope does not open (the fields then read as redacted).
 pub fn open_fields(
     key: Option<&sealing::DataKey>,
     event_id: Uuid,
-    payload: &serde_json::Value,
-    pointers: &[&str],
     sealed: Option<&[u8]>,
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let key = key?;
     let sealed = Sealed::from_bytes(sealed?).ok()?;
-    let names: Vec<&str> = pointers
-        .iter()
-        .copied()
-        .filter(|p| payload.pointer(p).and_then(|v| v.as_str()) == Some(sealing::SEALED))
-        .collect();
-    sealing::open(key, event_id, &names, &sealed).ok()
+    sealing::open(key?, event_id, &sealed).ok()
 }

@@ -1,7 +1,8 @@
 //! Sealing personal fields: the personal fields of one event travel together in one AEAD
-//! envelope (XChaCha20-Poly1305 under the user's data key), bound by associated data to the
-//! event id and to the names of the fields, so a sealed value cannot be moved to another event
-//! or field unnoticed. The public payload keeps the placeholder [`SEALED`] in their place.
+//! envelope (XChaCha20-Poly1305 under the user's data key). The associated data binds the
+//! envelope to its event id, and the field names travel inside the authenticated plaintext (each
+//! value next to the JSON pointer it belongs at), so a sealed value cannot be moved to another
+//! event or field unnoticed. The public payload keeps the placeholder [`SEALED`] in their place.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -95,24 +96,19 @@ impl Sealed {
     }
 }
 
-fn associated_data(event_id: Uuid, fields: &[&str]) -> Vec<u8> {
+fn associated_data(event_id: Uuid) -> Vec<u8> {
     let mut ad = b"oo.sealed.v1\0".to_vec();
     ad.extend_from_slice(event_id.as_bytes());
-    for f in fields {
-        ad.push(0);
-        ad.extend_from_slice(f.as_bytes());
-    }
     ad
 }
 
 /// Seals `fields` (JSON pointer → value) of event `event_id`.
 pub fn seal(key: &DataKey, event_id: Uuid, fields: &Map<String, Value>) -> Result<Sealed, SealError> {
-    let names: Vec<&str> = fields.keys().map(String::as_str).collect();
     let plaintext = serde_json::to_vec(fields).map_err(|_| SealError::Seal)?;
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let cipher = XChaCha20Poly1305::new((&key.key).into());
-    let ad = associated_data(event_id, &names);
+    let ad = associated_data(event_id);
     let ciphertext = cipher
         .encrypt(
             XNonce::from_slice(&nonce),
@@ -122,7 +118,6 @@ pub fn seal(key: &DataKey, event_id: Uuid, fields: &Map<String, Value>) -> Resul
             },
         )
         .map_err(|_| SealError::Seal)?;
-    // The field names are part of the associated data; they travel inside the plaintext too.
     Ok(Sealed {
         key_id: key.key_id,
         nonce,
@@ -130,15 +125,13 @@ pub fn seal(key: &DataKey, event_id: Uuid, fields: &Map<String, Value>) -> Resul
     })
 }
 
-/// Opens an envelope sealed by [`seal`] for `event_id`, naming the fields it must hold.
-pub fn open(key: &DataKey, event_id: Uuid, fields: &[&str], sealed: &Sealed) -> Result<Map<String, Value>, SealError> {
+/// Opens an envelope sealed by [`seal`] for `event_id`: the fields by JSON pointer.
+pub fn open(key: &DataKey, event_id: Uuid, sealed: &Sealed) -> Result<Map<String, Value>, SealError> {
     if sealed.key_id != key.key_id {
         return Err(SealError::WrongKey);
     }
     let cipher = XChaCha20Poly1305::new((&key.key).into());
-    let mut sorted: Vec<&str> = fields.to_vec();
-    sorted.sort_unstable();
-    let ad = associated_data(event_id, &sorted);
+    let ad = associated_data(event_id);
     let plaintext = cipher
         .decrypt(
             XNonce::from_slice(&sealed.nonce),
@@ -181,18 +174,13 @@ pub fn join(payload: &mut Value, pointers: &[&str], fields: Option<&Map<String, 
     }
 }
 
-/// The names of the fields `split` took, in the order `seal` binds them.
-pub fn field_names(fields: &Map<String, Value>) -> Vec<&str> {
-    fields.keys().map(String::as_str).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     #[test]
-    fn personal_fields_round_trip_and_are_bound_to_their_event_and_names() {
+    fn personal_fields_round_trip_and_are_bound_to_their_event() {
         let key = DataKey::generate();
         let event_id = Uuid::now_v7();
         let mut payload = json!({"E": {"title": "call mum", "note": null, "priority": 3}});
@@ -203,27 +191,17 @@ mod tests {
         let bytes = sealed.to_bytes();
         assert!(!String::from_utf8_lossy(&bytes).contains("call mum"));
         let sealed = Sealed::from_bytes(&bytes).expect("parses");
-        let names = field_names(&fields);
-        let opened = open(&key, event_id, &names, &sealed).expect("opens");
+        let opened = open(&key, event_id, &sealed).expect("opens");
+        assert_eq!(opened, fields);
         let mut back = payload.clone();
         join(&mut back, &ptrs, Some(&opened));
         assert_eq!(back, json!({"E": {"title": "call mum", "note": null, "priority": 3}}));
 
-        assert!(
-            open(&key, Uuid::now_v7(), &names, &sealed).is_err(),
-            "moved to another event"
-        );
-        assert!(
-            open(&key, event_id, &["/E/note"], &sealed).is_err(),
-            "claimed for another field"
-        );
-        assert!(
-            open(&DataKey::generate(), event_id, &names, &sealed).is_err(),
-            "another key"
-        );
+        assert!(open(&key, Uuid::now_v7(), &sealed).is_err(), "moved to another event");
+        assert!(open(&DataKey::generate(), event_id, &sealed).is_err(), "another key");
         let mut tampered = sealed.clone();
         tampered.ciphertext[0] ^= 1;
-        assert!(open(&key, event_id, &names, &tampered).is_err(), "tampered");
+        assert!(open(&key, event_id, &tampered).is_err(), "tampered");
 
         let mut redacted = payload;
         join(&mut redacted, &ptrs, None);

@@ -1,0 +1,108 @@
+//! Who is asking: the session extractor (bearer token or cookie, with the per-user rate limit)
+//! and the admin extractor (constant-time comparison with `OO_ADMIN_TOKEN`).
+
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use governor::clock::{Clock, DefaultClock};
+use oo_domain::ids::{SessionId, UserId};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+pub const SESSION_COOKIE: &str = "oo_session";
+
+/// The signed-in user, taken from the session — never from a path or body field.
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentUser {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)
+            .or_else(|| cookie(parts, SESSION_COOKIE))
+            .ok_or_else(ApiError::unauthorized)?;
+        if token.is_empty() || token.len() > 200 {
+            return Err(ApiError::unauthorized());
+        }
+        let (user_id, session_id) = oo_commands::identity::authenticate(&state.pool, token, chrono::Utc::now())
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        if let Err(not_until) = state.limiter.check_key(&user_id.as_uuid()) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                "too many requests; slow down",
+            )
+            .with_retry_after(wait.as_secs().max(1)));
+        }
+        Ok(Self { user_id, session_id })
+    }
+}
+
+/// An admin request: `Authorization: Bearer $OO_ADMIN_TOKEN`, nothing else.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+/// Compares two secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
+    ha.iter().zip(hb.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let denied = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::AdminTokenRequired,
+                "admin endpoints need the admin token",
+            )
+        };
+        let expected = state.admin_token.as_ref().ok_or_else(denied)?;
+        let given = bearer(parts).ok_or_else(denied)?;
+        if constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
+            Ok(Admin)
+        } else {
+            Err(denied())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Typed configuration: CLI flags with `OO_*` environment variables behind them, each with a
+//! safe default. Secrets are never printed (`hide_env_values`), except the admin token that
+//! `--dev` generates, which it prints once so that a developer can use it.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// What every subcommand that touches the database needs.
+#[derive(Debug, Clone, Args)]
+pub struct DbConfig {
+    /// Postgres connection URL (default: the local socket, database `oo`, the current OS user).
+    #[arg(long, env = "OO_DATABASE_URL", default_value = "postgres:///oo")]
+    pub database_url: String,
+    /// Connections in the pool.
+    #[arg(long, env = "OO_DB_POOL", default_value_t = 32)]
+    pub db_pool: u32,
+    /// Where development mode keeps what it generates (the dev master key).
+    #[arg(long, env = "OO_DATA_DIR", default_value = ".oo")]
+    pub data_dir: PathBuf,
+    /// The master key: an age identity (`AGE-SECRET-KEY-1…`) or a file holding one. Without it a
+    /// development key is generated into the data directory, with a warning.
+    #[arg(long, env = "OO_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
+/// `oo serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, env = "OO_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Bearer token for /admin endpoints; without one they are closed (except in --dev).
+    #[arg(long, env = "OO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// NATS server for the event relay; without it the relay is off.
+    #[arg(long, env = "OO_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Development mode: loopback only, offers POST /auth/dev-login.
+    #[arg(long, env = "OO_DEV", default_value_t = false)]
+    pub dev: bool,
+    /// Per-user rate limit as `PER_SECOND/BURST`.
+    #[arg(long, env = "OO_RATE_LIMIT", default_value = "100/200")]
+    pub rate_limit: RateLimit,
+    /// How long a session lasts, in hours.
+    #[arg(long, env = "OO_SESSION_TTL_HOURS", default_value_t = 720)]
+    pub session_ttl_hours: i64,
+    /// The serving policy.
+    #[arg(long, env = "OO_POLICY", default_value = "random")]
+    pub policy: String,
+    /// The public base URL (decides whether cookies are `Secure`); default: http://BIND.
+    #[arg(long, env = "OO_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "OO_BODY_LIMIT", default_value_t = 1_048_576)]
+    pub body_limit: usize,
+    /// Group-commit writer tasks.
+    #[arg(long, env = "OO_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+}
+
+impl ServeConfig {
+    /// Defaults for tests and tools: a database URL, port 0, dev mode off.
+    pub fn for_database(database_url: &str, data_dir: PathBuf) -> Self {
+        Self {
+            db: DbConfig {
+                database_url: database_url.to_owned(),
+                db_pool: 16,
+                data_dir,
+                master_key: None,
+            },
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_token: None,
+            nats_url: None,
+            dev: false,
+            rate_limit: RateLimit {
+                per_second: 100,
+                burst: 200,
+            },
+            session_ttl_hours: 720,
+            policy: "random".into(),
+            public_url: None,
+            body_limit: 1_048_576,
+            writers: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s.split_once('/').unwrap_or((s, s));
+        let per_second: u32 = a.trim().parse().map_err(|_| format!("{s:?} is not PER_SECOND/BURST"))?;
+        let burst: u32 = b.trim().parse().map_err(|_| format!("{s:?} is not PER_SECOND/BURST"))?;
+        if per_second == 0 || burst == 0 {
+            return Err("rate limit values must be positive".into());
+        }
+        Ok(Self { per_second, burst })
+    }
+}

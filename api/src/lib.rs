@@ -1,0 +1,188 @@
+//! oO's HTTP API and the `oo` binary's building blocks.
+//!
+//! # Layout
+//! - [`Application`]: builds everything `oo serve` runs — database (created and migrated),
+//!   vault, event store writer, projectors, HTTP server — on its own listener (port 0 in tests).
+//! - [`routes`]: the REST contract; [`auth`]: sessions and the admin token; [`error`]: problem
+//!   bodies; [`json`]: body parsing; [`metrics`]; [`openapi`]; [`config`].
+//! - [`cli`]: the other subcommands (`migrate`, `rebuild`, `bench`).
+//!
+//! Invariant: only this crate knows HTTP.
+
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use anyhow::Context;
+use config::{DbConfig, ServeConfig};
+use governor::{Quota, RateLimiter};
+use oo_commands::aggregate::Repository;
+use oo_commands::store::{EventStore, WriterConfig};
+use oo_commands::vault::{MasterKey, MasterKeySource, Vault};
+use rand::RngCore;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Connects to the database, creating it if missing, and runs the migrations.
+pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<PgPool> {
+    if !sqlx::Postgres::database_exists(&db.database_url)
+        .await
+        .context("cannot reach Postgres")?
+    {
+        sqlx::Postgres::create_database(&db.database_url)
+            .await
+            .context("cannot create the database")?;
+        tracing::info!("created the database");
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(db.db_pool)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&db.database_url)
+        .await
+        .context("cannot connect to Postgres")?;
+    oo_commands::MIGRATOR.run(&pool).await.context("migrations failed")?;
+    Ok(pool)
+}
+
+/// Loads the master key, warning loudly when it is a development key.
+pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {
+    let (key, source) =
+        MasterKey::load(db.master_key.as_deref(), &db.data_dir).context("cannot load the master key")?;
+    if let MasterKeySource::DataDir(path) = source {
+        tracing::warn!(
+            path = %path.display(),
+            "OO_MASTER_KEY is not set: using a DEVELOPMENT master key kept next to the data. Anyone who can read \
+             that file can read every user's personal data. Set OO_MASTER_KEY in production."
+        );
+    }
+    Ok(key)
+}
+
+/// Everything `oo serve` runs.
+pub struct Application {
+    listener: TcpListener,
+    state: state::AppState,
+    background: Vec<JoinHandle<()>>,
+    /// The admin token `--dev` generated (printed once at start).
+    pub generated_admin_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        if config.dev && !config.bind.ip().is_loopback() {
+            anyhow::bail!(
+                "--dev refuses to listen on {}: development mode is for loopback addresses only",
+                config.bind
+            );
+        }
+        let policy = oo_domain::policy::by_name(&config.policy)
+            .with_context(|| format!("unknown policy {:?}", config.policy))?;
+        let pool = connect_and_migrate(&config.db).await?;
+        let master = load_master_key(&config.db)?;
+        let vault = Vault::open(pool.clone(), master)
+            .await
+            .context("cannot open the key vault")?;
+        let store = EventStore::start(
+            pool.clone(),
+            WriterConfig {
+                writers: config.writers,
+                ..WriterConfig::default()
+            },
+        );
+        let status = oo_projections::status::Status::default();
+        let mut background =
+            oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+                .await?;
+
+        let mut generated_admin_token = None;
+        let admin_token = match (&config.admin_token, config.dev) {
+            (Some(t), _) if !t.is_empty() => Some(Arc::new(SecretString::from(t.clone()))),
+            (_, true) => {
+                let mut bytes = [0u8; 24];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let token = hex::encode(bytes);
+                generated_admin_token = Some(token.clone());
+                Some(Arc::new(SecretString::from(token)))
+            }
+            _ => None,
+        };
+        let per_second = NonZeroU32::new(config.rate_limit.per_second).context("rate limit must be positive")?;
+        let burst = NonZeroU32::new(config.rate_limit.burst).context("burst must be positive")?;
+        let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
+        let l = limiter.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                l.retain_recent();
+            }
+        }));
+        let cookie_secure = match &config.public_url {
+            Some(u) => u.starts_with("https://"),
+            None => !config.bind.ip().is_loopback(),
+        };
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let metrics = Arc::new(metrics::Metrics::new(store.metrics.clone()));
+        let state = state::AppState {
+            users: Repository::new(store.clone(), vault.clone()),
+            signals: Repository::new(store.clone(), vault.clone()),
+            tips: Repository::new(store.clone(), vault.clone()),
+            pool,
+            store,
+            vault,
+            status,
+            config: Arc::new(config),
+            admin_token,
+            limiter,
+            metrics,
+            policy: Arc::from(policy),
+            rebuilding: Arc::default(),
+            cookie_secure,
+        };
+        Ok(Self {
+            listener,
+            state,
+            background,
+            generated_admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.state.pool.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops the background tasks.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = routes::router(self.state.clone());
+        let result = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for h in &self.background {
+            h.abort();
+        }
+        result.context("the HTTP server failed")
+    }
+}

@@ -1,0 +1,216 @@
+//! Admin endpoints (bearer `OO_ADMIN_TOKEN` only): projection status and blue/green rebuilds,
+//! and the tail of the log (personal fields stay sealed).
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use oo_commands::cursor::Cursor;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildView {
+    pub events_applied: u64,
+    pub events_total: u64,
+    pub events_per_second: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionView {
+    pub name: String,
+    /// projection | relay | consumer
+    pub kind: &'static str,
+    pub position: Option<String>,
+    pub lag_events: i64,
+    /// Every event consumed since the last rebuild (equals the log's size when caught up).
+    pub events_applied: i64,
+    /// live | rebuilding | failed | off
+    pub status: String,
+    pub last_error: Option<String>,
+    pub rebuild: Option<RebuildView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionsResponse {
+    pub projections: Vec<ProjectionView>,
+}
+
+/// Status of every projection and of the relay.
+#[utoipa::path(get, path = "/admin/projections", security(("admin" = [])),
+    responses((status = 200, body = ProjectionsResponse), (status = 401, body = crate::error::Problem)))]
+pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result<Json<ProjectionsResponse>, ApiError> {
+    let checkpoints = oo_projections::projector::checkpoints(&state.pool).await?;
+    let mut out = Vec::new();
+    for p in oo_projections::all() {
+        let name = p.name();
+        let cp = checkpoints.iter().find(|c| c.name == name);
+        let cursor = cp.map(|c| c.cursor).unwrap_or(Cursor::START);
+        let lag = oo_commands::store::count_after(&state.pool, cursor).await?;
+        let rebuild = state.status.rebuild(name).map(|r| RebuildView {
+            events_applied: r.events_applied,
+            events_total: r.events_total,
+            events_per_second: r.events_per_second(),
+        });
+        out.push(ProjectionView {
+            name: name.to_owned(),
+            kind: "projection",
+            position: cp.map(|c| c.cursor.encode()),
+            lag_events: lag,
+            events_applied: cp.map_or(0, |c| c.events_applied),
+            status: if rebuild.is_some() {
+                "rebuilding".into()
+            } else {
+                cp.map_or("live".into(), |c| c.status.clone())
+            },
+            last_error: cp.and_then(|c| c.last_error.clone()),
+            rebuild,
+        });
+    }
+    out.push(ProjectionView {
+        name: "nats_relay".into(),
+        kind: "relay",
+        position: None,
+        lag_events: 0,
+        events_applied: 0,
+        status: "off".into(),
+        last_error: None,
+        rebuild: None,
+    });
+    Ok(Json(ProjectionsResponse { projections: out }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildStarted {
+    pub name: String,
+    pub status: &'static str,
+}
+
+/// Starts a blue/green rebuild of one projection; progress shows in GET /admin/projections.
+#[utoipa::path(post, path = "/admin/projections/{name}/rebuild", security(("admin" = [])),
+    params(("name" = String, Path, description = "open_tasks | features | tip_log")),
+    responses((status = 202, body = RebuildStarted), (status = 401, body = crate::error::Problem),
+      (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+pub async fn rebuild(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<RebuildStarted>), ApiError> {
+    let projection = oo_projections::all()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(ApiError::not_found)?;
+    {
+        let mut running = state
+            .rebuilding
+            .lock()
+            .map_err(|_| ApiError::internal("rebuild registry poisoned"))?;
+        if !running.insert(name.clone()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::RebuildRunning,
+                format!("{name} is already being rebuilt"),
+            ));
+        }
+    }
+    let st = state.clone();
+    let n = name.clone();
+    tokio::spawn(async move {
+        match oo_projections::rebuild::rebuild(&st.pool, projection.as_ref(), &st.status, |_, _| {}).await {
+            Ok(r) => {
+                tracing::info!(projection = %n, events = r.events_applied, events_per_second = r.events_per_second(), "rebuilt")
+            }
+            Err(e) => tracing::error!(projection = %n, error = %e, "rebuild failed"),
+        }
+        if let Ok(mut running) = st.rebuilding.lock() {
+            running.remove(&n);
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RebuildStarted {
+            name,
+            status: "rebuilding",
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Opaque cursor (`next` of a previous page); absent: from the start.
+    pub after: Option<String>,
+    /// 1..1000, default 100.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub event_id: String,
+    pub position: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub user_id: String,
+    pub recorded_at: DateTime<Utc>,
+    /// Public fields; personal ones read "[sealed]".
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// The sealed envelope of the personal fields (base64), if any.
+    pub sealed: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsResponse {
+    pub events: Vec<EventView>,
+    pub next: String,
+}
+
+/// The log in its global order, page by page.
+#[utoipa::path(get, path = "/admin/events", security(("admin" = [])), params(EventsQuery),
+    responses((status = 200, body = EventsResponse), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn events(
+    State(state): State<AppState>,
+    _admin: Admin,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_body(e.body_text()))?;
+    let after = q
+        .after
+        .as_deref()
+        .map(Cursor::decode)
+        .transpose()
+        .map_err(|_| ApiError::invalid_value("after: not a position of this log"))?
+        .unwrap_or(Cursor::START);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_value("limit: must be from 1 to 1000"));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let events = oo_commands::store::read_after(&mut conn, after, limit).await?;
+    let next = events.last().map_or(after, |e| e.cursor).encode();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let events = events
+        .into_iter()
+        .map(|e| EventView {
+            event_id: e.event_id.to_string(),
+            position: e.cursor.encode(),
+            aggregate_type: e.aggregate_type,
+            aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            user_id: e.user_id.to_string(),
+            recorded_at: e.recorded_at,
+            payload: e.payload,
+            sealed: e.sealed.map(|s| b64.encode(s)),
+        })
+        .collect();
+    Ok(Json(EventsResponse { events, next }))
+}

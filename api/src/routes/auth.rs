@@ -1,0 +1,85 @@
+//! Sign-in for development and logout. OpenID Connect sign-in joins here later.
+
+use crate::auth::{CurrentUser, SESSION_COOKIE};
+use crate::error::{ApiError, command_error};
+use crate::json;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{Duration, Utc};
+use oo_commands::aggregate::Meta;
+use oo_domain::user::Email;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevLoginRequest {
+    pub email: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DevLoginResponse {
+    /// The session token: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub user_id: String,
+    pub position: String,
+}
+
+fn session_cookie(token: &str, max_age: i64, secure: bool) -> Result<HeaderValue, ApiError> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .map_err(ApiError::internal)
+}
+
+/// Development sign-in by email (only with `--dev`): the same email gives the same user.
+#[utoipa::path(post, path = "/auth/dev-login", request_body = DevLoginRequest,
+    responses((status = 200, body = DevLoginResponse), (status = 422, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+pub async fn dev_login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let req: DevLoginRequest = json::parse(&headers, &body)?;
+    let email = Email::parse(&req.email).map_err(|e| ApiError::invalid_value(format!("email: {e}")))?;
+    let meta = Meta::new(Utc::now());
+    let (user_id, _) = oo_commands::identity::find_or_register(&state.store, &state.vault, &email, meta)
+        .await
+        .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    let ttl = Duration::hours(state.config.session_ttl_hours);
+    let session = oo_commands::identity::start_session(&state.users, &state.pool, user_id, ttl, meta)
+        .await
+        .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    let position = crate::routes::health::head_or(&state, session.cursor).await?;
+    let cookie = session_cookie(&session.token, ttl.num_seconds(), state.cookie_secure)?;
+    let body = DevLoginResponse {
+        token: session.token,
+        user_id: user_id.to_string(),
+        position,
+    };
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogoutResponse {
+    pub position: String,
+}
+
+/// Revokes the current session.
+#[utoipa::path(post, path = "/auth/logout", security(("session" = [])),
+    responses((status = 200, body = LogoutResponse), (status = 401, body = crate::error::Problem)))]
+pub async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
+    let meta = Meta::new(Utc::now());
+    let cursor = oo_commands::identity::revoke_session(&state.users, &state.pool, user.user_id, user.session_id, meta)
+        .await
+        .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    let position = crate::routes::health::head_or(&state, cursor).await?;
+    let cookie = session_cookie("", 0, state.cookie_secure)?;
+    Ok((
+        StatusCode::OK,
+        [(header::SET_COOKIE, cookie)],
+        Json(LogoutResponse { position }),
+    )
+        .into_response())
+}

@@ -1,0 +1,125 @@
+//! Liveness, readiness and metrics.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use oo_commands::cursor::Cursor;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectorLag {
+    pub name: String,
+    pub lag_events: i64,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    pub postgres: &'static str,
+    /// `off` without OO_NATS_URL.
+    pub nats: &'static str,
+    pub projections: Vec<ProjectorLag>,
+    /// Age of the oldest open transaction on the server; it holds back every reader of the log.
+    pub oldest_transaction_seconds: f64,
+}
+
+pub(crate) async fn lags(state: &AppState) -> Result<(Vec<ProjectorLag>, f64), sqlx::Error> {
+    let mut out = Vec::new();
+    for c in oo_projections::projector::checkpoints(&state.pool).await? {
+        if c.name.contains('#') {
+            continue;
+        }
+        let lag = oo_commands::store::count_after(&state.pool, c.cursor).await?;
+        out.push(ProjectorLag {
+            name: c.name,
+            lag_events: lag,
+            status: c.status,
+        });
+    }
+    let oldest: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM (now() - min(xact_start)))::float8 FROM pg_stat_activity \
+         WHERE (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&state.pool)
+    .await?;
+    Ok((out, oldest.unwrap_or(0.0).max(0.0)))
+}
+
+/// Readiness: Postgres reachable, projector lag, NATS state.
+#[utoipa::path(get, path = "/ready", responses((status = 200, body = Ready), (status = 503, body = Ready)))]
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let nats = if state.config.nats_url.is_some() {
+        "configured"
+    } else {
+        "off"
+    };
+    match lags(&state).await {
+        Ok((projections, oldest)) => (
+            StatusCode::OK,
+            Json(Ready {
+                status: "ready",
+                postgres: "up",
+                nats,
+                projections,
+                oldest_transaction_seconds: oldest,
+            }),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Ready {
+                    status: "unavailable",
+                    postgres: "down",
+                    nats,
+                    projections: vec![],
+                    oldest_transaction_seconds: 0.0,
+                }),
+            )
+        }
+    }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if let Ok((lag, oldest)) = lags(&state).await
+        && let Ok(mut s) = state.metrics.snapshot.lock()
+    {
+        s.lag = lag.into_iter().map(|l| (l.name, l.lag_events)).collect();
+        s.oldest_transaction_seconds = oldest;
+    }
+    let body = state.metrics.render().map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    ))
+}
+
+/// The position to answer with when a request wrote nothing: the head of the log.
+pub(crate) async fn head_or(state: &AppState, written: Option<Cursor>) -> Result<String, ApiError> {
+    Ok(match written {
+        Some(c) => c.encode(),
+        None => state.store.head().await?.encode(),
+    })
+}

@@ -1,0 +1,69 @@
+//! `GET /me`: the signed-in user's profile.
+
+use crate::auth::CurrentUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use oo_commands::aggregate::open_fields;
+use oo_commands::sealing::join;
+use oo_domain::event::Event;
+use oo_domain::user::UserEvent;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub user_id: String,
+    pub email: String,
+    pub registered_at: DateTime<Utc>,
+    /// Consents to terms and privacy versions (sign-in with OpenID Connect records them).
+    pub consents: Vec<String>,
+    /// Connected integrations.
+    pub connections: Vec<String>,
+    pub open_sessions: usize,
+}
+
+/// My profile.
+#[utoipa::path(get, path = "/me", security(("session" = [])),
+    responses((status = 200, body = Me), (status = 401, body = crate::error::Problem)))]
+pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>, ApiError> {
+    let id = user.user_id.to_string();
+    let loaded = state.users.load(&id).await.map_err(ApiError::internal)?;
+    let first = oo_commands::store::read_stream(&state.pool, "user", &id, 0)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(ApiError::not_found)?;
+    let key = state.vault.key_for(user.user_id).await.map_err(ApiError::internal)?;
+    let mut payload = first.payload.clone();
+    let fields = open_fields(key.as_ref(), first.event_id, first.sealed.as_deref());
+    let pointers: &[&str] = &["/UserRegistered/email"];
+    join(&mut payload, pointers, fields.as_ref());
+    let UserEvent::UserRegistered {
+        email, registered_at, ..
+    } = serde_json::from_value::<UserEvent>(payload).map_err(ApiError::internal)?
+    else {
+        return Err(ApiError::internal(
+            "the first event of a user stream is not UserRegistered",
+        ));
+    };
+    debug_assert_eq!(
+        UserEvent::UserRegistered {
+            user_id: user.user_id,
+            email: email.clone(),
+            registered_at
+        }
+        .personal_fields(),
+        pointers
+    );
+    Ok(Json(Me {
+        user_id: id,
+        email: email.as_str().to_owned(),
+        registered_at,
+        consents: vec![],
+        connections: vec![],
+        open_sessions: loaded.state.open_sessions.len(),
+    }))
+}

@@ -1,0 +1,77 @@
+//! The HTTP routes (DESIGN section 10) and the middleware around them.
+
+pub mod admin;
+pub mod auth;
+pub mod feedback;
+pub mod health;
+pub mod me;
+pub mod recommend;
+pub mod signals;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use std::time::Instant;
+use tower_http::trace::TraceLayer;
+
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/auth/logout", post(auth::logout))
+        .route("/me", get(me::me))
+        .route("/signals", post(signals::post_signals))
+        .route("/recommend", post(recommend::recommend))
+        .route("/feedback", post(feedback::feedback))
+        .route("/admin/projections", get(admin::projections))
+        .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
+        .route("/admin/events", get(admin::events));
+    if state.config.dev {
+        r = r.route("/auth/dev-login", post(auth::dev_login));
+    }
+    r.fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let path = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %req.method(), path = %path)
+        }))
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    let labels = crate::metrics::HttpLabels {
+        method,
+        path: path.clone(),
+        status: response.status().as_u16(),
+    };
+    state.metrics.http_requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&crate::metrics::PathLabels { path })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

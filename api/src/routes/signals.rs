@@ -1,0 +1,243 @@
+//! `POST /signals`: ingestion. Bodies become domain values at this edge; a batch with one bad
+//! signal stores nothing. Repeated signal ids are acknowledged as duplicates and stored once.
+
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ErrorCode, command_error};
+use crate::json;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use oo_commands::aggregate::Meta;
+use oo_domain::ids::SignalId;
+use oo_domain::signal::{
+    ExternalId, InvalidField, MoodScore, Place, Priority, SignalData, SignalKind, TaskSource, Text, TimeZoneName,
+};
+use oo_domain::signals::{MAX_SIGNALS_PER_COMMAND, NewSignal, RecordSignals, SignalsError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsRequest {
+    /// At most 1,000 signals.
+    pub signals: Vec<SignalDto>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalDto {
+    /// Client-chosen, unique per user: 1–128 printable ASCII characters.
+    pub id: String,
+    /// task | habit | calendar | mood | context
+    pub kind: String,
+    /// RFC 3339.
+    pub occurred_at: String,
+    /// Shape depends on `kind` (TaskData, HabitData, CalendarData, MoodData, ContextData).
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskData {
+    /// todoist | manual
+    pub source: String,
+    pub external_id: String,
+    pub title: String,
+    /// 1..4
+    pub priority: i64,
+    /// RFC 3339
+    #[serde(default)]
+    pub due: Option<String>,
+    pub completed: bool,
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HabitData {
+    pub name: String,
+    pub done: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarData {
+    pub title: String,
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoodData {
+    /// -2..2
+    pub score: i64,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextData {
+    /// home | work | commute | elsewhere
+    pub place: String,
+    #[serde(default)]
+    pub activity: Option<String>,
+    /// IANA name, e.g. Europe/Paris
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignalsResponse {
+    pub accepted: usize,
+    pub duplicates: usize,
+    /// Opaque position of the last event written (or the head of the log).
+    pub position: String,
+}
+
+fn at(i: usize, e: InvalidField) -> ApiError {
+    ApiError::invalid_value(format!("signals[{i}].{}: {}", e.field, e.message))
+}
+
+fn data<T: DeserializeOwned>(i: usize, v: &serde_json::Value) -> Result<T, ApiError> {
+    T::deserialize(v).map_err(|e| ApiError::bad_body(format!("signals[{i}].data: {e}")))
+}
+
+fn time(i: usize, field: &'static str, s: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            at(
+                i,
+                InvalidField {
+                    field,
+                    message: "must be an RFC 3339 date-time",
+                },
+            )
+        })
+}
+
+fn opt_text(field: &'static str, s: Option<&str>) -> Result<Option<Text>, InvalidField> {
+    s.map(|s| Text::parse(field, s)).transpose()
+}
+
+/// Turns one DTO into a domain signal.
+pub fn parse_signal(i: usize, dto: &SignalDto) -> Result<NewSignal, ApiError> {
+    let id = SignalId::parse(&dto.id).map_err(|e| ApiError::invalid_value(format!("signals[{i}].id: {e}")))?;
+    let kind = SignalKind::parse(&dto.kind).map_err(|e| at(i, e))?;
+    let occurred_at = time(i, "occurred_at", &dto.occurred_at)?;
+    let data = match kind {
+        SignalKind::Task => {
+            let d: TaskData = data(i, &dto.data)?;
+            let due = d.due.as_deref().map(|s| time(i, "due", s)).transpose()?;
+            SignalData::Task {
+                source: TaskSource::parse(&d.source).map_err(|e| at(i, e))?,
+                external_id: ExternalId::parse(&d.external_id).map_err(|e| at(i, e))?,
+                title: Text::parse("title", &d.title).map_err(|e| at(i, e))?,
+                priority: Priority::parse(d.priority).map_err(|e| at(i, e))?,
+                due,
+                completed: d.completed,
+                project: opt_text("project", d.project.as_deref()).map_err(|e| at(i, e))?,
+            }
+        }
+        SignalKind::Habit => {
+            let d: HabitData = data(i, &dto.data)?;
+            SignalData::Habit {
+                name: Text::parse("name", &d.name).map_err(|e| at(i, e))?,
+                done: d.done,
+            }
+        }
+        SignalKind::Calendar => {
+            let d: CalendarData = data(i, &dto.data)?;
+            let title = Text::parse("title", &d.title).map_err(|e| at(i, e))?;
+            SignalData::calendar(title, time(i, "start", &d.start)?, time(i, "end", &d.end)?).map_err(|e| at(i, e))?
+        }
+        SignalKind::Mood => {
+            let d: MoodData = data(i, &dto.data)?;
+            SignalData::Mood {
+                score: MoodScore::parse(d.score).map_err(|e| at(i, e))?,
+                note: opt_text("note", d.note.as_deref()).map_err(|e| at(i, e))?,
+            }
+        }
+        SignalKind::Context => {
+            let d: ContextData = data(i, &dto.data)?;
+            SignalData::Context {
+                place: Place::parse(&d.place).map_err(|e| at(i, e))?,
+                activity: opt_text("activity", d.activity.as_deref()).map_err(|e| at(i, e))?,
+                time_zone: d
+                    .time_zone
+                    .as_deref()
+                    .map(TimeZoneName::parse)
+                    .transpose()
+                    .map_err(|e| at(i, e))?,
+            }
+        }
+    };
+    Ok(NewSignal { id, occurred_at, data })
+}
+
+/// Records signals. Answers once they are durable, with the position to wait for.
+#[utoipa::path(post, path = "/signals", request_body = SignalsRequest, security(("session" = [])),
+    responses((status = 200, body = SignalsResponse), (status = 400, body = crate::error::Problem),
+      (status = 401, body = crate::error::Problem), (status = 413, body = crate::error::Problem),
+      (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem),
+      (status = 503, body = crate::error::Problem)))]
+pub async fn post_signals(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SignalsResponse>, ApiError> {
+    let started = Instant::now();
+    let req: SignalsRequest = json::parse(&headers, &body)?;
+    if req.signals.len() > MAX_SIGNALS_PER_COMMAND {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooManySignals,
+            format!("at most {MAX_SIGNALS_PER_COMMAND} signals per request"),
+        ));
+    }
+    let signals = req
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_signal(i, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = signals.len();
+    let now = Utc::now();
+    let command = RecordSignals {
+        user_id: user.user_id,
+        signals,
+        at: now,
+    };
+    let executed = state
+        .signals
+        .execute(&user.user_id.to_string(), command, Meta::new(now))
+        .await
+        .map_err(|e| {
+            command_error(e, |d| match d {
+                SignalsError::TooMany => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooManySignals, d.to_string())
+                }
+                other => ApiError::invalid_value(other.to_string()),
+            })
+        })?;
+    state
+        .metrics
+        .observe_command("record_signals", started.elapsed().as_secs_f64());
+    let accepted = executed.written.len();
+    let position = crate::routes::health::head_or(&state, executed.cursor).await?;
+    Ok(Json(SignalsResponse {
+        accepted,
+        duplicates: total - accepted,
+        position,
+    }))
+}
