@@ -287,8 +287,7 @@ where
                         }
                     }
                     let last_seq = appended.written.last().map_or(loaded.sequence, |(_, s)| *s);
-                    self.maybe_snapshot(id, &state, last_seq, loaded.snapshot_sequence)
-                        .await;
+                    self.maybe_snapshot(id, last_seq, loaded.snapshot_sequence).await;
                     return Ok(Executed {
                         cursor: appended.cursor,
                         written,
@@ -327,14 +326,19 @@ where
         .map_err(|e| CommandError::Corrupt(e.to_string()))
     }
 
-    async fn maybe_snapshot(&self, id: &str, state: &A, sequence: i64, snapshot_sequence: i64) {
-        let Some(every) = A::SNAPSHOT_EVERY else {
-            return;
-        };
+    /// Snapshots a stream once enough events follow its last snapshot. The state is loaded
+    /// afresh from the store rather than taken from the command: on an order-independent stream
+    /// the writer may have numbered this command's events after other commands' events.
+    async fn maybe_snapshot(&self, id: &str, sequence: i64, snapshot_sequence: i64) {
+        let Some(every) = A::SNAPSHOT_EVERY else { return };
         if sequence - snapshot_sequence < every {
             return;
         }
-        let Ok(json) = serde_json::to_value(state) else {
+        let loaded = match self.load(id).await {
+            Ok(l) if l.sequence - l.snapshot_sequence >= every => l,
+            _ => return,
+        };
+        let Ok(json) = serde_json::to_value(&loaded.state) else {
             return;
         };
         // A failed snapshot costs only speed: the next load replays a little more.
@@ -345,7 +349,7 @@ where
         )
         .bind(A::TYPE)
         .bind(id)
-        .bind(sequence)
+        .bind(loaded.sequence)
         .bind(json)
         .execute(self.store.pool())
         .await;

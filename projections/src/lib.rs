@@ -35,6 +35,8 @@ pub trait Projection: Send + Sync + 'static {
 pub enum ApplyError {
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    #[error("{0} is already being rebuilt")]
+    Busy(String),
     #[error("event {event_id} cannot be applied: {reason}")]
     Poisoned { event_id: uuid::Uuid, reason: String },
 }

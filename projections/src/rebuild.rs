@@ -35,11 +35,35 @@ pub async fn rebuild(
     mut on_progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Rebuilt, ApplyError> {
     let name = projection.name();
+    // One rebuild of a projection at a time, across processes (CLI and server alike). The lock
+    // lives as long as this connection: a crashed rebuild releases it.
+    let mut guard = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('oo.rebuild.' || $1))")
+        .bind(name)
+        .fetch_one(&mut *guard)
+        .await?;
+    if !locked {
+        return Err(ApplyError::Busy(name.to_owned()));
+    }
+    let result = rebuild_locked(pool, projection, status, &mut on_progress).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('oo.rebuild.' || $1))")
+        .bind(name)
+        .execute(&mut *guard)
+        .await;
+    result
+}
+
+async fn rebuild_locked(
+    pool: &sqlx::PgPool,
+    projection: &dyn Projection,
+    status: &Status,
+    on_progress: &mut (impl FnMut(u64, u64) + Send),
+) -> Result<Rebuilt, ApplyError> {
+    let name = projection.name();
     let schema = format!("rebuild_{name}");
     let old_schema = format!("retired_{name}");
     let checkpoint = format!("{name}#rebuild");
     let started = Instant::now();
-
     crate::projector::ensure_checkpoint(pool, name).await?;
     let mut tx = pool.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))

@@ -45,6 +45,7 @@ pub struct ProjectionsResponse {
     responses((status = 200, body = ProjectionsResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result<Json<ProjectionsResponse>, ApiError> {
     let checkpoints = oo_projections::projector::checkpoints(&state.pool).await?;
+    let running = state.rebuilding.lock().map(|r| r.clone()).unwrap_or_default();
     let mut out = Vec::new();
     for p in oo_projections::all() {
         let name = p.name();
@@ -62,7 +63,7 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
             position: cp.map(|c| c.cursor.encode()),
             lag_events: lag,
             events_applied: cp.map_or(0, |c| c.events_applied),
-            status: if rebuild.is_some() {
+            status: if rebuild.is_some() || running.contains(name) {
                 "rebuilding".into()
             } else {
                 cp.map_or("live".into(), |c| c.status.clone())

@@ -175,7 +175,13 @@ pub fn parse_signal(i: usize, dto: &SignalDto) -> Result<NewSignal, ApiError> {
                 time_zone: d
                     .time_zone
                     .as_deref()
-                    .map(TimeZoneName::parse)
+                    .map(|tz| match crate::routes::recommend::parse_time_zone(tz) {
+                        Some(_) => TimeZoneName::parse(tz),
+                        None => Err(InvalidField {
+                            field: "time_zone",
+                            message: "must be a known IANA time zone name",
+                        }),
+                    })
                     .transpose()
                     .map_err(|e| at(i, e))?,
             }

@@ -1,0 +1,207 @@
+//! Admin endpoints, the OpenAPI document and metrics.
+
+use crate::common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::collections::HashSet;
+
+#[tokio::test]
+async fn admin_endpoints_take_only_the_admin_token() {
+    let app = spawn_app().await;
+    let (user_token, _) = app.login("u@example.org").await;
+    for path in ["/admin/projections", "/admin/events"] {
+        assert_eq!(
+            app.send(reqwest::Method::GET, path, None, None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let r = app.get(path, &user_token).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "a user's session is not an admin token"
+        );
+        assert_eq!(r.body["code"], "admin_token_required");
+        assert_eq!(app.get(path, "wrong").await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.get(path, ADMIN_TOKEN).await.status, StatusCode::OK);
+    }
+    let closed = spawn_with(|c| {
+        c.admin_token = None;
+        c.dev = false;
+    })
+    .await;
+    assert_eq!(
+        closed.get("/admin/projections", "").await.status,
+        StatusCode::UNAUTHORIZED,
+        "no token configured: closed"
+    );
+}
+
+#[tokio::test]
+async fn the_log_pages_in_global_order_with_personal_fields_sealed() {
+    let app = spawn_app().await;
+    let (token, _) = app.login("pager@example.org").await;
+    let signals: Vec<_> = (0..7)
+        .map(|i| mood(&format!("m{i}"), 1, "secret diary entry"))
+        .collect();
+    app.post("/signals", &token, json!({ "signals": signals })).await;
+    let total = app.event_count().await;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    // The tail only shows transactions older than every one still in flight on the server, so
+    // a page may come back empty for a moment while other writers commit: poll, as a client does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (seen.len() as i64) < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {total} events after 10 s",
+            seen.len()
+        );
+        let path = match &after {
+            Some(a) => format!("/admin/events?limit=3&after={a}"),
+            None => "/admin/events?limit=3".to_owned(),
+        };
+        let r = app.get(&path, ADMIN_TOKEN).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let events = r.body["events"].as_array().expect("events").clone();
+        assert!(events.len() <= 3);
+        for e in &events {
+            assert!(
+                !e.to_string().contains("secret diary entry"),
+                "personal fields stay sealed"
+            );
+            seen.push(e["event_id"].as_str().expect("id").to_owned());
+        }
+        let next = r.body["next"].as_str().expect("next").to_owned();
+        if events.is_empty() {
+            assert_eq!(
+                Some(&next),
+                after.as_ref().or(Some(&next)),
+                "an empty page keeps the cursor"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        after = Some(next);
+    }
+    assert_eq!(seen.len() as i64, total, "every event once");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len(), "no duplicates");
+    let r = app.get("/admin/events?after=garbage", ADMIN_TOKEN).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"))
+    );
+    for limit in ["0", "1001"] {
+        assert_eq!(
+            app.get(&format!("/admin/events?limit={limit}"), ADMIN_TOKEN)
+                .await
+                .status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}
+
+#[tokio::test]
+async fn projections_report_every_event_applied_once_caught_up() {
+    let app = spawn_app().await;
+    let (token, _) = app.login("p@example.org").await;
+    let r = app
+        .post(
+            "/signals",
+            &token,
+            json!({"signals": [task("a", "t1", "One", 1, false), mood("b", 0, "meh")]}),
+        )
+        .await;
+    let position = r.body["position"].as_str().expect("position").to_owned();
+    app.post("/recommend", &token, json!({"min_position": position})).await;
+    let total = app.event_count().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+        let ps = r.body["projections"].as_array().expect("projections").clone();
+        let projections: Vec<_> = ps.iter().filter(|p| p["kind"] == "projection").collect();
+        assert_eq!(projections.len(), 3);
+        if projections
+            .iter()
+            .all(|p| p["events_applied"].as_i64() == Some(total) && p["lag_events"] == 0 && p["status"] == "live")
+        {
+            assert!(ps.iter().any(|p| p["kind"] == "relay" && p["status"] == "off"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projections did not catch up: {ps:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer() {
+    let app = spawn_app().await;
+    let r = app.send(reqwest::Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for path in [
+        "/signals",
+        "/recommend",
+        "/feedback",
+        "/me",
+        "/auth/dev-login",
+        "/auth/logout",
+        "/admin/events",
+        "/admin/projections",
+        "/ready",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(r.body["paths"].get(path).is_some(), "{path} is documented");
+    }
+    let codes = r.body["components"]["schemas"]["ErrorCode"].to_string();
+    for code in [
+        "invalid_json",
+        "invalid_body",
+        "invalid_value",
+        "unauthorized",
+        "not_found",
+        "conflicting_reaction",
+        "too_many_signals",
+        "payload_too_large",
+        "rate_limited",
+        "unavailable",
+    ] {
+        assert!(codes.contains(code), "{code} is listed");
+    }
+    assert_eq!(
+        app.send(reqwest::Method::GET, "/health", None, None).await.body["status"],
+        "ok"
+    );
+    let ready = app.send(reqwest::Method::GET, "/ready", None, None).await;
+    assert_eq!(
+        (ready.status, ready.body["nats"].as_str()),
+        (StatusCode::OK, Some("off"))
+    );
+    let (token, _) = app.login("m@example.org").await;
+    app.post("/signals", &token, json!({"signals": [mood("a", 0, "x")]}))
+        .await;
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "oo_events_appended_total",
+        "oo_projection_lag_events",
+        "oo_command_duration_seconds",
+        "oo_http_requests_total",
+        "oo_oldest_transaction_age_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+    let unknown = app.send(reqwest::Method::GET, "/nope", None, None).await;
+    assert_eq!(
+        (unknown.status, unknown.body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}

@@ -1,0 +1,300 @@
+//! Test harness: the real server on port 0 against a fresh database, and private Postgres
+//! clusters for tests that hold transactions open.
+
+#![allow(dead_code)]
+
+use oo_api::config::{DbConfig, ServeConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::process::Command;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The server of the shared test Postgres (trust auth).
+pub fn server_url() -> String {
+    std::env::var("OO_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// A fresh database on `server`, migrated.
+pub async fn fresh_db(server: &str) -> (String, PgPool) {
+    let url = format!("{server}/oo_test_{}", Uuid::new_v4().simple());
+    let db = DbConfig {
+        database_url: url.clone(),
+        db_pool: 8,
+        data_dir: temp_dir("oo-data"),
+        master_key: None,
+    };
+    let pool = oo_api::connect_and_migrate(&db).await.expect("fresh database");
+    (url, pool)
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub database_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let url = format!("{}/oo_test_{}", server_url(), Uuid::new_v4().simple());
+    let mut config = ServeConfig::for_database(&url, temp_dir("oo-data"));
+    config.dev = true;
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    adjust(&mut config);
+    let app = oo_api::Application::build(config).await.expect("app builds");
+    let addr = app.local_addr().expect("addr");
+    let pool = app.pool();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        pool,
+        database_url: url,
+        shutdown: Some(tx),
+    }
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Response { status, headers, body }
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.send(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.send(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn raw_post(&self, path: &str, token: &str, content_type: &str, body: &str) -> Response {
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        Response {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    /// Signs in with dev-login; returns (token, user id).
+    pub async fn login(&self, email: &str) -> (String, String) {
+        let r = self
+            .send(
+                reqwest::Method::POST,
+                "/auth/dev-login",
+                None,
+                Some(json!({ "email": email })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        (
+            r.body["token"].as_str().expect("token").to_owned(),
+            r.body["user_id"].as_str().expect("user id").to_owned(),
+        )
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Asks until a tip (not a 204) comes back; returns the response body.
+    pub async fn tip(&self, token: &str) -> Value {
+        for _ in 0..200 {
+            let r = self.post("/recommend", token, json!({})).await;
+            if r.status == StatusCode::OK {
+                return r.body;
+            }
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+        }
+        panic!("200 recommendations in a row were 'not now'");
+    }
+}
+
+pub fn task(id: &str, external_id: &str, title: &str, priority: i64, completed: bool) -> Value {
+    json!({"id": id, "kind": "task", "occurred_at": "2026-01-05T09:00:00Z",
+           "data": {"source": "manual", "external_id": external_id, "title": title, "priority": priority, "completed": completed}})
+}
+
+pub fn mood(id: &str, score: i64, note: &str) -> Value {
+    json!({"id": id, "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": {"score": score, "note": note}})
+}
+
+/// A private Postgres cluster (initdb + pg_ctl as the `postgres` OS user) on its own port and
+/// socket directory, for tests that hold transactions open or restart the server.
+pub struct PrivateCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub url: String,
+}
+
+fn pg_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("Debian's PostgreSQL binaries")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("an initdb")
+}
+
+fn as_postgres(bin: &std::path::Path, args: &[&str]) -> Command {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin).args(args);
+        c
+    } else {
+        let mut c = Command::new(bin);
+        c.args(args);
+        c
+    }
+}
+
+impl PrivateCluster {
+    pub fn start() -> Self {
+        let bin = pg_bin();
+        let dir = std::env::temp_dir().join(format!("oo-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("sock")).expect("cluster dir");
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let data = dir.join("data");
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().expect("path"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .expect("initdb runs");
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.join("sock").display()
+        );
+        let log = dir.join("log");
+        let out = as_postgres(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().expect("path"),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().expect("path"),
+                "-w",
+                "start",
+            ],
+        )
+        .output()
+        .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            bin,
+            url: format!("postgres://postgres@127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"],
+        )
+        .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

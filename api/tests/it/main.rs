@@ -1,0 +1,10 @@
+//! Black-box and store-level tests against real Postgres: each test gets a fresh database (or a
+//! private cluster when it must hold transactions open).
+
+mod admin;
+mod common;
+mod flow;
+mod ordering;
+mod projections;
+mod store;
+mod validation;

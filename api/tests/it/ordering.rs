@@ -1,0 +1,131 @@
+//! The global order: an event whose transaction commits late is neither skipped nor applied
+//! twice. Runs on a private cluster, because holding a transaction open holds back every reader
+//! of the whole server.
+
+use crate::common::*;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use oo_commands::aggregate::{Meta, prepare_event};
+use oo_commands::store::{AppendRequest, EventStore, Expected, StoredEvent, WriterConfig};
+use oo_domain::ids::{SignalId, UserId};
+use oo_domain::signal::{MoodScore, SignalData};
+use oo_domain::signals::SignalsEvent;
+use oo_projections::projector::{ensure_checkpoint, step};
+use oo_projections::{ApplyError, Projection};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Records every event it applies under a primary key: a second application fails loudly.
+struct Witness;
+
+impl Projection for Witness {
+    fn name(&self) -> &'static str {
+        "witness"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["witness"]
+    }
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a StoredEvent,
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO witness (event_id, position) VALUES ($1, $2)")
+                .bind(event.event_id)
+                .bind(event.cursor.position)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+fn request(user: UserId, n: i64) -> AppendRequest {
+    let event = SignalsEvent::SignalRecorded {
+        user_id: user,
+        signal_id: SignalId::parse(&format!("s{n}")).expect("id"),
+        occurred_at: Utc::now(),
+        data: SignalData::Mood {
+            score: MoodScore::parse(0).expect("score"),
+            note: None,
+        },
+    };
+    let new = prepare_event(&event, user, Utc::now(), None, None, &Meta::new(Utc::now())).expect("prepared");
+    AppendRequest {
+        aggregate_type: "signals",
+        aggregate_id: user.to_string(),
+        expected: Expected::Any(0),
+        events: vec![new],
+    }
+}
+
+#[tokio::test]
+async fn an_event_committed_late_is_applied_exactly_once() {
+    let cluster = PrivateCluster::start();
+    let (_, pool) = fresh_db(&cluster.url).await;
+    sqlx::query("CREATE TABLE witness (event_id uuid PRIMARY KEY, position bigint NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("witness table");
+    ensure_checkpoint(&pool, "witness").await.expect("checkpoint");
+    let store = EventStore::start(pool.clone(), WriterConfig::default());
+
+    // A writer takes a position first and holds its transaction open.
+    let held_user = UserId::from_uuid(Uuid::new_v4());
+    let mut held = pool.begin().await.expect("tx");
+    let early = store
+        .append_in_tx(&mut held, request(held_user, 0))
+        .await
+        .expect("appended in the open transaction");
+    let early_position = early.cursor.expect("cursor").position;
+
+    // Others commit events with later positions.
+    for n in 1..=5 {
+        let user = UserId::from_uuid(Uuid::new_v4());
+        let a = store.append(request(user, n)).await.expect("committed");
+        assert!(a.cursor.expect("cursor").position > early_position);
+    }
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(committed, 5, "the held event is not visible yet");
+
+    // The projector must not move past the open transaction.
+    let (applied, _) = step(&pool, &Witness, "witness", None, 100).await.expect("step");
+    assert_eq!(applied, 0, "nothing newer than the oldest open transaction is read");
+
+    held.commit().await.expect("late commit");
+    let mut total = 0;
+    for _ in 0..10 {
+        let (n, _) = step(&pool, &Witness, "witness", None, 100).await.expect("step");
+        total += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(total, 6, "every event applied");
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM witness")
+        .fetch_all(&pool)
+        .await
+        .expect("witness");
+    let all: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM events")
+        .fetch_all(&pool)
+        .await
+        .expect("events");
+    assert_eq!(ids.len(), all.len());
+    assert!(
+        all.iter().all(|id| ids.contains(id)),
+        "none skipped, including the late one"
+    );
+
+    // A reader that followed positions alone would have skipped it: the late event's position is
+    // below positions it had already passed.
+    let max_before_commit: i64 = sqlx::query_scalar("SELECT max(position) FROM events WHERE position <> $1")
+        .bind(early_position)
+        .fetch_one(&pool)
+        .await
+        .expect("max");
+    assert!(early_position < max_before_commit);
+}

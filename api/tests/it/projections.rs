@@ -1,0 +1,248 @@
+//! Projections: a rebuild equals the incrementally built tables, and killing the projector at
+//! random moments loses and double-applies nothing.
+
+use crate::common::*;
+use chrono::Utc;
+use oo_commands::aggregate::{Meta, Repository};
+use oo_commands::store::{EventStore, WriterConfig};
+use oo_commands::vault::{MasterKey, Vault};
+use oo_domain::ids::SignalId;
+use oo_domain::signal::{ExternalId, MoodScore, Place, Priority, SignalData, TaskSource, Text};
+use oo_domain::signals::{NewSignal, RecordSignals, Signals};
+use oo_domain::user::Email;
+use oo_projections::status::Status;
+use rand::{Rng, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+/// Every projection table's rows, as text, in a stable order.
+async fn dump(pool: &PgPool) -> Vec<(String, Vec<String>)> {
+    let mut out = vec![];
+    for p in oo_projections::all() {
+        for t in p.tables() {
+            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {t} t ORDER BY r"))
+                .fetch_all(pool)
+                .await
+                .expect("dump");
+            out.push((t.to_string(), rows));
+        }
+    }
+    out
+}
+
+async fn wait_caught_up(pool: &PgPool) {
+    let head = oo_commands::store::head(pool).await.expect("head");
+    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
+    let ok = oo_projections::projector::wait_for(pool, &Status::default(), &names, head, Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert!(ok, "projections did not reach the head of the log");
+}
+
+#[tokio::test]
+async fn a_rebuilt_projection_equals_the_incrementally_built_one() {
+    let app = spawn_app().await;
+    for u in 0..3 {
+        let (token, _) = app.login(&format!("user{u}@example.org")).await;
+        let mut signals = vec![];
+        for i in 0..12 {
+            signals.push(task(
+                &format!("t{i}"),
+                &format!("task-{}", i % 5),
+                &format!("Task {i}"),
+                1 + i % 4,
+                i % 7 == 0,
+            ));
+            signals.push(mood(&format!("m{i}"), i % 5 - 2, "note"));
+        }
+        signals.push(json!({"id": "ctx", "kind": "context", "occurred_at": "2026-01-05T07:00:00Z", "data": {"place": "work", "time_zone": "Europe/Paris"}}));
+        assert_eq!(
+            app.post("/signals", &token, json!({ "signals": signals })).await.status,
+            StatusCode::OK
+        );
+        for k in 0..4 {
+            let tip = app.tip(&token).await;
+            let reaction = ["done", "snooze", "dismiss", "helpful"][k];
+            app.post(
+                "/feedback",
+                &token,
+                json!({"tip_id": tip["tip"]["id"], "reaction": reaction}),
+            )
+            .await;
+        }
+    }
+    wait_caught_up(&app.pool).await;
+    let before = dump(&app.pool).await;
+    assert!(
+        before.iter().all(|(_, rows)| !rows.is_empty()),
+        "every table has rows: {before:?}"
+    );
+
+    for p in oo_projections::all() {
+        let r = app
+            .send(
+                reqwest::Method::POST,
+                &format!("/admin/projections/{}/rebuild", p.name()),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = app.get("/admin/projections", ADMIN_TOKEN).await;
+            let entry = s.body["projections"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .find(|e| e["name"] == p.name())
+                .expect("entry")
+                .clone();
+            if entry["status"] == "live" && entry["rebuild"].is_null() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rebuild of {} did not finish", p.name());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_caught_up(&app.pool).await;
+    assert_eq!(dump(&app.pool).await, before, "rebuilt through the API");
+
+    // The CLI's path, while the server keeps running.
+    for p in oo_projections::all() {
+        oo_projections::rebuild::rebuild(&app.pool, p.as_ref(), &Status::default(), |_, _| {})
+            .await
+            .expect("rebuild");
+    }
+    wait_caught_up(&app.pool).await;
+    assert_eq!(dump(&app.pool).await, before, "rebuilt through the CLI path");
+    let (token, _) = app.login("user0@example.org").await;
+    assert_eq!(
+        app.post("/signals", &token, json!({"signals": [mood("after", 1, "n")]}))
+            .await
+            .status,
+        StatusCode::OK,
+        "serving goes on"
+    );
+}
+
+fn signal(i: usize, rng: &mut rand::rngs::StdRng) -> NewSignal {
+    let data = match rng.gen_range(0..3) {
+        0 => SignalData::Task {
+            source: TaskSource::Manual,
+            external_id: ExternalId::parse(&format!("t{}", rng.gen_range(0..20))).expect("id"),
+            title: Text::parse("title", "Task").expect("text"),
+            priority: Priority::parse(rng.gen_range(1..=4)).expect("priority"),
+            due: None,
+            completed: rng.gen_bool(0.3),
+            project: None,
+        },
+        1 => SignalData::Mood {
+            score: MoodScore::parse(rng.gen_range(-2..=2)).expect("score"),
+            note: None,
+        },
+        _ => SignalData::Context {
+            place: Place::Home,
+            activity: None,
+            time_zone: None,
+        },
+    };
+    NewSignal {
+        id: SignalId::parse(&format!("k{i}")).expect("id"),
+        occurred_at: Utc::now() - chrono::Duration::minutes(i as i64),
+        data,
+    }
+}
+
+#[tokio::test]
+async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
+    let (_, pool) = fresh_db(&server_url()).await;
+    let store = EventStore::start(pool.clone(), WriterConfig::default());
+    let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
+    let repo: Repository<Signals> = Repository::new(store.clone(), vault.clone());
+    let mut users = vec![];
+    for u in 0..4 {
+        let email = Email::parse(&format!("k{u}@example.org")).expect("email");
+        users.push(
+            oo_commands::identity::find_or_register(&store, &vault, &email, Meta::new(Utc::now()))
+                .await
+                .expect("user")
+                .0,
+        );
+    }
+    let writer = {
+        let repo = repo.clone();
+        let users = users.clone();
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            for c in 0..200 {
+                let user = users[c % users.len()];
+                let signals = (0..10).map(|k| signal(c * 10 + k, &mut rng)).collect();
+                repo.execute(
+                    &user.to_string(),
+                    RecordSignals {
+                        user_id: user,
+                        signals,
+                        at: Utc::now(),
+                    },
+                    Meta::new(Utc::now()),
+                )
+                .await
+                .expect("recorded");
+            }
+        })
+    };
+    let status = Status::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut kills = 0;
+    while !writer.is_finished() || kills < 30 {
+        let handles =
+            oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+                .await
+                .expect("spawn");
+        tokio::time::sleep(Duration::from_micros(rng.gen_range(200..4000))).await;
+        for h in &handles {
+            h.abort();
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        kills += 1;
+    }
+    writer.await.expect("writer");
+    let handles =
+        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+            .await
+            .expect("spawn");
+    wait_caught_up(&pool).await;
+    for h in &handles {
+        h.abort();
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    let checkpoints = oo_projections::projector::checkpoints(&pool)
+        .await
+        .expect("checkpoints");
+    for c in &checkpoints {
+        assert_eq!(
+            c.events_applied, total,
+            "{} applied every event exactly once after {kills} kills: {checkpoints:?}",
+            c.name
+        );
+    }
+    let live = dump(&pool).await;
+    for p in oo_projections::all() {
+        oo_projections::rebuild::rebuild(&pool, p.as_ref(), &status, |_, _| {})
+            .await
+            .expect("rebuild");
+    }
+    assert_eq!(
+        dump(&pool).await,
+        live,
+        "the killed-and-restarted projections equal a clean rebuild"
+    );
+}
