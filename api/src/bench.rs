@@ -1,10 +1,654 @@
-//! `oo bench`: benchmarks that print figures.
+//! `oo bench`: benchmarks that print figures (never pass/fail). Each one builds its own database
+//! on the Postgres server given by `--server` (created fresh, dropped afterwards), runs the real
+//! server in-process on a loopback port where HTTP is involved, and prints a table.
+//!
+//! - `appends`: durable appends per second through `POST /signals` (1 signal per request, and
+//!   batches of 100) at several client counts, beside pgbench's single-row INSERT rate at the same
+//!   concurrency on the same server.
+//! - `recommend`: `POST /recommend` latency at a fixed offered load (open loop: requests are sent
+//!   on schedule whether or not earlier ones have answered, latency counted from the scheduled
+//!   time), and the maximum throughput of closed-loop clients.
+//! - `snapshot`: the time of one command on a `Signals` stream after 10 and after 50,000 events.
+//! - `rebuild`: projection rebuild speed on a log of N events, beside the time to read the log.
 
-use clap::Args;
+use crate::config::ServeConfig;
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use oo_commands::aggregate::{Meta, Repository};
+use oo_commands::store::{EventStore, WriterConfig};
+use oo_commands::vault::{MasterKey, Vault};
+use oo_domain::ids::{SignalId, UserId};
+use oo_domain::signal::{ExternalId, MoodScore, Priority, SignalData, TaskSource, Text};
+use oo_domain::signals::{NewSignal, RecordSignals, Signals};
+use oo_domain::user::Email;
+use serde_json::json;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// The Postgres server to benchmark on (a database is created on it and dropped afterwards).
+    #[arg(
+        long,
+        env = "OO_BENCH_SERVER",
+        default_value = "postgres://postgres@127.0.0.1:5432",
+        global = true
+    )]
+    pub server: String,
+    #[command(subcommand)]
+    pub which: Which,
+}
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+#[derive(Debug, Clone, Subcommand)]
+pub enum Which {
+    /// Durable appends per second through POST /signals, beside pgbench.
+    Appends {
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// POST /recommend latency at a fixed offered load, and maximum throughput.
+    Recommend {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        /// Open todos per user (candidates = todos + fitting advices + not now).
+        #[arg(long, default_value_t = 10)]
+        todos: usize,
+    },
+    /// One command's time on a Signals stream after 10 and after 50,000 events.
+    Snapshot {
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+    },
+    /// Rebuild speed on a log of N events, beside the time to read the log alone.
+    Rebuild {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+}
+
+struct BenchDb {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDb {
+    async fn create(server: &str) -> anyhow::Result<(Self, PgPool)> {
+        let name = format!("oo_bench_{}", Uuid::new_v4().simple());
+        let url = format!("{server}/{name}");
+        let db = crate::config::DbConfig {
+            database_url: url.clone(),
+            db_pool: 30,
+            data_dir: std::env::temp_dir().join(&name),
+            master_key: None,
+        };
+        let pool = crate::connect_and_migrate(&db).await?;
+        Ok((
+            Self {
+                server: server.to_owned(),
+                name,
+                url,
+            },
+            pool,
+        ))
+    }
+
+    async fn drop_db(self, pool: PgPool) {
+        pool.close().await;
+        if let Ok(admin) = PgPool::connect(&format!("{}/postgres", self.server)).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&admin)
+                .await;
+        }
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.which {
+        Which::Appends { clients, seconds } => appends(&args.server, &clients, seconds).await,
+        Which::Recommend {
+            rate,
+            seconds,
+            clients,
+            users,
+            todos,
+        } => recommend(&args.server, rate, seconds, clients, users, todos).await,
+        Which::Snapshot { events } => snapshot(&args.server, events).await,
+        Which::Rebuild { events } => rebuild(&args.server, events).await,
+    }
+}
+
+/// Starts the real server on a loopback port against `url`, with limits that do not throttle a
+/// benchmark.
+async fn start_server(url: &str) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let mut config = ServeConfig::for_database(
+        url,
+        std::env::temp_dir().join(format!("oo-bench-{}", Uuid::new_v4().simple())),
+    );
+    config.dev = true;
+    config.db.db_pool = 30;
+    config.rate_limit = crate::config::RateLimit {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    let app = crate::Application::build(config).await?;
+    let base = format!("http://{}", app.local_addr()?);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    Ok((base, tx))
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().pool_max_idle_per_host(256).build()?)
+}
+
+async fn login(client: &reqwest::Client, base: &str, email: &str) -> anyhow::Result<String> {
+    let r: serde_json::Value = client
+        .post(format!("{base}/auth/dev-login"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    r["token"].as_str().map(str::to_owned).context("no token")
+}
+
+fn pgbench_insert_tps(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let script = std::env::temp_dir().join(format!("oo-pgbench-{}.sql", Uuid::new_v4().simple()));
+    std::fs::write(&script, "INSERT INTO bench_insert (v) VALUES (1);\n")?;
+    let out = std::process::Command::new("pgbench")
+        .args(["-n", "-f"])
+        .arg(&script)
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &seconds.to_string(),
+        ])
+        .arg(url)
+        .output()
+        .context("pgbench (Debian's postgresql-contrib / postgresql client) must be installed")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .with_context(|| {
+            format!(
+                "pgbench printed no tps: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+async fn appends(server: &str, clients: &[usize], seconds: u64) -> anyhow::Result<()> {
+    let (db, pool) = BenchDb::create(server).await?;
+    sqlx::query("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, v int)")
+        .execute(&pool)
+        .await?;
+    let (base, stop) = start_server(&db.url).await?;
+    let http = client()?;
+    let max_clients = clients.iter().copied().max().unwrap_or(1);
+    let mut tokens = vec![];
+    for i in 0..max_clients {
+        tokens.push(login(&http, &base, &format!("bench{i}@example.org")).await?);
+    }
+    println!(
+        "durable appends through POST /signals ({seconds} s per row; each client its own user; every answer after commit)"
+    );
+    println!(
+        "{:>8} {:>14} {:>16} {:>18} {:>16}",
+        "clients", "1/request ev/s", "100/request ev/s", "pgbench INSERT/s", "1/request vs pg"
+    );
+    let counter = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    for (round, &n) in clients.iter().enumerate() {
+        let mut rates = vec![];
+        for batch in [1usize, 100] {
+            counter.store(0, Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut tasks = vec![];
+            for (c, token) in tokens.iter().take(n).enumerate() {
+                let (http, base, token, counter, failures) = (
+                    http.clone(),
+                    base.clone(),
+                    token.clone(),
+                    counter.clone(),
+                    failures.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut k = 0u64;
+                    while Instant::now() < deadline {
+                        let signals: Vec<_> = (0..batch)
+                            .map(|j| json!({"id": format!("r{round}-b{batch}-c{c}-{k}-{j}"), "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": {"score": 1}}))
+                            .collect();
+                        k += 1;
+                        let r = http.post(format!("{base}/signals")).bearer_auth(&token).json(&json!({ "signals": signals })).send().await;
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                counter.fetch_add(batch as u64, Ordering::Relaxed);
+                            }
+                            Ok(r) => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(status = %r.status(), "append failed");
+                            }
+                            Err(e) => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(error = %e, "append failed");
+                            }
+                        }
+                    }
+                }));
+            }
+            let started = Instant::now();
+            for t in tasks {
+                let _ = t.await;
+            }
+            rates.push(counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64());
+            // Let the projectors catch up so that one row's backlog does not slow the next.
+            let caught_up = Instant::now();
+            wait_for_projections(&pool).await?;
+            let lagged = caught_up.elapsed().as_secs_f64();
+            if lagged > 0.5 {
+                eprintln!("  (projectors needed {lagged:.1} s to catch up after {n} clients x {batch}/request)");
+            }
+        }
+        let pg = pgbench_insert_tps(&db.url, n, seconds)?;
+        let failed = failures.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            eprintln!("  ({failed} requests failed at {n} clients; OO_LOG=debug shows why)");
+        }
+        println!(
+            "{:>8} {:>14.0} {:>16.0} {:>18.0} {:>15.2}x",
+            n,
+            rates[0],
+            rates[1],
+            pg,
+            rates[0] / pg
+        );
+    }
+    let _ = stop.send(());
+    db.drop_db(pool).await;
+    Ok(())
+}
+
+async fn wait_for_projections(pool: &PgPool) -> anyhow::Result<()> {
+    let head = oo_commands::store::head(pool).await?;
+    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
+    let status = oo_projections::status::Status::default();
+    oo_projections::projector::wait_for(pool, &status, &names, head, Duration::from_secs(600)).await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn recommend(
+    server: &str,
+    rate: u64,
+    seconds: u64,
+    clients: usize,
+    users: usize,
+    todos: usize,
+) -> anyhow::Result<()> {
+    let (db, pool) = BenchDb::create(server).await?;
+    let (base, stop) = start_server(&db.url).await?;
+    let http = client()?;
+    let mut tokens = vec![];
+    let mut last_position = String::new();
+    for u in 0..users {
+        let t = login(&http, &base, &format!("rec{u}@example.org")).await?;
+        let signals: Vec<_> = (0..todos)
+            .map(|i| json!({"id": format!("t{i}"), "kind": "task", "occurred_at": "2026-01-05T09:00:00Z",
+                "data": {"source": "todoist", "external_id": format!("task-{i}"), "title": format!("Task number {i}"), "priority": 1 + i % 4, "completed": false}}))
+            .collect();
+        let r: serde_json::Value = http
+            .post(format!("{base}/signals"))
+            .bearer_auth(&t)
+            .json(&json!({ "signals": signals }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        last_position = r["position"].as_str().unwrap_or_default().to_owned();
+        tokens.push(t);
+    }
+    // Wait until the projections have the todos.
+    let _ = http
+        .post(format!("{base}/recommend"))
+        .bearer_auth(&tokens[0])
+        .json(&json!({"min_position": last_position}))
+        .send()
+        .await?;
+
+    // Open loop at a fixed rate.
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let total = rate * seconds;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let (http, base, token, latencies, errors) = (
+            http.clone(),
+            base.clone(),
+            tokens[i as usize % tokens.len()].clone(),
+            latencies.clone(),
+            errors.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let r = http.post(format!("{base}/recommend")).bearer_auth(&token).send().await;
+            let ok = r.is_ok_and(|r| r.status().is_success());
+            let ms = (tokio::time::Instant::now() - scheduled).as_secs_f64() * 1e3;
+            if ok {
+                if let Ok(mut l) = latencies.lock() {
+                    l.push(ms);
+                }
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "POST /recommend, policy random, {users} users with {todos} open todos each (+ fitting advices + not now)"
+    );
+    println!(
+        "open loop at {rate} req/s for {seconds} s: {} answered, {} errors, achieved {:.0} req/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        l.len(),
+        errors.load(Ordering::Relaxed),
+        achieved,
+        percentile(&l, 50.0),
+        percentile(&l, 90.0),
+        percentile(&l, 99.0),
+        l.last().copied().unwrap_or(f64::NAN)
+    );
+
+    // Closed loop: maximum throughput.
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = vec![];
+    for c in 0..clients {
+        let (http, base, token, count) = (
+            http.clone(),
+            base.clone(),
+            tokens[c % tokens.len()].clone(),
+            count.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if http
+                    .post(format!("{base}/recommend"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!(
+        "closed loop, {clients} clients: {:.0} req/s",
+        count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    );
+    let _ = stop.send(());
+    db.drop_db(pool).await;
+    Ok(())
+}
+
+fn mood_signal(id: String) -> NewSignal {
+    NewSignal {
+        id: SignalId::parse(&id).expect("bench signal ids are valid"),
+        occurred_at: Utc::now(),
+        data: SignalData::Mood {
+            score: MoodScore::parse(1).expect("1 is a valid mood score"),
+            note: None,
+        },
+    }
+}
+
+async fn repo(pool: &PgPool) -> anyhow::Result<(EventStore, Vault, Repository<Signals>)> {
+    let store = EventStore::start(pool.clone(), WriterConfig::default());
+    let vault = Vault::open(pool.clone(), MasterKey::generate()).await?;
+    let repo = Repository::new(store.clone(), vault.clone());
+    Ok((store, vault, repo))
+}
+
+async fn user(store: &EventStore, vault: &Vault, email: &str) -> anyhow::Result<UserId> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(
+        oo_commands::identity::find_or_register(store, vault, &email, Meta::new(Utc::now()))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .0,
+    )
+}
+
+async fn time_commands(repo: &Repository<Signals>, user: UserId, label: &str, n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut out = vec![];
+    for k in 0..n {
+        let started = Instant::now();
+        repo.execute(
+            &user.to_string(),
+            RecordSignals {
+                user_id: user,
+                signals: vec![mood_signal(format!("{label}-{k}"))],
+                at: Utc::now(),
+            },
+            Meta::new(Utc::now()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        out.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    Ok(out)
+}
+
+async fn snapshot(server: &str, events: usize) -> anyhow::Result<()> {
+    let (db, pool) = BenchDb::create(server).await?;
+    let (store, vault, repo) = repo(&pool).await?;
+    let small = user(&store, &vault, "small@example.org").await?;
+    let big = user(&store, &vault, "big@example.org").await?;
+    for k in 0..10 {
+        repo.execute(
+            &small.to_string(),
+            RecordSignals {
+                user_id: small,
+                signals: vec![mood_signal(format!("s{k}"))],
+                at: Utc::now(),
+            },
+            Meta::new(Utc::now()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let mut written = 0;
+    while written < events {
+        let n = (events - written).min(1000);
+        let signals = (0..n).map(|k| mood_signal(format!("g{}", written + k))).collect();
+        repo.execute(
+            &big.to_string(),
+            RecordSignals {
+                user_id: big,
+                signals,
+                at: Utc::now(),
+            },
+            Meta::new(Utc::now()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        written += n;
+    }
+    let a = time_commands(&repo, small, "after-small", 200).await?;
+    let b = time_commands(&repo, big, "after-big", 200).await?;
+    let started = Instant::now();
+    let replayed = oo_commands::store::read_stream(&pool, "signals", &big.to_string(), 0)
+        .await?
+        .len();
+    let replay_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!("one Signals command (load snapshot + tail, decide, durable append), 200 commands each:");
+    println!(
+        "  after 10 events:      p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&a, 50.0),
+        percentile(&a, 99.0)
+    );
+    println!(
+        "  after {events} events: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&b, 50.0),
+        percentile(&b, 99.0)
+    );
+    println!("  (without a snapshot, reading that stream alone takes {replay_ms:.1} ms for {replayed} events)");
+    drop(store);
+    db.drop_db(pool).await;
+    Ok(())
+}
+
+async fn rebuild(server: &str, events: usize) -> anyhow::Result<()> {
+    let (db, pool) = BenchDb::create(server).await?;
+    let (store, vault, repo) = repo(&pool).await?;
+    let users = 100;
+    let mut ids = vec![];
+    for u in 0..users {
+        ids.push(user(&store, &vault, &format!("r{u}@example.org")).await?);
+    }
+    let started = Instant::now();
+    let per_user = events.div_ceil(users);
+    let mut tasks = vec![];
+    for (u, id) in ids.iter().copied().enumerate() {
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut k = 0;
+            while k < per_user {
+                let n = (per_user - k).min(1000);
+                let signals = (0..n)
+                    .map(|j| {
+                        let i = k + j;
+                        let data = if i % 3 == 0 {
+                            SignalData::Task {
+                                source: TaskSource::Todoist,
+                                external_id: ExternalId::parse(&format!("t{}", i % 50)).expect("valid id"),
+                                title: Text::parse("title", "A task").expect("valid text"),
+                                priority: Priority::parse(1 + (i % 4) as i64).expect("valid priority"),
+                                due: None,
+                                completed: i % 7 == 0,
+                                project: None,
+                            }
+                        } else {
+                            SignalData::Mood {
+                                score: MoodScore::parse((i % 5) as i64 - 2).expect("valid score"),
+                                note: None,
+                            }
+                        };
+                        NewSignal {
+                            id: SignalId::parse(&format!("u{u}-{i}")).expect("valid id"),
+                            occurred_at: Utc::now(),
+                            data,
+                        }
+                    })
+                    .collect();
+                repo.execute(
+                    &id.to_string(),
+                    RecordSignals {
+                        user_id: id,
+                        signals,
+                        at: Utc::now(),
+                    },
+                    Meta::new(Utc::now()),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                k += n;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    eprintln!(
+        "wrote {total} events through the command path in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT * FROM events ORDER BY tx_id, position) e")
+        .fetch_one(&pool)
+        .await?;
+    let raw = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut cursor = oo_commands::cursor::Cursor::START;
+    let mut read = 0usize;
+    let mut conn = pool.acquire().await?;
+    loop {
+        let batch = oo_commands::store::read_after(&mut conn, cursor, 5000).await?;
+        let Some(last) = batch.last() else { break };
+        cursor = last.cursor;
+        read += batch.len();
+    }
+    drop(conn);
+    let reader = started.elapsed().as_secs_f64();
+    println!("log of {total} events");
+    println!(
+        "  Postgres reading them alone (SELECT * … ORDER BY tx_id, position): {raw:.2} s ({:.0} events/s, {rows} rows)",
+        rows as f64 / raw
+    );
+    println!(
+        "  the store's reader, batches of 5000 decoded into rows:            {reader:.2} s ({:.0} events/s)",
+        read as f64 / reader
+    );
+    let status = oo_projections::status::Status::default();
+    for p in oo_projections::all() {
+        let r = oo_projections::rebuild::rebuild(&pool, p.as_ref(), &status, |_, _| {}).await?;
+        println!(
+            "  rebuild {:<10} {:>9} events in {:>7.2} s = {:>8.0} events/s",
+            p.name(),
+            r.events_applied,
+            r.seconds,
+            r.events_per_second()
+        );
+    }
+    drop(store);
+    db.drop_db(pool).await;
+    Ok(())
 }

@@ -17,7 +17,9 @@ use cqrs_es::event_sink::EventSink;
 use oo_domain::event::{Aggregate, Event};
 use oo_domain::ids::UserId;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// A domain event seen by cqrs-es.
@@ -180,8 +182,15 @@ pub struct Repository<A> {
     store: EventStore,
     vault: Vault,
     max_attempts: u32,
+    /// The last known state of long streams (those with snapshots), so that a command reads only
+    /// the events after it. Always completed from the store: a stale entry costs a longer tail,
+    /// never a wrong state, since events are immutable and sequences have no gaps.
+    cache: Arc<Mutex<HashMap<String, Loaded<A>>>>,
     _a: PhantomData<fn() -> A>,
 }
+
+/// How many stream states a repository keeps in memory.
+const STATE_CACHE_CAPACITY: usize = 50_000;
 
 impl<A> Repository<A>
 where
@@ -193,12 +202,54 @@ where
             store,
             vault,
             max_attempts: 5,
+            cache: Arc::default(),
             _a: PhantomData,
         }
     }
 
-    /// Loads a stream: its snapshot if any, then the events after it.
+    /// Loads a stream: from the cached state (or else its snapshot) and the events after it.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, CommandError<A::Error>> {
+        let cached = self.cache.lock().ok().and_then(|c| c.get(id).cloned());
+        let loaded = match cached {
+            Some(c) => self.load_after(id, c).await?,
+            None => self.load_from_store(id).await?,
+        };
+        self.remember(id, &loaded);
+        Ok(loaded)
+    }
+
+    fn remember(&self, id: &str, loaded: &Loaded<A>) {
+        if A::SNAPSHOT_EVERY.is_none() {
+            return;
+        }
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= STATE_CACHE_CAPACITY && !c.contains_key(id) {
+                c.clear();
+            }
+            match c.get(id) {
+                Some(old) if old.sequence > loaded.sequence => {}
+                _ => {
+                    c.insert(id.to_owned(), loaded.clone());
+                }
+            }
+        }
+    }
+
+    async fn load_after(&self, id: &str, mut from: Loaded<A>) -> Result<Loaded<A>, CommandError<A::Error>> {
+        for e in read_stream(self.store.pool(), A::TYPE, id, from.sequence)
+            .await
+            .map_err(|e| CommandError::Store(StoreError::from_sqlx(e)))?
+        {
+            let event: A::Event =
+                serde_json::from_value(e.payload).map_err(|e| CommandError::Corrupt(e.to_string()))?;
+            from.state.apply(&event);
+            from.sequence = e.sequence;
+        }
+        Ok(from)
+    }
+
+    /// Loads a stream from the store alone: its snapshot if any, then the events after it.
+    pub async fn load_from_store(&self, id: &str) -> Result<Loaded<A>, CommandError<A::Error>> {
         let pool = self.store.pool();
         let snap: Option<(i64, serde_json::Value)> =
             sqlx::query_as("SELECT sequence, state FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
@@ -242,8 +293,19 @@ where
     where
         A::Command: Clone,
     {
-        for _ in 0..self.max_attempts {
-            let loaded = self.load(id).await?;
+        for attempt in 0..self.max_attempts {
+            // Optimistic: decide on the cached state without reading the store. If the stream
+            // moved on, an exact append conflicts and the retry reads the store; order-independent
+            // streams decide nothing that depends on the events they have not seen.
+            let cached = if attempt == 0 {
+                self.cache.lock().ok().and_then(|c| c.get(id).cloned())
+            } else {
+                None
+            };
+            let loaded = match cached {
+                Some(c) => c,
+                None => self.load(id).await?,
+            };
             let mut scratch = CqrsAggregate(loaded.state.clone());
             let sink = EventSink::default();
             cqrs_es::Aggregate::handle(&mut scratch, command.clone(), &(), &sink)
@@ -287,6 +349,24 @@ where
                         }
                     }
                     let last_seq = appended.written.last().map_or(loaded.sequence, |(_, s)| *s);
+                    let contiguous = appended
+                        .written
+                        .iter()
+                        .enumerate()
+                        .all(|(k, (_, seq))| *seq == loaded.sequence + 1 + k as i64);
+                    if contiguous {
+                        self.remember(
+                            id,
+                            &Loaded {
+                                state: state.clone(),
+                                sequence: last_seq,
+                                snapshot_sequence: loaded.snapshot_sequence,
+                            },
+                        );
+                    } else if let Ok(mut c) = self.cache.lock() {
+                        // Other commands' events sit between ours: the next load reads the store.
+                        c.remove(id);
+                    }
                     self.maybe_snapshot(id, last_seq, loaded.snapshot_sequence).await;
                     return Ok(Executed {
                         cursor: appended.cursor,
@@ -295,7 +375,12 @@ where
                         state,
                     });
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    if let Ok(mut c) = self.cache.lock() {
+                        c.remove(id);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -334,7 +419,7 @@ where
         if sequence - snapshot_sequence < every {
             return;
         }
-        let loaded = match self.load(id).await {
+        let loaded = match self.load_from_store(id).await {
             Ok(l) if l.sequence - l.snapshot_sequence >= every => l,
             _ => return,
         };
@@ -353,8 +438,15 @@ where
         .bind(json)
         .execute(self.store.pool())
         .await;
-        if let Err(e) = result {
-            tracing::warn!(aggregate_type = A::TYPE, error = %e, "snapshot not saved");
+        match result {
+            Ok(_) => {
+                if let Ok(mut c) = self.cache.lock()
+                    && let Some(entry) = c.get_mut(id)
+                {
+                    entry.snapshot_sequence = entry.snapshot_sequence.max(loaded.sequence);
+                }
+            }
+            Err(e) => tracing::warn!(aggregate_type = A::TYPE, error = %e, "snapshot not saved"),
         }
     }
 }

@@ -252,11 +252,12 @@ impl EventStore {
 }
 
 pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
-    let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT tx_id::text, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1")
-            .fetch_optional(pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT e.tx_id::text AS tx, e.position FROM events e ORDER BY e.tx_id DESC, e.position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from_sqlx)?;
     Ok(row
         .map(|(tx, position)| Cursor {
             tx_id: tx.parse().unwrap_or(0),

@@ -82,6 +82,12 @@ pub(crate) async fn step_in(
     schema: Option<&str>,
     limit: i64,
 ) -> Result<(usize, Cursor), ApplyError> {
+    // Projections are derived from the log, and the checkpoint commits with them: if a crash
+    // loses the last commits, rows and checkpoint roll back together and the events are applied
+    // again. So their commits need not wait for the disk (atomic and ordered, just not durable).
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *conn)
+        .await?;
     if let Some(s) = schema {
         sqlx::query(&format!("SET LOCAL search_path TO {s}, public"))
             .execute(&mut *conn)

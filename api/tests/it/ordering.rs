@@ -129,3 +129,49 @@ async fn an_event_committed_late_is_applied_exactly_once() {
         .expect("max");
     assert!(early_position < max_before_commit);
 }
+
+#[tokio::test]
+async fn transaction_ids_order_as_numbers_across_digit_boundaries() {
+    let cluster = PrivateCluster::start();
+    let (_, pool) = fresh_db(&cluster.url).await;
+    let store = EventStore::start(pool.clone(), WriterConfig::default());
+    let first = store
+        .append(request(UserId::from_uuid(Uuid::new_v4()), 1))
+        .await
+        .expect("first")
+        .cursor
+        .expect("cursor");
+    // Use up transaction ids until the next power of ten, so that the next one has one more digit
+    // ("1000" sorts before "999" as text).
+    let boundary = 10u64.pow(first.tx_id.to_string().len() as u32);
+    sqlx::query(
+        "CREATE PROCEDURE burn(n bigint) LANGUAGE plpgsql AS $$ BEGIN FOR i IN 1..n LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$",
+    )
+    .execute(&pool)
+    .await
+    .expect("procedure");
+    sqlx::query("CALL burn($1)")
+        .bind((boundary - first.tx_id) as i64 + 1)
+        .execute(&pool)
+        .await
+        .expect("burn");
+    let second = store
+        .append(request(UserId::from_uuid(Uuid::new_v4()), 2))
+        .await
+        .expect("second")
+        .cursor
+        .expect("cursor");
+    assert!(second.tx_id >= boundary, "{} < {boundary}", second.tx_id);
+    assert!(second > first);
+    assert_eq!(
+        store.head().await.expect("head"),
+        second,
+        "the head is the latest event, not the largest as text"
+    );
+    let mut conn = pool.acquire().await.expect("conn");
+    let all = oo_commands::store::read_after(&mut conn, oo_commands::cursor::Cursor::START, 10)
+        .await
+        .expect("read");
+    assert_eq!(all.iter().map(|e| e.cursor).collect::<Vec<_>>(), vec![first, second]);
+    assert_eq!(oo_commands::store::count_after(&pool, first).await.expect("count"), 1);
+}

@@ -158,7 +158,9 @@ async fn a_snapshot_loaded_aggregate_equals_the_replayed_one() {
             .await
             .expect("a snapshot was taken");
     assert!(snap >= 200, "snapshot at {snap}");
-    let loaded = repo.load(&user_id.to_string()).await.expect("loads");
+    let loaded = repo.load_from_store(&user_id.to_string()).await.expect("loads");
+    let cached = repo.load(&user_id.to_string()).await.expect("loads");
+    assert_eq!(cached.state, loaded.state, "the cached state equals the stored one");
     assert_eq!(loaded.snapshot_sequence, snap);
     let mut replayed = Signals::default();
     for e in oo_commands::store::read_stream(&pool, "signals", &user_id.to_string(), 0)
