@@ -240,8 +240,7 @@ where
             .await
             .map_err(|e| CommandError::Store(StoreError::from_sqlx(e)))?
         {
-            let event: A::Event =
-                serde_json::from_value(e.payload).map_err(|e| CommandError::Corrupt(e.to_string()))?;
+            let event: A::Event = e.decode().map_err(|e| CommandError::Corrupt(e.to_string()))?;
             from.state.apply(&event);
             from.sequence = e.sequence;
         }
@@ -271,8 +270,7 @@ where
             .map_err(|e| CommandError::Store(StoreError::from_sqlx(e)))?
         {
             // Aggregate states need no personal field: the public payload is enough.
-            let event: A::Event =
-                serde_json::from_value(e.payload).map_err(|e| CommandError::Corrupt(e.to_string()))?;
+            let event: A::Event = e.decode().map_err(|e| CommandError::Corrupt(e.to_string()))?;
             state.apply(&event);
             sequence = e.sequence;
         }
@@ -293,25 +291,62 @@ where
     where
         A::Command: Clone,
     {
+        self.run(id, command, meta, false).await
+    }
+
+    /// Executes a command on a stream the caller has just named with a fresh random id: the first
+    /// attempt decides on the empty state without reading the store (if the stream did exist, the
+    /// append conflicts and the retry loads it).
+    pub async fn execute_new(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: Meta,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        self.run(id, command, meta, true).await
+    }
+
+    async fn run(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: Meta,
+        assume_new: bool,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         for attempt in 0..self.max_attempts {
             // Optimistic: decide on the cached state without reading the store. If the stream
             // moved on, an exact append conflicts and the retry reads the store; order-independent
             // streams decide nothing that depends on the events they have not seen.
-            let cached = if attempt == 0 {
-                self.cache.lock().ok().and_then(|c| c.get(id).cloned())
-            } else {
-                None
+            let cached = match attempt {
+                0 if assume_new => Some(Loaded {
+                    state: A::default(),
+                    sequence: 0,
+                    snapshot_sequence: 0,
+                }),
+                0 => self.cache.lock().ok().and_then(|c| c.get(id).cloned()),
+                _ => None,
             };
+            let optimistic = cached.is_some();
             let loaded = match cached {
                 Some(c) => c,
                 None => self.load(id).await?,
             };
             let mut scratch = CqrsAggregate(loaded.state.clone());
             let sink = EventSink::default();
-            cqrs_es::Aggregate::handle(&mut scratch, command.clone(), &(), &sink)
-                .await
-                .map_err(CommandError::Domain)?;
+            let decided = cqrs_es::Aggregate::handle(&mut scratch, command.clone(), &(), &sink).await;
+            // A refusal or a no-op decided on an unchecked state is checked against the store:
+            // only an append lets the store catch a stale state.
             let events: Vec<A::Event> = sink.collect().await.into_iter().map(|e| e.0).collect();
+            if optimistic && (decided.is_err() || events.is_empty()) {
+                continue;
+            }
+            decided.map_err(CommandError::Domain)?;
             if events.is_empty() {
                 return Ok(Executed {
                     cursor: None,

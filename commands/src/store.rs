@@ -494,8 +494,9 @@ async fn write_jobs(
     let rows = sqlx::query(
         "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, schema_version, user_id, \
            payload, sealed, occurred_at, correlation_id, causation_id) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int4[], $7::uuid[], \
-           $8::jsonb[], $9::bytea[], $10::timestamptz[], $11::uuid[], $12::uuid[]) \
+         SELECT e, at, ai, s, et, sv, u, p::json, se, o, c, ca FROM unnest($1::uuid[], $2::text[], $3::text[], \
+           $4::int8[], $5::text[], $6::int4[], $7::uuid[], $8::text[], $9::bytea[], $10::timestamptz[], $11::uuid[], \
+           $12::uuid[]) AS t(e, at, ai, s, et, sv, u, p, se, o, c, ca) \
          RETURNING event_id, tx_id::text, position",
     )
     .bind(&cols.event_id)
@@ -540,7 +541,7 @@ struct Columns {
     event_type: Vec<&'static str>,
     schema_version: Vec<i32>,
     user_id: Vec<Uuid>,
-    payload: Vec<Value>,
+    payload: Vec<String>,
     sealed: Vec<Option<Vec<u8>>>,
     occurred_at: Vec<DateTime<Utc>>,
     correlation_id: Vec<Uuid>,
@@ -556,7 +557,7 @@ impl Columns {
         self.event_type.push(e.event_type);
         self.schema_version.push(e.schema_version);
         self.user_id.push(e.user_id);
-        self.payload.push(e.payload.clone());
+        self.payload.push(e.payload.to_string());
         self.sealed.push(e.sealed.clone());
         self.occurred_at.push(e.occurred_at);
         self.correlation_id.push(e.correlation_id);
@@ -575,7 +576,8 @@ pub struct StoredEvent {
     pub event_type: String,
     pub schema_version: i32,
     pub user_id: Uuid,
-    pub payload: Value,
+    /// The public payload as stored (JSON text): decoded only by those who need it.
+    pub payload: String,
     pub sealed: Option<Vec<u8>>,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
@@ -584,7 +586,7 @@ pub struct StoredEvent {
 }
 
 const SELECT_EVENTS: &str = "SELECT tx_id::text AS tx, position, event_id, aggregate_type, aggregate_id, sequence, \
-    event_type, schema_version, user_id, payload, sealed, occurred_at, recorded_at, correlation_id, causation_id FROM events";
+    event_type, schema_version, user_id, payload::text AS payload, sealed, occurred_at, recorded_at, correlation_id, causation_id FROM events";
 
 fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
     let tx: String = row.try_get("tx")?;
@@ -642,6 +644,13 @@ pub async fn read_stream(
         .fetch_all(pool)
         .await?;
     rows.iter().map(stored_event).collect()
+}
+
+impl StoredEvent {
+    /// The public payload decoded into `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
 }
 
 /// How many events the log holds after `after` (committed, any order): projector lag.

@@ -52,7 +52,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
 
 /// Decodes an event's public payload into its domain type.
 pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &StoredEvent) -> Result<E, ApplyError> {
-    serde_json::from_value(event.payload.clone()).map_err(|e| ApplyError::Poisoned {
+    event.decode().map_err(|e| ApplyError::Poisoned {
         event_id: event.event_id,
         reason: e.to_string(),
     })

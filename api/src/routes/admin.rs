@@ -209,7 +209,7 @@ pub async fn events(
             schema_version: e.schema_version,
             user_id: e.user_id.to_string(),
             recorded_at: e.recorded_at,
-            payload: e.payload,
+            payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
             sealed: e.sealed.map(|s| b64.encode(s)),
         })
         .collect();

@@ -37,7 +37,7 @@ pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json
         .next()
         .ok_or_else(ApiError::not_found)?;
     let key = state.vault.key_for(user.user_id).await.map_err(ApiError::internal)?;
-    let mut payload = first.payload.clone();
+    let mut payload: serde_json::Value = first.decode().map_err(ApiError::internal)?;
     let fields = open_fields(key.as_ref(), first.event_id, first.sealed.as_deref());
     let pointers: &[&str] = &["/UserRegistered/email"];
     join(&mut payload, pointers, fields.as_ref());

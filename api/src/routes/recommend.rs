@@ -154,10 +154,18 @@ pub async fn recommend(
 
     let now = Utc::now();
     let uid = user.user_id.as_uuid();
-    let features_row = sqlx::query("SELECT latest_mood, place, time_zone FROM user_features WHERE user_id = $1")
+    // The person's features and open todos, read side by side.
+    let features_query = sqlx::query("SELECT latest_mood, place, time_zone FROM user_features WHERE user_id = $1")
         .bind(uid)
-        .fetch_optional(&state.pool)
-        .await?;
+        .fetch_optional(&state.pool);
+    let todos_query = sqlx::query(
+        "SELECT external_id, source, priority, due, first_seen_at, title_event_id, sealed FROM open_tasks \
+         WHERE user_id = $1 ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at LIMIT $2",
+    )
+    .bind(uid)
+    .bind(MAX_TODOS)
+    .fetch_all(&state.pool);
+    let (features_row, rows) = tokio::try_join!(features_query, todos_query)?;
     let (known_mood, known_place, known_tz) = match &features_row {
         Some(r) => (
             r.try_get::<Option<i16>, _>("latest_mood")?,
@@ -178,14 +186,6 @@ pub async fn recommend(
         place: place.or_else(|| known_place.as_deref().and_then(|p| Place::parse(p).ok())),
     };
 
-    let rows = sqlx::query(
-        "SELECT external_id, source, priority, due, first_seen_at, title_event_id, sealed FROM open_tasks \
-         WHERE user_id = $1 ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at LIMIT $2",
-    )
-    .bind(uid)
-    .bind(MAX_TODOS)
-    .fetch_all(&state.pool)
-    .await?;
     let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(rows.len() + 20);
     for r in rows {
         let priority = Priority::parse(i64::from(r.try_get::<i16, _>("priority")?)).map_err(ApiError::internal)?;
@@ -286,7 +286,7 @@ pub async fn recommend(
     );
     let executed = state
         .tips
-        .execute(
+        .execute_new(
             &tip_id.to_string(),
             TipCommand::Serve(Box::new(decision)),
             Meta::new(now),

@@ -58,7 +58,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let url = format!("{}/oo_test_{}", server_url(), Uuid::new_v4().simple());
+    spawn_on(&server_url(), adjust).await
+}
+
+/// The server against a fresh database on the Postgres server at `server`.
+pub async fn spawn_on(server: &str, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let url = format!("{server}/oo_test_{}", Uuid::new_v4().simple());
     let mut config = ServeConfig::for_database(&url, temp_dir("oo-data"));
     config.dev = true;
     config.admin_token = Some(ADMIN_TOKEN.into());
@@ -194,6 +199,7 @@ pub fn mood(id: &str, score: i64, note: &str) -> Value {
 pub struct PrivateCluster {
     dir: PathBuf,
     bin: PathBuf,
+    opts: String,
     pub url: String,
 }
 
@@ -258,32 +264,54 @@ impl PrivateCluster {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir.join("sock").display()
         );
-        let log = dir.join("log");
-        let out = as_postgres(
-            &bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().expect("path"),
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().expect("path"),
-                "-w",
-                "start",
-            ],
-        )
-        .output()
-        .expect("pg_ctl runs");
+        let cluster = Self {
+            dir,
+            bin,
+            opts,
+            url: format!("postgres://postgres@127.0.0.1:{port}"),
+        };
+        cluster.start_server();
+        cluster
+    }
+
+    /// Starts the server (again, after [`PrivateCluster::stop`]).
+    pub fn start_server(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let args = [
+            "-D",
+            data.to_str().expect("path"),
+            "-o",
+            &self.opts,
+            "-l",
+            log.to_str().expect("path"),
+            "-w",
+            "start",
+        ];
+        let out = as_postgres(&self.bin.join("pg_ctl"), &args)
+            .output()
+            .expect("pg_ctl runs");
         assert!(
             out.status.success(),
             "pg_ctl start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Self {
-            dir,
-            bin,
-            url: format!("postgres://postgres@127.0.0.1:{port}"),
-        }
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut).
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        let out = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().expect("path"), "-m", "fast", "-w", "stop"],
+        )
+        .output()
+        .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod faults;
 mod flow;
 mod ordering;
 mod projections;

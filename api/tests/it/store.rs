@@ -167,7 +167,7 @@ async fn a_snapshot_loaded_aggregate_equals_the_replayed_one() {
         .await
         .expect("stream")
     {
-        replayed.apply(&serde_json::from_value::<SignalsEvent>(e.payload).expect("event"));
+        replayed.apply(&e.decode::<SignalsEvent>().expect("event"));
     }
     assert_eq!(loaded.state, replayed);
     assert_eq!(loaded.sequence, 501);
