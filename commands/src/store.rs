@@ -615,16 +615,36 @@ fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error>
 /// than every transaction still in flight — so nothing that commits later can land behind the
 /// returned cursor.
 pub async fn read_after(conn: &mut PgConnection, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    read_after_filtered(conn, after, limit, None).await
+}
+
+/// Like [`read_after`], but fetches payloads only for the event types in `payloads_of` (the
+/// others come with an empty `payload`): a consumer that ignores large events need not pay for
+/// reading them.
+pub async fn read_after_filtered(
+    conn: &mut PgConnection,
+    after: Cursor,
+    limit: i64,
+    payloads_of: Option<&[&str]>,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let payload = match payloads_of {
+        Some(_) => "CASE WHEN event_type = ANY($4) THEN payload::text ELSE '' END AS payload",
+        None => "payload::text AS payload",
+    };
     let sql = format!(
-        "{SELECT_EVENTS} WHERE (tx_id, position) > ($1::text::xid8, $2) \
+        "SELECT tx_id::text AS tx, position, event_id, aggregate_type, aggregate_id, sequence, event_type, schema_version, \
+         user_id, {payload}, sealed, occurred_at, recorded_at, correlation_id, causation_id FROM events \
+         WHERE (tx_id, position) > ($1::text::xid8, $2) \
          AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3"
     );
-    let rows = sqlx::query(&sql)
+    let mut query = sqlx::query(&sql)
         .bind(after.tx_id.to_string())
         .bind(after.position)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+        .bind(limit);
+    if let Some(types) = payloads_of {
+        query = query.bind(types);
+    }
+    let rows = query.fetch_all(conn).await?;
     rows.iter().map(stored_event).collect()
 }
 

@@ -18,6 +18,9 @@ impl Projection for Features {
     fn tables(&self) -> &'static [&'static str] {
         &["user_features"]
     }
+    fn payloads_of(&self) -> Option<&'static [&'static str]> {
+        Some(&["SignalRecorded"])
+    }
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

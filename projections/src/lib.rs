@@ -25,6 +25,11 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns, as defined by the migrations (rebuilds copy them).
     fn tables(&self) -> &'static [&'static str];
+    /// The event types whose payloads `apply` decodes (`None`: all). The others still pass
+    /// through `apply`, with an empty payload.
+    fn payloads_of(&self) -> Option<&'static [&'static str]> {
+        None
+    }
     /// Applies one event. Table names are unqualified so that a rebuild can point them at its
     /// fresh copies through the search path.
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent)

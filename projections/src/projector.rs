@@ -5,7 +5,7 @@
 use crate::status::Status;
 use crate::{ApplyError, Projection};
 use oo_commands::cursor::Cursor;
-use oo_commands::store::read_after;
+use oo_commands::store::read_after_filtered;
 use sqlx::{PgPool, Row};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,9 @@ pub const BATCH: i64 = 500;
 /// How long an idle projector waits for a notification before it looks again (events from other
 /// processes, or held back behind a transaction still in flight).
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// How long a caught-up projector lets events accumulate before its next batch: the price, in
+/// read-your-writes latency, of not paying a transaction per commit under load.
+const COALESCE: Duration = Duration::from_millis(3);
 
 /// A checkpoint as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +106,7 @@ pub(crate) async fn step_in(
         tx_id: tx_text.parse().unwrap_or(0),
         position: row.try_get("position")?,
     };
-    let events = read_after(conn, cursor, limit).await?;
+    let events = read_after_filtered(conn, cursor, limit, projection.payloads_of()).await?;
     for e in &events {
         projection.apply(conn, e).await?;
         cursor = e.cursor;
@@ -150,8 +153,14 @@ pub async fn run(pool: PgPool, projection: Arc<dyn Projection>, appended: Arc<No
             Ok((n, cursor)) => {
                 backoff = Duration::from_millis(100);
                 status.advanced(name, cursor);
-                if n == 0 {
-                    let _ = tokio::time::timeout(IDLE_POLL, notified).await;
+                if (n as i64) < BATCH {
+                    // Caught up: wait for new events, then let a few more commits land so that
+                    // one transaction carries several of them (each step costs a handful of
+                    // round trips whatever its size).
+                    if n == 0 {
+                        let _ = tokio::time::timeout(IDLE_POLL, notified).await;
+                    }
+                    tokio::time::sleep(COALESCE).await;
                 }
             }
             Err(e) => {

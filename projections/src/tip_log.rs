@@ -15,6 +15,9 @@ impl Projection for TipLog {
     fn tables(&self) -> &'static [&'static str] {
         &["tip_log"]
     }
+    fn payloads_of(&self) -> Option<&'static [&'static str]> {
+        Some(&["TipServed", "TipReacted", "TipRewarded"])
+    }
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,
