@@ -2,14 +2,83 @@
 //! completed tasks, latest mood, place and time zone, tips served.
 
 use crate::{ApplyError, Projection, decode};
-use chrono::Timelike;
+use chrono::{DateTime, Timelike, Utc};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
-use oo_domain::signal::SignalData;
+use oo_domain::signal::{SignalData, SignalKind};
 use oo_domain::signals::SignalsEvent;
 use sqlx::PgConnection;
+use std::collections::HashMap;
+use uuid::Uuid;
 
 pub struct Features;
+
+/// One user's changes in a batch, folded so that one statement applies them.
+#[derive(Default)]
+struct Delta {
+    by_kind: [i64; 5],
+    tasks_completed: i64,
+    activity: [i64; 24],
+    /// The latest mood by time of occurrence (a later event wins a tie, as it would one by one).
+    mood: Option<(i16, DateTime<Utc>)>,
+    /// The last place and time zone in log order.
+    place: Option<&'static str>,
+    time_zone: Option<String>,
+    tips_served: i64,
+    last_signal_at: Option<DateTime<Utc>>,
+}
+
+fn kind_index(kind: SignalKind) -> usize {
+    match kind {
+        SignalKind::Task => 0,
+        SignalKind::Habit => 1,
+        SignalKind::Calendar => 2,
+        SignalKind::Mood => 3,
+        SignalKind::Context => 4,
+    }
+}
+
+impl Delta {
+    fn signal(&mut self, occurred_at: DateTime<Utc>, data: &SignalData) {
+        self.by_kind[kind_index(data.kind())] += 1;
+        self.activity[occurred_at.hour() as usize] += 1;
+        match data {
+            SignalData::Task { completed: true, .. } => self.tasks_completed += 1,
+            SignalData::Mood { score, .. } if self.mood.is_none_or(|(_, at)| at <= occurred_at) => {
+                self.mood = Some((i16::from(score.get()), occurred_at));
+            }
+            SignalData::Context { place, time_zone, .. } => {
+                self.place = Some(place.as_str());
+                if let Some(tz) = time_zone {
+                    self.time_zone = Some(tz.as_str().to_owned());
+                }
+            }
+            _ => {}
+        }
+        self.last_signal_at = Some(self.last_signal_at.map_or(occurred_at, |t| t.max(occurred_at)));
+    }
+}
+
+const UPSERT: &str = "INSERT INTO user_features (user_id, signals_task, signals_habit, signals_calendar, signals_mood, \
+    signals_context, tasks_completed, activity_by_hour, latest_mood, latest_mood_at, place, time_zone, tips_served, last_signal_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+    ON CONFLICT (user_id) DO UPDATE SET \
+    signals_task = user_features.signals_task + EXCLUDED.signals_task, \
+    signals_habit = user_features.signals_habit + EXCLUDED.signals_habit, \
+    signals_calendar = user_features.signals_calendar + EXCLUDED.signals_calendar, \
+    signals_mood = user_features.signals_mood + EXCLUDED.signals_mood, \
+    signals_context = user_features.signals_context + EXCLUDED.signals_context, \
+    tasks_completed = user_features.tasks_completed + EXCLUDED.tasks_completed, \
+    activity_by_hour = ARRAY(SELECT a + b FROM unnest(user_features.activity_by_hour, EXCLUDED.activity_by_hour) \
+        WITH ORDINALITY AS t(a, b, i) ORDER BY i), \
+    latest_mood = CASE WHEN EXCLUDED.latest_mood IS NOT NULL AND (user_features.latest_mood_at IS NULL \
+        OR user_features.latest_mood_at <= EXCLUDED.latest_mood_at) THEN EXCLUDED.latest_mood ELSE user_features.latest_mood END, \
+    latest_mood_at = CASE WHEN EXCLUDED.latest_mood IS NOT NULL AND (user_features.latest_mood_at IS NULL \
+        OR user_features.latest_mood_at <= EXCLUDED.latest_mood_at) THEN EXCLUDED.latest_mood_at ELSE user_features.latest_mood_at END, \
+    place = COALESCE(EXCLUDED.place, user_features.place), \
+    time_zone = COALESCE(EXCLUDED.time_zone, user_features.time_zone), \
+    tips_served = user_features.tips_served + EXCLUDED.tips_served, \
+    last_signal_at = GREATEST(user_features.last_signal_at, EXCLUDED.last_signal_at)";
 
 impl Projection for Features {
     fn name(&self) -> &'static str {
@@ -26,69 +95,52 @@ impl Projection for Features {
         conn: &'a mut PgConnection,
         event: &'a StoredEvent,
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        self.apply_batch(conn, std::slice::from_ref(event))
+    }
+
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
         Box::pin(async move {
-            match event.event_type.as_str() {
-                "SignalRecorded" => {
-                    let SignalsEvent::SignalRecorded {
-                        user_id,
-                        occurred_at,
-                        data,
-                        ..
-                    } = decode(event)?;
-                    let kind_column = match data.kind() {
-                        oo_domain::signal::SignalKind::Task => "signals_task",
-                        oo_domain::signal::SignalKind::Habit => "signals_habit",
-                        oo_domain::signal::SignalKind::Calendar => "signals_calendar",
-                        oo_domain::signal::SignalKind::Mood => "signals_mood",
-                        oo_domain::signal::SignalKind::Context => "signals_context",
-                    };
-                    let completed = matches!(data, SignalData::Task { completed: true, .. });
-                    let (mood, place, tz) = match &data {
-                        SignalData::Mood { score, .. } => (Some(i16::from(score.get())), None, None),
-                        SignalData::Context { place, time_zone, .. } => (
-                            None,
-                            Some(place.as_str()),
-                            time_zone.as_ref().map(|t| t.as_str().to_owned()),
-                        ),
-                        _ => (None, None, None),
-                    };
-                    // Postgres arrays are 1-based.
-                    let hour_slot = occurred_at.hour() as i32 + 1;
-                    sqlx::query("INSERT INTO user_features (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
-                        .bind(user_id.as_uuid())
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query(&format!(
-                        "UPDATE user_features SET {kind_column} = {kind_column} + 1, \
-                           activity_by_hour[$2] = activity_by_hour[$2] + 1, \
-                           tasks_completed = tasks_completed + $3, \
-                           latest_mood = CASE WHEN $4::smallint IS NOT NULL AND (latest_mood_at IS NULL OR latest_mood_at <= $5) THEN $4 ELSE latest_mood END, \
-                           latest_mood_at = CASE WHEN $4::smallint IS NOT NULL AND (latest_mood_at IS NULL OR latest_mood_at <= $5) THEN $5 ELSE latest_mood_at END, \
-                           place = COALESCE($6, place), \
-                           time_zone = COALESCE($7, time_zone), \
-                           last_signal_at = GREATEST(last_signal_at, $5) \
-                         WHERE user_id = $1"
-                    ))
-                    .bind(user_id.as_uuid())
-                    .bind(hour_slot)
-                    .bind(i64::from(completed))
-                    .bind(mood)
-                    .bind(occurred_at)
-                    .bind(place)
-                    .bind(tz)
-                    .execute(conn)
-                    .await?;
+            // Users in the order they first appear, so statements run in a stable order.
+            let mut order: Vec<Uuid> = Vec::new();
+            let mut deltas: HashMap<Uuid, Delta> = HashMap::new();
+            for event in events {
+                let delta = match event.event_type.as_str() {
+                    "SignalRecorded" | "TipServed" => deltas.entry(event.user_id).or_insert_with(|| {
+                        order.push(event.user_id);
+                        Delta::default()
+                    }),
+                    _ => continue,
+                };
+                if event.event_type == "TipServed" {
+                    delta.tips_served += 1;
+                } else {
+                    let SignalsEvent::SignalRecorded { occurred_at, data, .. } = decode(event)?;
+                    delta.signal(occurred_at, &data);
                 }
-                "TipServed" => {
-                    sqlx::query(
-                        "INSERT INTO user_features (user_id, tips_served) VALUES ($1, 1) \
-                         ON CONFLICT (user_id) DO UPDATE SET tips_served = user_features.tips_served + 1",
-                    )
-                    .bind(event.user_id)
-                    .execute(conn)
+            }
+            for user in order {
+                let Some(d) = deltas.remove(&user) else { continue };
+                sqlx::query(UPSERT)
+                    .bind(user)
+                    .bind(d.by_kind[0])
+                    .bind(d.by_kind[1])
+                    .bind(d.by_kind[2])
+                    .bind(d.by_kind[3])
+                    .bind(d.by_kind[4])
+                    .bind(d.tasks_completed)
+                    .bind(d.activity.to_vec())
+                    .bind(d.mood.map(|(m, _)| m))
+                    .bind(d.mood.map(|(_, at)| at))
+                    .bind(d.place)
+                    .bind(d.time_zone)
+                    .bind(d.tips_served)
+                    .bind(d.last_signal_at)
+                    .execute(&mut *conn)
                     .await?;
-                }
-                _ => {}
             }
             Ok(())
         })

@@ -30,6 +30,21 @@ pub trait Projection: Send + Sync + 'static {
     fn payloads_of(&self) -> Option<&'static [&'static str]> {
         None
     }
+    /// Applies a batch of events in log order. The default applies them one by one; a
+    /// projection may fold the batch first, as long as the result is the same for any split of
+    /// the log into batches (rebuilds batch differently from the live projector).
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move {
+            for e in events {
+                self.apply(&mut *conn, e).await?;
+            }
+            Ok(())
+        })
+    }
     /// Applies one event. Table names are unqualified so that a rebuild can point them at its
     /// fresh copies through the search path.
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent)

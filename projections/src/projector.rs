@@ -107,9 +107,9 @@ pub(crate) async fn step_in(
         position: row.try_get("position")?,
     };
     let events = read_after_filtered(conn, cursor, limit, projection.payloads_of()).await?;
-    for e in &events {
-        projection.apply(conn, e).await?;
-        cursor = e.cursor;
+    projection.apply_batch(&mut *conn, &events).await?;
+    if let Some(last) = events.last() {
+        cursor = last.cursor;
     }
     if !events.is_empty() {
         sqlx::query(
