@@ -209,3 +209,51 @@ async fn no_personal_field_is_stored_in_clear() {
         assert!(!dump.contains(secret), "{secret:?} is stored in clear");
     }
 }
+
+#[tokio::test]
+async fn concurrent_reactions_to_one_tip_conflict_retry_and_settle_once() {
+    let app = spawn_app().await;
+    let (token, _) = app.login("race@example.org").await;
+    let tip = app.tip(&token).await;
+    let tip_id = tip["tip"]["id"].as_str().expect("tip id").to_owned();
+    let mut handles = vec![];
+    for i in 0..12 {
+        let (client, base, token, tip_id) = (app.client.clone(), app.base.clone(), token.clone(), tip_id.clone());
+        // Half say "done", half say "dismiss": exactly one of the two may win.
+        let reaction = if i % 2 == 0 { "done" } else { "dismiss" };
+        handles.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{base}/feedback"))
+                .bearer_auth(token)
+                .json(&json!({"tip_id": tip_id, "reaction": reaction}))
+                .send()
+                .await
+                .expect("sent");
+            (reaction, r.status())
+        }));
+    }
+    let mut accepted = std::collections::HashSet::new();
+    for h in handles {
+        let (reaction, status) = h.await.expect("task");
+        match status {
+            StatusCode::ACCEPTED => {
+                accepted.insert(reaction);
+            }
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other} for {reaction}"),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "only one reaction wins: {accepted:?}");
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'tip' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&tip_id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        events,
+        vec!["TipServed", "TipReacted", "TipRewarded"],
+        "one reaction, one reward"
+    );
+}
