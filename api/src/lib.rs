@@ -155,6 +155,14 @@ impl Application {
             rebuilding: Arc::default(),
             cookie_secure,
         };
+        // A deletion interrupted by a crash is completed before anything else is served.
+        for user_id in oo_commands::identity::interrupted_deletions(&state.pool).await? {
+            let meta = oo_commands::aggregate::Meta::new(chrono::Utc::now());
+            oo_commands::identity::delete_user(&state.users, &state.vault, &state.pool, user_id, meta)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot complete an interrupted deletion: {e}"))?;
+            tracing::info!("completed an account deletion that was interrupted");
+        }
         Ok(Self {
             listener,
             state,

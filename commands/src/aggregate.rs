@@ -106,9 +106,11 @@ impl Stream for oo_domain::user::User {
     fn user_of(e: &Self::Event) -> UserId {
         use oo_domain::user::UserEvent::*;
         match e {
-            UserRegistered { user_id, .. } | SessionStarted { user_id, .. } | SessionRevoked { user_id, .. } => {
-                *user_id
-            }
+            UserRegistered { user_id, .. }
+            | SessionStarted { user_id, .. }
+            | SessionRevoked { user_id, .. }
+            | UserDeletionRequested { user_id, .. }
+            | UserShredded { user_id, .. } => *user_id,
         }
     }
 }

@@ -190,3 +190,50 @@ pub async fn revoke_session(
         .await?;
     Ok(executed.cursor)
 }
+
+/// Deletes a user by crypto-shredding (DESIGN section 7): records the request, revokes every
+/// session, destroys the data key and every row that could find or identify the user (blind
+/// index, session hashes, idempotency ids, snapshots), then records `UserShredded`. Every step is
+/// idempotent, so running it again completes a deletion that a crash interrupted. Returns the
+/// position of `UserShredded` (or the head when it was already recorded).
+pub async fn delete_user(
+    users: &Repository<User>,
+    vault: &Vault,
+    pool: &PgPool,
+    user_id: UserId,
+    meta: Meta,
+) -> Result<Option<Cursor>, UserCommandError> {
+    let id = user_id.to_string();
+    users
+        .execute(&id, UserCommand::RequestDeletion { at: meta.now }, meta)
+        .await?;
+    let uid = user_id.as_uuid();
+    let mut tx = pool.begin().await.map_err(sqlx_err)?;
+    for sql in [
+        "DELETE FROM sessions WHERE user_id = $1",
+        "DELETE FROM key_vault WHERE user_id = $1",
+        "DELETE FROM user_lookup WHERE user_id = $1",
+        "DELETE FROM ingested_signals WHERE user_id = $1",
+        "DELETE FROM snapshots WHERE aggregate_id = $1::text",
+    ] {
+        sqlx::query(sql).bind(uid).execute(&mut *tx).await.map_err(sqlx_err)?;
+    }
+    tx.commit().await.map_err(sqlx_err)?;
+    vault.forget(user_id);
+    let executed = users
+        .execute(&id, UserCommand::CompleteShredding { at: meta.now }, meta)
+        .await?;
+    Ok(executed.cursor)
+}
+
+/// Users whose deletion was requested but not completed (a crash between the two).
+pub async fn interrupted_deletions(pool: &PgPool) -> Result<Vec<UserId>, StoreError> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT user_id FROM events WHERE event_type = 'UserDeletionRequested' \
+         EXCEPT SELECT user_id FROM events WHERE event_type = 'UserShredded'",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok(rows.into_iter().map(|(u,)| UserId::from_uuid(u)).collect())
+}

@@ -1,4 +1,5 @@
-//! The `User` aggregate: registration and sessions. Deletion (crypto-shredding) joins it later.
+//! The `User` aggregate: registration, sessions and deletion (crypto-shredding: once
+//! `UserShredded` is recorded, the user's data key is gone and nothing more happens to them).
 
 use crate::event::{Aggregate, Event};
 use crate::ids::{SessionId, UserId};
@@ -52,6 +53,14 @@ pub enum UserCommand {
         session_id: SessionId,
         at: DateTime<Utc>,
     },
+    /// The person asked to delete their account.
+    RequestDeletion {
+        at: DateTime<Utc>,
+    },
+    /// The user's key and lookup rows are destroyed: record it.
+    CompleteShredding {
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +81,14 @@ pub enum UserEvent {
         session_id: SessionId,
         revoked_at: DateTime<Utc>,
     },
+    UserDeletionRequested {
+        user_id: UserId,
+        requested_at: DateTime<Utc>,
+    },
+    UserShredded {
+        user_id: UserId,
+        shredded_at: DateTime<Utc>,
+    },
 }
 
 impl Event for UserEvent {
@@ -80,6 +97,8 @@ impl Event for UserEvent {
             Self::UserRegistered { .. } => "UserRegistered",
             Self::SessionStarted { .. } => "SessionStarted",
             Self::SessionRevoked { .. } => "SessionRevoked",
+            Self::UserDeletionRequested { .. } => "UserDeletionRequested",
+            Self::UserShredded { .. } => "UserShredded",
         }
     }
     fn personal_fields(&self) -> &'static [&'static str] {
@@ -98,6 +117,10 @@ pub enum UserError {
     NotRegistered,
     #[error("a session cannot expire before it starts")]
     InvalidExpiry,
+    #[error("the account is being deleted")]
+    Deleted,
+    #[error("shredding completes a deletion that was requested")]
+    NoDeletionRequested,
 }
 
 /// No personal field lives in the state, so snapshots of it need no sealing.
@@ -105,6 +128,10 @@ pub enum UserError {
 pub struct User {
     pub user_id: Option<UserId>,
     pub open_sessions: BTreeSet<SessionId>,
+    #[serde(default)]
+    pub deletion_requested: bool,
+    #[serde(default)]
+    pub shredded: bool,
 }
 
 impl Aggregate for User {
@@ -131,6 +158,9 @@ impl Aggregate for User {
                 expires_at,
             } => {
                 let user_id = self.user_id.ok_or(UserError::NotRegistered)?;
+                if self.deletion_requested {
+                    return Err(UserError::Deleted);
+                }
                 if expires_at <= at {
                     return Err(UserError::InvalidExpiry);
                 }
@@ -153,6 +183,28 @@ impl Aggregate for User {
                     revoked_at: *at,
                 }])
             }
+            UserCommand::RequestDeletion { at } => {
+                let user_id = self.user_id.ok_or(UserError::NotRegistered)?;
+                if self.deletion_requested {
+                    // Asking again resumes the deletion already under way.
+                    return Ok(vec![]);
+                }
+                Ok(vec![UserEvent::UserDeletionRequested {
+                    user_id,
+                    requested_at: *at,
+                }])
+            }
+            UserCommand::CompleteShredding { at } => {
+                let user_id = self.user_id.ok_or(UserError::NotRegistered)?;
+                match (self.deletion_requested, self.shredded) {
+                    (false, _) => Err(UserError::NoDeletionRequested),
+                    (true, true) => Ok(vec![]),
+                    (true, false) => Ok(vec![UserEvent::UserShredded {
+                        user_id,
+                        shredded_at: *at,
+                    }]),
+                }
+            }
         }
     }
 
@@ -164,6 +216,11 @@ impl Aggregate for User {
             }
             UserEvent::SessionRevoked { session_id, .. } => {
                 self.open_sessions.remove(session_id);
+            }
+            UserEvent::UserDeletionRequested { .. } => self.deletion_requested = true,
+            UserEvent::UserShredded { .. } => {
+                self.shredded = true;
+                self.open_sessions.clear();
             }
         }
     }
@@ -224,6 +281,59 @@ mod tests {
             }]
         );
         assert_eq!(given(&events).decide(&cmd), Err(UserError::AlreadyRegistered));
+    }
+
+    #[test]
+    fn a_deletion_is_requested_once_then_shredded_once_and_ends_sign_in() {
+        let user_id = UserId::from_uuid(Uuid::from_u128(1));
+        let reg = UserEvent::UserRegistered {
+            user_id,
+            email: Email::parse("a@b.co").expect("valid"),
+            registered_at: t(0),
+        };
+        let registered = given(std::slice::from_ref(&reg));
+        assert_eq!(
+            registered.decide(&UserCommand::CompleteShredding { at: t(1) }),
+            Err(UserError::NoDeletionRequested)
+        );
+        let requested = registered
+            .decide(&UserCommand::RequestDeletion { at: t(1) })
+            .expect("requested");
+        assert_eq!(
+            requested,
+            vec![UserEvent::UserDeletionRequested {
+                user_id,
+                requested_at: t(1)
+            }]
+        );
+        let state = given(&[reg.clone(), requested[0].clone()]);
+        assert_eq!(
+            state.decide(&UserCommand::RequestDeletion { at: t(2) }),
+            Ok(vec![]),
+            "asking again resumes"
+        );
+        let session = UserCommand::StartSession {
+            session_id: SessionId::from_uuid(Uuid::from_u128(3)),
+            at: t(2),
+            expires_at: t(9),
+        };
+        assert_eq!(state.decide(&session), Err(UserError::Deleted));
+        let shredded = state
+            .decide(&UserCommand::CompleteShredding { at: t(3) })
+            .expect("shredded");
+        assert_eq!(
+            shredded,
+            vec![UserEvent::UserShredded {
+                user_id,
+                shredded_at: t(3)
+            }]
+        );
+        let done = given(&[reg, requested[0].clone(), shredded[0].clone()]);
+        assert_eq!(
+            done.decide(&UserCommand::CompleteShredding { at: t(4) }),
+            Ok(vec![]),
+            "once"
+        );
     }
 
     #[test]

@@ -103,46 +103,49 @@ impl Projection for Features {
         conn: &'a mut PgConnection,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move {
-            // Users in the order they first appear, so statements run in a stable order.
-            let mut order: Vec<Uuid> = Vec::new();
-            let mut deltas: HashMap<Uuid, Delta> = HashMap::new();
-            for event in events {
-                let delta = match event.event_type.as_str() {
-                    "SignalRecorded" | "TipServed" => deltas.entry(event.user_id).or_insert_with(|| {
-                        order.push(event.user_id);
-                        Delta::default()
-                    }),
-                    _ => continue,
-                };
-                if event.event_type == "TipServed" {
-                    delta.tips_served += 1;
-                } else {
-                    let SignalsEvent::SignalRecorded { occurred_at, data, .. } = decode(event)?;
-                    delta.signal(occurred_at, &data);
-                }
-            }
-            for user in order {
-                let Some(d) = deltas.remove(&user) else { continue };
-                sqlx::query(UPSERT)
-                    .bind(user)
-                    .bind(d.by_kind[0])
-                    .bind(d.by_kind[1])
-                    .bind(d.by_kind[2])
-                    .bind(d.by_kind[3])
-                    .bind(d.by_kind[4])
-                    .bind(d.tasks_completed)
-                    .bind(d.activity.to_vec())
-                    .bind(d.mood.map(|(m, _)| m))
-                    .bind(d.mood.map(|(_, at)| at))
-                    .bind(d.place)
-                    .bind(d.time_zone)
-                    .bind(d.tips_served)
-                    .bind(d.last_signal_at)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { crate::fold_with_shredding!(conn, events, self.tables(), fold) })
     }
+}
+
+/// Folds a batch (with no `UserShredded` in it) and writes it.
+async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
+    // Users in the order they first appear, so statements run in a stable order.
+    let mut order: Vec<Uuid> = Vec::new();
+    let mut deltas: HashMap<Uuid, Delta> = HashMap::new();
+    for event in events {
+        let delta = match event.event_type.as_str() {
+            "SignalRecorded" | "TipServed" => deltas.entry(event.user_id).or_insert_with(|| {
+                order.push(event.user_id);
+                Delta::default()
+            }),
+            _ => continue,
+        };
+        if event.event_type == "TipServed" {
+            delta.tips_served += 1;
+        } else {
+            let SignalsEvent::SignalRecorded { occurred_at, data, .. } = decode(event)?;
+            delta.signal(occurred_at, &data);
+        }
+    }
+    for user in order {
+        let Some(d) = deltas.remove(&user) else { continue };
+        sqlx::query(UPSERT)
+            .bind(user)
+            .bind(d.by_kind[0])
+            .bind(d.by_kind[1])
+            .bind(d.by_kind[2])
+            .bind(d.by_kind[3])
+            .bind(d.by_kind[4])
+            .bind(d.tasks_completed)
+            .bind(d.activity.to_vec())
+            .bind(d.mood.map(|(m, _)| m))
+            .bind(d.mood.map(|(_, at)| at))
+            .bind(d.place)
+            .bind(d.time_zone)
+            .bind(d.tips_served)
+            .bind(d.last_signal_at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }

@@ -70,6 +70,36 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     ]
 }
 
+/// Applies a batch with a set-based `fold`, cut at every `UserShredded`: what came before is
+/// folded and written, then the user's rows are purged from `tables` — the same result as applying
+/// the events one by one.
+macro_rules! fold_with_shredding {
+    ($conn:expr, $events:expr, $tables:expr, $fold:path) => {{
+        let events = $events;
+        let mut start = 0;
+        for (i, e) in events.iter().enumerate() {
+            if e.event_type == "UserShredded" {
+                $fold(&mut *$conn, &events[start..i]).await?;
+                crate::purge(&mut *$conn, $tables, e.user_id).await?;
+                start = i + 1;
+            }
+        }
+        $fold(&mut *$conn, &events[start..]).await
+    }};
+}
+pub(crate) use fold_with_shredding;
+
+/// Deletes a shredded user's rows.
+pub(crate) async fn purge(conn: &mut PgConnection, tables: &[&str], user_id: uuid::Uuid) -> Result<(), ApplyError> {
+    for t in tables {
+        sqlx::query(&format!("DELETE FROM {t} WHERE user_id = $1"))
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Decodes an event's public payload into its domain type.
 pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &StoredEvent) -> Result<E, ApplyError> {
     event.decode().map_err(|e| ApplyError::Poisoned {

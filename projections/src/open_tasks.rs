@@ -97,84 +97,89 @@ impl Projection for OpenTasks {
         conn: &'a mut PgConnection,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move {
-            let mut order: Vec<(Uuid, String)> = Vec::new();
-            let mut last: HashMap<(Uuid, String), Last<'a>> = HashMap::new();
-            for event in events {
-                if event.event_type != "SignalRecorded" {
-                    continue;
-                }
-                let SignalsEvent::SignalRecorded {
-                    user_id,
-                    occurred_at,
-                    data,
-                    ..
-                } = decode(event)?;
-                let SignalData::Task {
-                    source,
-                    external_id,
-                    priority,
-                    due,
-                    completed,
-                    ..
-                } = data
-                else {
-                    continue;
-                };
-                let key = (user_id.as_uuid(), external_id.as_str().to_owned());
-                let (first_seen, reset) = match last.get(&key) {
-                    Some(prev) if prev.completed => (Some(occurred_at), true),
-                    Some(prev) => (prev.first_seen.or(Some(occurred_at)), prev.reset),
-                    None => {
-                        order.push(key.clone());
-                        (Some(occurred_at), false)
-                    }
-                };
-                let first_seen = if completed { None } else { first_seen };
-                let reset = reset || (completed && last.contains_key(&key));
-                last.insert(
-                    key,
-                    Last {
-                        event,
-                        source: source.as_str(),
-                        priority: i16::from(priority.get()),
-                        due,
-                        completed,
-                        first_seen,
-                        reset,
-                    },
-                );
-            }
-            let (mut gone_users, mut gone_ids) = (Vec::new(), Vec::new());
-            let (mut fresh, mut kept) = (Columns::default(), Columns::default());
-            for key in order {
-                let Some(l) = last.remove(&key) else { continue };
-                if l.completed {
-                    gone_users.push(key.0);
-                    gone_ids.push(key.1);
-                    continue;
-                }
-                let c = if l.reset { &mut fresh } else { &mut kept };
-                c.user.push(key.0);
-                c.external_id.push(key.1);
-                c.source.push(l.source);
-                c.priority.push(l.priority);
-                c.due.push(l.due);
-                c.first_seen.push(l.first_seen.unwrap_or(l.event.occurred_at));
-                c.updated.push(l.event.occurred_at);
-                c.title_event.push(l.event.event_id);
-                c.sealed.push(l.event.sealed.clone());
-            }
-            if !gone_users.is_empty() {
-                sqlx::query("DELETE FROM open_tasks WHERE (user_id, external_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))")
-                    .bind(&gone_users)
-                    .bind(&gone_ids)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            upsert(&mut *conn, &fresh, false).await?;
-            upsert(&mut *conn, &kept, true).await?;
-            Ok(())
-        })
+        Box::pin(async move { crate::fold_with_shredding!(conn, events, self.tables(), fold) })
     }
+}
+
+/// Folds a batch (with no `UserShredded` in it) and writes it.
+async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
+    let mut order: Vec<(Uuid, String)> = Vec::new();
+    let mut last: HashMap<(Uuid, String), Last<'_>> = HashMap::new();
+    for event in events {
+        if event.event_type != "SignalRecorded" {
+            continue;
+        }
+        let SignalsEvent::SignalRecorded {
+            user_id,
+            occurred_at,
+            data,
+            ..
+        } = decode(event)?;
+        let SignalData::Task {
+            source,
+            external_id,
+            priority,
+            due,
+            completed,
+            ..
+        } = data
+        else {
+            continue;
+        };
+        let key = (user_id.as_uuid(), external_id.as_str().to_owned());
+        let (first_seen, reset) = match last.get(&key) {
+            Some(prev) if prev.completed => (Some(occurred_at), true),
+            Some(prev) => (prev.first_seen.or(Some(occurred_at)), prev.reset),
+            None => {
+                order.push(key.clone());
+                (Some(occurred_at), false)
+            }
+        };
+        let first_seen = if completed { None } else { first_seen };
+        let reset = reset || (completed && last.contains_key(&key));
+        last.insert(
+            key,
+            Last {
+                event,
+                source: source.as_str(),
+                priority: i16::from(priority.get()),
+                due,
+                completed,
+                first_seen,
+                reset,
+            },
+        );
+    }
+    let (mut gone_users, mut gone_ids) = (Vec::new(), Vec::new());
+    let (mut fresh, mut kept) = (Columns::default(), Columns::default());
+    for key in order {
+        let Some(l) = last.remove(&key) else { continue };
+        if l.completed {
+            gone_users.push(key.0);
+            gone_ids.push(key.1);
+            continue;
+        }
+        let c = if l.reset { &mut fresh } else { &mut kept };
+        c.user.push(key.0);
+        c.external_id.push(key.1);
+        c.source.push(l.source);
+        c.priority.push(l.priority);
+        c.due.push(l.due);
+        c.first_seen.push(l.first_seen.unwrap_or(l.event.occurred_at));
+        c.updated.push(l.event.occurred_at);
+        c.title_event.push(l.event.event_id);
+        c.sealed.push(l.event.sealed.clone());
+    }
+    if !gone_users.is_empty() {
+        sqlx::query(
+            "DELETE FROM open_tasks WHERE (user_id, external_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))",
+        )
+        .bind(&gone_users)
+        .bind(&gone_ids)
+        .execute(&mut *conn)
+        .await?;
+    }
+    upsert(&mut *conn, &fresh, false).await?;
+    upsert(&mut *conn, &kept, true).await?;
+    Ok(())
 }

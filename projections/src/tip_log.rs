@@ -24,6 +24,9 @@ impl Projection for TipLog {
         event: &'a StoredEvent,
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
         Box::pin(async move {
+            if event.event_type == "UserShredded" {
+                return crate::purge(conn, self.tables(), event.user_id).await;
+            }
             if event.aggregate_type != "tip" {
                 return Ok(());
             }

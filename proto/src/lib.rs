@@ -130,6 +130,8 @@ impl TryFrom<Payload> for DomainEvent {
             Payload::UserRegistered(m) => Self::User(m.try_into()?),
             Payload::SessionStarted(m) => Self::User(m.try_into()?),
             Payload::SessionRevoked(m) => Self::User(m.try_into()?),
+            Payload::UserDeletionRequested(m) => Self::User(m.try_into()?),
+            Payload::UserShredded(m) => Self::User(m.try_into()?),
             Payload::SignalRecorded(m) => Self::Signals(m.try_into()?),
             Payload::TipServed(m) => Self::Tip((*m).try_into()?),
             Payload::TipReacted(m) => Self::Tip(m.try_into()?),
@@ -322,6 +324,16 @@ impl From<&UserEvent> for Payload {
                 session_id: session_id.to_string(),
                 revoked_at_us: micros(revoked_at),
             }),
+            UserEvent::UserDeletionRequested { user_id, requested_at } => {
+                Self::UserDeletionRequested(pb::UserDeletionRequested {
+                    user_id: user_id.to_string(),
+                    requested_at_us: micros(requested_at),
+                })
+            }
+            UserEvent::UserShredded { user_id, shredded_at } => Self::UserShredded(pb::UserShredded {
+                user_id: user_id.to_string(),
+                shredded_at_us: micros(shredded_at),
+            }),
         }
     }
 }
@@ -356,6 +368,26 @@ impl TryFrom<pb::SessionRevoked> for UserEvent {
             user_id: user_id(&m.user_id)?,
             session_id: session_id(&m.session_id)?,
             revoked_at: time("revoked_at_us", m.revoked_at_us)?,
+        })
+    }
+}
+
+impl TryFrom<pb::UserDeletionRequested> for UserEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::UserDeletionRequested) -> Result<Self, DecodeError> {
+        Ok(Self::UserDeletionRequested {
+            user_id: user_id(&m.user_id)?,
+            requested_at: time("requested_at_us", m.requested_at_us)?,
+        })
+    }
+}
+
+impl TryFrom<pb::UserShredded> for UserEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::UserShredded) -> Result<Self, DecodeError> {
+        Ok(Self::UserShredded {
+            user_id: user_id(&m.user_id)?,
+            shredded_at: time("shredded_at_us", m.shredded_at_us)?,
         })
     }
 }
@@ -770,6 +802,18 @@ mod tests {
             user_id: alice(),
             session_id: SessionId::from_uuid(Uuid::from_u128(2)),
             revoked_at: t(5),
+        }));
+    }
+
+    #[test]
+    fn deletion_events_round_trip() {
+        round_trip(DomainEvent::User(UserEvent::UserDeletionRequested {
+            user_id: alice(),
+            requested_at: t(6),
+        }));
+        round_trip(DomainEvent::User(UserEvent::UserShredded {
+            user_id: alice(),
+            shredded_at: t(7),
         }));
     }
 

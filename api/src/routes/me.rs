@@ -1,4 +1,4 @@
-//! `GET /me`: the signed-in user's profile.
+//! `GET /me`: the signed-in user's profile; `DELETE /me`: crypto-shredding of the account.
 
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
@@ -66,4 +66,57 @@ pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json
         connections: vec![],
         open_sessions: loaded.state.open_sessions.len(),
     }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedResponse {
+    /// Position of `UserShredded`.
+    pub position: String,
+    /// True once every projection has purged the user (the answer waits up to 10 s for it).
+    pub complete: bool,
+}
+
+/// Deletes my account: my data key is destroyed, so every personal field of mine — in the log,
+/// projections, exports — is unreadable from now on; my sessions end. 200 once every projection
+/// has purged me, 202 if they are still catching up.
+#[utoipa::path(delete, path = "/me", security(("session" = [])),
+    responses((status = 200, body = DeletedResponse), (status = 202, body = DeletedResponse), (status = 401, body = crate::error::Problem)))]
+pub async fn delete_me(State(state): State<AppState>, user: CurrentUser) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let meta = oo_commands::aggregate::Meta::new(Utc::now());
+    let cursor = oo_commands::identity::delete_user(&state.users, &state.vault, &state.pool, user.user_id, meta)
+        .await
+        .map_err(|e| crate::error::command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    let target = match cursor {
+        Some(c) => c,
+        None => state.store.head().await?,
+    };
+    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
+    let complete = oo_projections::projector::wait_for(
+        &state.pool,
+        &state.status,
+        &names,
+        target,
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    let status = if complete {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::ACCEPTED
+    };
+    let cookie = axum::http::HeaderValue::from_str(&format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        crate::auth::SESSION_COOKIE
+    ))
+    .map_err(ApiError::internal)?;
+    Ok((
+        status,
+        [(axum::http::header::SET_COOKIE, cookie)],
+        Json(DeletedResponse {
+            position: target.encode(),
+            complete,
+        }),
+    )
+        .into_response())
 }

@@ -25,7 +25,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/auth/logout", post(auth::logout))
-        .route("/me", get(me::me))
+        .route("/me", get(me::me).delete(me::delete_me))
         .route("/signals", post(signals::post_signals))
         .route("/recommend", post(recommend::recommend))
         .route("/feedback", post(feedback::feedback))

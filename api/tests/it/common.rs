@@ -42,6 +42,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub pool: PgPool,
     pub database_url: String,
+    pub data_dir: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -64,7 +65,12 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
 /// The server against a fresh database on the Postgres server at `server`.
 pub async fn spawn_on(server: &str, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let url = format!("{server}/oo_test_{}", Uuid::new_v4().simple());
-    let mut config = ServeConfig::for_database(&url, temp_dir("oo-data"));
+    spawn_at(&url, temp_dir("oo-data"), adjust).await
+}
+
+/// The server against the database at `url` (created if missing), with its data directory.
+pub async fn spawn_at(url: &str, data_dir: PathBuf, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = ServeConfig::for_database(url, data_dir.clone());
     config.dev = true;
     config.admin_token = Some(ADMIN_TOKEN.into());
     adjust(&mut config);
@@ -82,7 +88,8 @@ pub async fn spawn_on(server: &str, adjust: impl FnOnce(&mut ServeConfig)) -> Te
             .build()
             .expect("client"),
         pool,
-        database_url: url,
+        database_url: url.to_owned(),
+        data_dir,
         shutdown: Some(tx),
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod deletion;
 mod faults;
 mod flow;
 mod ordering;

@@ -1,0 +1,216 @@
+//! Deleting an account by crypto-shredding: the key and every lookup row go, projections purge
+//! the user, nothing personal is left readable, other users are untouched, and a deletion that a
+//! crash interrupted completes when the server starts.
+
+use crate::common::*;
+use chrono::Utc;
+use oo_commands::aggregate::{Meta, Repository};
+use oo_commands::store::{EventStore, WriterConfig};
+use oo_commands::vault::{MasterKey, Vault};
+use oo_domain::user::{User, UserCommand};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+async fn count(app: &TestApp, sql: &str, user: Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+async fn projection_rows(app: &TestApp, user: Uuid) -> i64 {
+    let mut n = 0;
+    for t in ["open_tasks", "user_features", "tip_log"] {
+        n += count(app, &format!("SELECT count(*) FROM {t} WHERE user_id = $1"), user).await;
+    }
+    n
+}
+
+#[tokio::test]
+async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
+    let app = spawn_app().await;
+    let email = "shred-me-91c2@example.org";
+    let (token, user_id) = app.login(email).await;
+    let (other, _) = app.login("keep-me-91c2@example.org").await;
+    let uid: Uuid = user_id.parse().expect("uuid");
+    let secrets = [
+        email,
+        "Ask Dr Quill about the results 91c2",
+        "anxious about Tuesday 91c2",
+    ];
+    let r = app
+        .post(
+            "/signals",
+            &token,
+            json!({"signals": [task("a", "t1", secrets[1], 4, false), mood("b", -1, secrets[2])]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .post(
+            "/signals",
+            &other,
+            json!({"signals": [task("a", "t1", "Keep this task 91c2", 4, false)]}),
+        )
+        .await;
+    let other_position = r.body["position"].as_str().expect("position").to_owned();
+    for t in [&token, &other] {
+        let tip = app.tip(t).await;
+        app.post(
+            "/feedback",
+            t,
+            json!({"tip_id": tip["tip"]["id"], "reaction": "helpful"}),
+        )
+        .await;
+    }
+    let _ = app
+        .post("/recommend", &token, json!({"min_position": other_position}))
+        .await;
+    assert!(projection_rows(&app, uid).await > 0);
+    let events_before = count(&app, "SELECT count(*) FROM events WHERE user_id = $1", uid).await;
+
+    let r = app.send(Method::DELETE, "/me", Some(&token), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["complete"], true);
+
+    assert_eq!(
+        app.get("/me", &token).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the session ended"
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM key_vault WHERE user_id = $1", uid).await,
+        0,
+        "the key is destroyed"
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM user_lookup WHERE user_id = $1", uid).await,
+        0
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM sessions WHERE user_id = $1", uid).await,
+        0
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ingested_signals WHERE user_id = $1", uid).await,
+        0
+    );
+    assert_eq!(projection_rows(&app, uid).await, 0, "every projection purged the user");
+    let events_after = count(&app, "SELECT count(*) FROM events WHERE user_id = $1", uid).await;
+    assert_eq!(
+        events_after,
+        events_before + 2,
+        "the log keeps its events, plus the deletion's two"
+    );
+    let sealed = count(
+        &app,
+        "SELECT count(*) FROM events WHERE user_id = $1 AND sealed IS NOT NULL",
+        uid,
+    )
+    .await;
+    assert!(sealed >= 3, "sealed envelopes remain, now without a key to open them");
+
+    let out = std::process::Command::new("pg_dump")
+        .arg(&app.database_url)
+        .output()
+        .expect("pg_dump runs");
+    let dump = String::from_utf8_lossy(&out.stdout);
+    for s in secrets {
+        assert!(!dump.contains(s), "{s:?} is readable in the database");
+    }
+
+    // The other user is untouched and still reads their own sealed data.
+    assert_eq!(app.get("/me", &other).await.body["email"], "keep-me-91c2@example.org");
+    let mut title_seen = false;
+    for _ in 0..400 {
+        let r = app.post("/recommend", &other, json!({})).await;
+        if r.status == StatusCode::OK && r.body["tip"]["kind"] == "todo" {
+            assert_eq!(r.body["tip"]["title"], "Keep this task 91c2");
+            title_seen = true;
+            break;
+        }
+    }
+    assert!(title_seen, "the other user's todo was never drawn");
+
+    // Signing in again makes a new user, linked to nothing.
+    let (_, again) = app.login(email).await;
+    assert_ne!(again, user_id);
+
+    // A rebuild purges the deleted user again and equals the live projections.
+    let head = oo_commands::store::head(&app.pool).await.expect("head");
+    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
+    let status = oo_projections::status::Status::default();
+    assert!(
+        oo_projections::projector::wait_for(&app.pool, &status, &names, head, std::time::Duration::from_secs(10))
+            .await
+            .expect("wait")
+    );
+    let mut before = vec![];
+    for t in ["open_tasks", "user_features", "tip_log"] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {t} t ORDER BY r"))
+            .fetch_all(&app.pool)
+            .await
+            .expect("dump");
+        before.push(rows);
+    }
+    for p in oo_projections::all() {
+        oo_projections::rebuild::rebuild(&app.pool, p.as_ref(), &status, |_, _| {})
+            .await
+            .expect("rebuild");
+    }
+    let mut after = vec![];
+    for t in ["open_tasks", "user_features", "tip_log"] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {t} t ORDER BY r"))
+            .fetch_all(&app.pool)
+            .await
+            .expect("dump");
+        after.push(rows);
+    }
+    assert_eq!(after, before);
+    assert_eq!(projection_rows(&app, uid).await, 0);
+}
+
+#[tokio::test]
+async fn a_deletion_interrupted_by_a_crash_completes_when_the_server_starts() {
+    let app = spawn_app().await;
+    let (token, user_id) = app.login("half-deleted@example.org").await;
+    app.post("/signals", &token, json!({"signals": [mood("a", 1, "note")]}))
+        .await;
+    let uid: Uuid = user_id.parse().expect("uuid");
+
+    // The process died right after recording the request: nothing else happened.
+    let (master, _) = MasterKey::load(None, &app.data_dir).expect("the app's master key");
+    let store = EventStore::start(app.pool.clone(), WriterConfig::default());
+    let vault = Vault::open(app.pool.clone(), master).await.expect("vault");
+    let users: Repository<User> = Repository::new(store, vault);
+    users
+        .execute(
+            &user_id,
+            UserCommand::RequestDeletion { at: Utc::now() },
+            Meta::new(Utc::now()),
+        )
+        .await
+        .expect("requested");
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM key_vault WHERE user_id = $1", uid).await,
+        1
+    );
+
+    let restarted = spawn_at(&app.database_url, app.data_dir.clone(), |_| {}).await;
+    assert_eq!(
+        count(&restarted, "SELECT count(*) FROM key_vault WHERE user_id = $1", uid).await,
+        0
+    );
+    assert_eq!(
+        count(
+            &restarted,
+            "SELECT count(*) FROM events WHERE user_id = $1 AND event_type = 'UserShredded'",
+            uid
+        )
+        .await,
+        1
+    );
+    assert_eq!(restarted.get("/me", &token).await.status, StatusCode::UNAUTHORIZED);
+}
