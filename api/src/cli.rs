@@ -64,3 +64,34 @@ pub async fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// A file holding the new age identity (`age-keygen -o FILE` makes one). Afterwards, point
+    /// OO_MASTER_KEY at it and destroy the old master key everywhere it is kept.
+    #[arg(long)]
+    pub new_key: std::path::PathBuf,
+}
+
+/// `oo keys rotate --new-key FILE`: re-wraps every data key under the new master key.
+pub async fn rotate_keys(args: &RotateArgs) -> anyhow::Result<()> {
+    let pool = crate::connect_and_migrate(&args.db).await?;
+    let old = crate::load_master_key(&args.db)?;
+    let text =
+        std::fs::read_to_string(&args.new_key).with_context(|| format!("cannot read {}", args.new_key.display()))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .context("the file holds no age identity")?;
+    let new = oo_commands::vault::MasterKey::parse(line)?;
+    let (keys, secrets) = oo_commands::vault::rotate_master_key(&pool, &old, &new).await?;
+    eprintln!(
+        "re-wrapped {keys} data keys and {secrets} service secrets under {}.\n\
+         Now point OO_MASTER_KEY at that file, restart oO, and destroy the old master key (and its backups):\n\
+         until then, keys of deleted users that survive in old copies can still be unwrapped.",
+        args.new_key.display()
+    );
+    Ok(())
+}

@@ -27,6 +27,15 @@ enum Command {
     Rebuild(RebuildArgs),
     /// Run a benchmark and print figures.
     Bench(oo_api::bench::BenchArgs),
+    /// Master-key operations.
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+#[derive(Debug, Subcommand)]
+enum Keys {
+    /// Re-wrap every data key under a new master key.
+    Rotate(oo_api::cli::RotateArgs),
 }
 
 fn init_tracing() {
@@ -80,5 +89,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(db) => cli::migrate(&db).await,
         Command::Rebuild(args) => cli::rebuild(&args).await,
         Command::Bench(args) => oo_api::bench::run(args).await,
+        Command::Keys(Keys::Rotate(args)) => cli::rotate_keys(&args).await,
     }
 }

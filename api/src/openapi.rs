@@ -26,6 +26,7 @@ impl Modify for Security {
         crate::routes::auth::logout,
         crate::routes::me::me,
         crate::routes::me::delete_me,
+        crate::routes::me::export,
         crate::routes::signals::post_signals,
         crate::routes::recommend::recommend,
         crate::routes::feedback::feedback,

@@ -648,6 +648,13 @@ pub async fn read_after_filtered(
     rows.iter().map(stored_event).collect()
 }
 
+/// Every event of one user, in the global order (for exports; committed events only).
+pub async fn read_user_events(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!("{SELECT_EVENTS} WHERE user_id = $1 ORDER BY tx_id, position");
+    let rows = sqlx::query(&sql).bind(user_id).fetch_all(conn).await?;
+    rows.iter().map(stored_event).collect()
+}
+
 /// The events of one stream after `sequence`, in order (used to load aggregates).
 pub async fn read_stream(
     pool: &PgPool,

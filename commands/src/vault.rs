@@ -264,3 +264,39 @@ async fn load_or_create_secret(pool: &PgPool, master: &MasterKey, name: &str) ->
     let plain = master.unwrap_secret(&wrapped)?;
     plain.try_into().map_err(|_| VaultError::Unwrap)
 }
+
+/// Re-wraps every live data key and every service secret under `new`, in one transaction, so
+/// that the old master key can be destroyed: any copy of a key wrapped under it that survives
+/// elsewhere (dead tuples, write-ahead log, backups) — a deleted user's included — becomes
+/// unreadable with it. Returns how many keys and secrets were re-wrapped.
+pub async fn rotate_master_key(pool: &PgPool, old: &MasterKey, new: &MasterKey) -> Result<(usize, usize), VaultError> {
+    let mut tx = pool.begin().await?;
+    // Lock both tables: a registration during the rotation would wrap under the old key.
+    sqlx::query("LOCK TABLE key_vault, vault_secrets IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let keys: Vec<(uuid::Uuid, Vec<u8>)> = sqlx::query_as("SELECT user_id, wrapped FROM key_vault")
+        .fetch_all(&mut *tx)
+        .await?;
+    for (user_id, wrapped) in &keys {
+        let plain = old.unwrap_secret(wrapped)?;
+        sqlx::query("UPDATE key_vault SET wrapped = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(new.wrap(&plain)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let secrets: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT name, wrapped FROM vault_secrets")
+        .fetch_all(&mut *tx)
+        .await?;
+    for (name, wrapped) in &secrets {
+        let plain = old.unwrap_secret(wrapped)?;
+        sqlx::query("UPDATE vault_secrets SET wrapped = $2 WHERE name = $1")
+            .bind(name)
+            .bind(new.wrap(&plain)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((keys.len(), secrets.len()))
+}

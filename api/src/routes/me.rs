@@ -120,3 +120,77 @@ pub async fn delete_me(State(state): State<AppState>, user: CurrentUser) -> Resu
     )
         .into_response())
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportedEvent {
+    pub event_id: String,
+    pub position: String,
+    pub aggregate_type: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    /// The event with its personal fields opened.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Export {
+    pub user_id: String,
+    pub exported_at: DateTime<Utc>,
+    /// Every event of mine, in the log's order, decrypted.
+    pub events: Vec<ExportedEvent>,
+    /// What oO currently derives from them.
+    #[schema(value_type = Object)]
+    pub features: Option<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub tips: Vec<serde_json::Value>,
+}
+
+/// All my data, decrypted, as JSON: every event I caused, with its personal fields opened, and
+/// the features and tip log derived from them.
+#[utoipa::path(get, path = "/me/export", security(("session" = [])),
+    responses((status = 200, body = Export), (status = 401, body = crate::error::Problem)))]
+pub async fn export(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Export>, ApiError> {
+    let uid = user.user_id.as_uuid();
+    let key = state.vault.key_for(user.user_id).await.map_err(ApiError::internal)?;
+    let mut conn = state.pool.acquire().await?;
+    let stored = oo_commands::store::read_user_events(&mut conn, uid).await?;
+    let mut events = Vec::with_capacity(stored.len());
+    for e in stored {
+        let mut payload: serde_json::Value = e.decode().map_err(ApiError::internal)?;
+        let fields = open_fields(key.as_ref(), e.event_id, e.sealed.as_deref());
+        if let Some(f) = &fields {
+            let pointers: Vec<&str> = f.keys().map(String::as_str).collect();
+            join(&mut payload, &pointers, Some(f));
+        }
+        events.push(ExportedEvent {
+            event_id: e.event_id.to_string(),
+            position: e.cursor.encode(),
+            aggregate_type: e.aggregate_type,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            occurred_at: e.occurred_at,
+            recorded_at: e.recorded_at,
+            payload,
+        });
+    }
+    let features: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT to_jsonb(f) FROM user_features f WHERE user_id = $1")
+            .bind(uid)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let tips: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT to_jsonb(t) FROM tip_log t WHERE user_id = $1 ORDER BY served_at")
+            .bind(uid)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(Json(Export {
+        user_id: user.user_id.to_string(),
+        exported_at: Utc::now(),
+        events,
+        features,
+        tips,
+    }))
+}

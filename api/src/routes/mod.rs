@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/auth/logout", post(auth::logout))
         .route("/me", get(me::me).delete(me::delete_me))
+        .route("/me/export", get(me::export))
         .route("/signals", post(signals::post_signals))
         .route("/recommend", post(recommend::recommend))
         .route("/feedback", post(feedback::feedback))

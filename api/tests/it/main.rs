@@ -7,6 +7,7 @@ mod deletion;
 mod faults;
 mod flow;
 mod ordering;
+mod privacy;
 mod projections;
 mod store;
 mod validation;
