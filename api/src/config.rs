@@ -53,6 +53,15 @@ pub struct ServeConfig {
     /// The public base URL (decides whether cookies are `Secure`); default: http://BIND.
     #[arg(long, env = "OO_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// OpenID Connect issuer for sign-in.
+    #[arg(long, env = "OO_OIDC_ISSUER", default_value = "https://accounts.google.com")]
+    pub oidc_issuer: String,
+    /// OpenID Connect client id; without it (and the secret) sign-in answers 503.
+    #[arg(long, env = "OO_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// OpenID Connect client secret.
+    #[arg(long, env = "OO_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
     /// Largest request body, in bytes.
     #[arg(long, env = "OO_BODY_LIMIT", default_value_t = 1_048_576)]
     pub body_limit: usize,
@@ -82,6 +91,9 @@ impl ServeConfig {
             session_ttl_hours: 720,
             policy: "random".into(),
             public_url: None,
+            oidc_issuer: "https://accounts.google.com".into(),
+            oidc_client_id: None,
+            oidc_client_secret: None,
             body_limit: 1_048_576,
             writers: 2,
         }

@@ -44,6 +44,8 @@ pub enum ErrorCode {
     OidcNotConfigured,
     /// 409: a rebuild of this projection is already running.
     RebuildRunning,
+    /// 400: the sign-in could not be completed (state, code or ID token refused).
+    SignInRefused,
 }
 
 /// A problem body (RFC 9457) with our `code`.

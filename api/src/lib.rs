@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -139,6 +140,10 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let metrics = Arc::new(metrics::Metrics::new(store.metrics.clone()));
+        let public_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
         let state = state::AppState {
             users: Repository::new(store.clone(), vault.clone()),
             signals: Repository::new(store.clone(), vault.clone()),
@@ -154,6 +159,8 @@ impl Application {
             policy: Arc::from(policy),
             rebuilding: Arc::default(),
             cookie_secure,
+            oidc: Arc::default(),
+            public_url,
         };
         // A deletion interrupted by a crash is completed before anything else is served.
         for user_id in oo_commands::identity::interrupted_deletions(&state.pool).await? {

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (HTTP API, projectors).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Create the database if missing and migrate it.
     Migrate(DbConfig),
     /// Rebuild projections from the log without downtime.
@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
             let dev = config.dev;
-            let app = oo_api::Application::build(config).await?;
+            let app = oo_api::Application::build(*config).await?;
             if dev {
                 tracing::warn!(
                     "DEVELOPMENT MODE: POST /auth/dev-login signs anyone in by email. Never expose this server."

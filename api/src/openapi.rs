@@ -22,6 +22,8 @@ impl Modify for Security {
         crate::routes::health::health,
         crate::routes::health::ready,
         crate::routes::health::metrics,
+        crate::oidc::login,
+        crate::oidc::callback,
         crate::routes::auth::dev_login,
         crate::routes::auth::logout,
         crate::routes::me::me,

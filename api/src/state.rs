@@ -33,4 +33,7 @@ pub struct AppState {
     pub policy: Arc<dyn Policy>,
     pub rebuilding: Arc<Mutex<HashSet<String>>>,
     pub cookie_secure: bool,
+    pub oidc: Arc<crate::oidc::Oidc>,
+    /// The base of every URL oO hands out (OO_PUBLIC_URL, or the address it listens on).
+    pub public_url: String,
 }

@@ -21,15 +21,28 @@ use uuid::Uuid;
 
 pub type UserCommandError = CommandError<UserError>;
 
-/// Finds the user with this email, registering them on first sign-in.
+/// Finds the user with this email, registering them on first sign-in (development sign-in).
 pub async fn find_or_register(
     store: &EventStore,
     vault: &Vault,
     email: &Email,
     meta: Meta,
 ) -> Result<(UserId, Option<Cursor>), UserCommandError> {
-    let hash = vault.blind_index(LookupKind::Email, email.as_str());
-    if let Some(user_id) = lookup(store.pool(), LookupKind::Email, &hash).await? {
+    find_or_register_by(store, vault, LookupKind::Email, email.as_str(), email, meta).await
+}
+
+/// Finds the user whose `kind` lookup value is `value` (an email, or an OpenID Connect issuer and
+/// subject), registering them with `email` the first time.
+pub async fn find_or_register_by(
+    store: &EventStore,
+    vault: &Vault,
+    kind: LookupKind,
+    value: &str,
+    email: &Email,
+    meta: Meta,
+) -> Result<(UserId, Option<Cursor>), UserCommandError> {
+    let hash = vault.blind_index(kind, value);
+    if let Some(user_id) = lookup(store.pool(), kind, &hash).await? {
         return Ok((user_id, None));
     }
     let user_id = UserId::from_uuid(Uuid::new_v4());
@@ -43,7 +56,7 @@ pub async fn find_or_register(
     let mut tx = store.pool().begin().await.map_err(sqlx_err)?;
     let inserted =
         sqlx::query("INSERT INTO user_lookup (kind, hash, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(LookupKind::Email.as_str())
+            .bind(kind.as_str())
             .bind(&hash)
             .bind(user_id.as_uuid())
             .execute(&mut *tx)
@@ -53,7 +66,7 @@ pub async fn find_or_register(
     if inserted == 0 {
         // Someone registered this email a moment ago.
         drop(tx);
-        let existing = lookup(store.pool(), LookupKind::Email, &hash).await?;
+        let existing = lookup(store.pool(), kind, &hash).await?;
         return existing
             .map(|u| (u, None))
             .ok_or_else(|| CommandError::Store(StoreError::Conflict));

@@ -132,6 +132,8 @@ pub struct Vault {
     master: MasterKey,
     cache: Arc<RwLock<HashMap<UserId, DataKey>>>,
     index_key: Arc<[u8; 32]>,
+    /// Seals short-lived values the service hands to browsers (the sign-in state cookie).
+    transit_key: Arc<DataKey>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -160,11 +162,13 @@ impl Vault {
     /// Opens the vault, creating the blind-index key on first use.
     pub async fn open(pool: PgPool, master: MasterKey) -> Result<Self, VaultError> {
         let index_key = load_or_create_secret(&pool, &master, "blind_index").await?;
+        let transit = load_or_create_secret(&pool, &master, "transit").await?;
         Ok(Self {
             pool,
             master,
             cache: Arc::default(),
             index_key: Arc::new(index_key),
+            transit_key: Arc::new(DataKey::from_parts(Uuid::nil(), transit)),
         })
     }
 
@@ -210,6 +214,19 @@ impl Vault {
         }
     }
 
+    /// Seals a short-lived value for `purpose` (which binds it: it opens only for that purpose).
+    pub fn seal_transit(&self, purpose: &str, fields: &serde_json::Map<String, serde_json::Value>) -> Option<Vec<u8>> {
+        crate::sealing::seal(&self.transit_key, purpose_id(purpose), fields)
+            .ok()
+            .map(|s| s.to_bytes())
+    }
+
+    /// Opens what [`Vault::seal_transit`] sealed for `purpose`.
+    pub fn open_transit(&self, purpose: &str, bytes: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let sealed = crate::sealing::Sealed::from_bytes(bytes).ok()?;
+        crate::sealing::open(&self.transit_key, purpose_id(purpose), &sealed).ok()
+    }
+
     /// The keyed hash under which `value` is looked up (never stored in clear).
     pub fn blind_index(&self, kind: LookupKind, value: &str) -> Vec<u8> {
         #[allow(clippy::expect_used)] // HMAC takes keys of any length
@@ -231,6 +248,10 @@ impl Vault {
             c.insert(user_id, key);
         }
     }
+}
+
+fn purpose_id(purpose: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("oo:transit:{purpose}").as_bytes())
 }
 
 fn key_plaintext(key: &DataKey) -> Vec<u8> {

@@ -24,6 +24,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/auth/login", get(crate::oidc::login))
+        .route("/auth/callback", get(crate::oidc::callback))
         .route("/auth/logout", post(auth::logout))
         .route("/me", get(me::me).delete(me::delete_me))
         .route("/me/export", get(me::export))

@@ -6,6 +6,7 @@ mod common;
 mod deletion;
 mod faults;
 mod flow;
+mod oidc;
 mod ordering;
 mod privacy;
 mod projections;

@@ -1,0 +1,260 @@
+//! Sign-in with OpenID Connect: authorization code with PKCE (S256), `state` bound to the browser
+//! by a sealed, short-lived cookie, `nonce` checked, and the ID token validated by the
+//! openidconnect crate (signature from the provider's JWKS, issuer, audience and `azp`, expiry and
+//! issued-at). A user is identified by (issuer, subject) through the blind index, never by email.
+//! Outbound requests follow no redirects.
+
+use crate::auth::SESSION_COOKIE;
+use crate::error::{ApiError, ErrorCode, command_error};
+use crate::state::AppState;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{Duration, Utc};
+use oo_commands::aggregate::Meta;
+use oo_commands::vault::LookupKind;
+use oo_domain::user::Email;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
+    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::OnceCell;
+use utoipa::IntoParams;
+
+/// The cookie that binds a sign-in in progress to the browser that started it.
+const STATE_COOKIE: &str = "oo_oidc";
+const STATE_PURPOSE: &str = "oidc-state";
+/// How long a sign-in may take at the provider.
+const STATE_TTL_SECONDS: i64 = 600;
+
+type Client =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+
+/// The provider, discovered on first use.
+#[derive(Default)]
+pub struct Oidc {
+    client: OnceCell<Client>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Oidc(..)")
+    }
+}
+
+fn http_client() -> Result<openidconnect::reqwest::Client, ApiError> {
+    openidconnect::reqwest::ClientBuilder::new()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(ApiError::internal)
+}
+
+fn not_configured() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::OidcNotConfigured,
+        "sign-in with OpenID Connect is not configured",
+    )
+}
+
+fn public_url(state: &AppState) -> &str {
+    &state.public_url
+}
+
+async fn client(state: &AppState) -> Result<&Client, ApiError> {
+    let (Some(id), Some(secret)) = (&state.config.oidc_client_id, &state.config.oidc_client_secret) else {
+        return Err(not_configured());
+    };
+    state
+        .oidc
+        .client
+        .get_or_try_init(|| async {
+            let issuer = IssuerUrl::new(state.config.oidc_issuer.clone()).map_err(|_| not_configured())?;
+            let metadata = CoreProviderMetadata::discover_async(issuer, &http_client()?)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "OpenID Connect discovery failed");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::Unavailable,
+                        "the sign-in provider is unreachable; retry shortly",
+                    )
+                    .with_retry_after(5)
+                })?;
+            let redirect =
+                RedirectUrl::new(format!("{}/auth/callback", public_url(state))).map_err(ApiError::internal)?;
+            Ok(CoreClient::from_provider_metadata(
+                metadata,
+                ClientId::new(id.clone()),
+                Some(ClientSecret::new(secret.clone())),
+            )
+            .set_redirect_uri(redirect))
+        })
+        .await
+}
+
+fn cookie(state: &AppState, name: &str, value: &str, max_age: i64, path: &str) -> Result<HeaderValue, ApiError> {
+    let secure = if state.cookie_secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .map_err(ApiError::internal)
+}
+
+/// Starts a sign-in: redirects to the provider.
+#[utoipa::path(get, path = "/auth/login",
+    responses((status = 303, description = "to the provider"), (status = 503, body = crate::error::Problem)))]
+pub async fn login(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let client = client(&state).await?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let mut fields = Map::new();
+    fields.insert("state".into(), json!(csrf.secret()));
+    fields.insert("verifier".into(), json!(verifier.secret()));
+    fields.insert("nonce".into(), json!(nonce.secret()));
+    fields.insert("expires".into(), json!(Utc::now().timestamp() + STATE_TTL_SECONDS));
+    let sealed = state
+        .vault
+        .seal_transit(STATE_PURPOSE, &fields)
+        .ok_or_else(|| ApiError::internal("cannot seal the sign-in state"))?;
+    let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+    let location = HeaderValue::from_str(url.as_str()).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (
+                header::SET_COOKIE,
+                cookie(&state, STATE_COOKIE, &value, STATE_TTL_SECONDS, "/auth")?,
+            ),
+        ],
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+}
+
+fn refused(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::SignInRefused, detail.to_owned())
+}
+
+fn state_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == STATE_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Completes a sign-in: checks `state` against the browser's cookie, exchanges the code with the
+/// PKCE verifier, validates the ID token and its nonce, registers the user on first sign-in and
+/// starts a session.
+#[utoipa::path(get, path = "/auth/callback", params(CallbackQuery),
+    responses((status = 303, description = "signed in; the session cookie is set"), (status = 400, body = crate::error::Problem),
+      (status = 503, body = crate::error::Problem)))]
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, ApiError> {
+    let client = client(&state).await?;
+    if let Some(e) = q.error {
+        tracing::info!(error = %e, "the provider refused the sign-in");
+        return Err(refused("the provider refused the sign-in"));
+    }
+    let (Some(code), Some(returned_state)) = (q.code, q.state) else {
+        return Err(refused("code and state are required"));
+    };
+    let bound = state_cookie(&headers)
+        .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
+        .and_then(|b| state.vault.open_transit(STATE_PURPOSE, &b))
+        .ok_or_else(|| refused("this browser did not start a sign-in (missing or invalid state cookie)"))?;
+    let text = |k: &str| bound.get(k).and_then(Value::as_str).map(str::to_owned);
+    let (Some(expected_state), Some(verifier), Some(nonce)) = (text("state"), text("verifier"), text("nonce")) else {
+        return Err(refused("invalid sign-in state"));
+    };
+    if bound
+        .get("expires")
+        .and_then(Value::as_i64)
+        .is_none_or(|e| e < Utc::now().timestamp())
+    {
+        return Err(refused("the sign-in took too long; start again"));
+    }
+    if !crate::auth::constant_time_eq(expected_state.as_bytes(), returned_state.as_bytes()) {
+        return Err(refused("state does not match"));
+    }
+    let http = http_client()?;
+    let token = client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|_| not_configured())?
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+        .request_async(&http)
+        .await
+        .map_err(|e| {
+            tracing::info!(error = %e, "code exchange failed");
+            refused("the provider did not accept the code")
+        })?;
+    let id_token = token
+        .id_token()
+        .ok_or_else(|| refused("the provider returned no ID token"))?;
+    let verifier = client.id_token_verifier();
+    let claims = id_token.claims(&verifier, &Nonce::new(nonce)).map_err(|e| {
+        tracing::info!(error = %e, "ID token refused");
+        refused("the ID token is not valid")
+    })?;
+    let now = Utc::now();
+    if claims.issue_time() > now + Duration::minutes(2) {
+        return Err(refused("the ID token is issued in the future"));
+    }
+    let email = claims
+        .email()
+        .map(|e| e.as_str().to_owned())
+        .ok_or_else(|| refused("the provider shared no email address"))
+        .and_then(|e| Email::parse(&e).map_err(|_| refused("the provider's email address is not valid")))?;
+    let subject = format!("{}\0{}", claims.issuer().as_str(), claims.subject().as_str());
+    let meta = Meta::new(now);
+    let (user_id, _) = oo_commands::identity::find_or_register_by(
+        &state.store,
+        &state.vault,
+        LookupKind::OidcSubject,
+        &subject,
+        &email,
+        meta,
+    )
+    .await
+    .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    let ttl = Duration::hours(state.config.session_ttl_hours);
+    let session = oo_commands::identity::start_session(&state.users, &state.pool, user_id, ttl, meta)
+        .await
+        .map_err(|e| command_error(e, |d| refused(&d.to_string())))?;
+    let home = HeaderValue::from_str(&format!("{}/", public_url(&state))).map_err(ApiError::internal)?;
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, home)]).into_response();
+    let h = response.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        cookie(&state, SESSION_COOKIE, &session.token, ttl.num_seconds(), "/")?,
+    );
+    h.append(header::SET_COOKIE, cookie(&state, STATE_COOKIE, "", 0, "/auth")?);
+    Ok(response)
+}
