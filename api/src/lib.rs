@@ -122,6 +122,12 @@ impl Application {
             }
             _ => None,
         };
+        let head = store.head().await?;
+        background.push(tokio::spawn(oo_commands::vault::follow_shredding(
+            vault.clone(),
+            store.appended(),
+            head,
+        )));
         let per_second = NonZeroU32::new(config.rate_limit.per_second).context("rate limit must be positive")?;
         let burst = NonZeroU32::new(config.rate_limit.burst).context("burst must be positive")?;
         let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));

@@ -244,6 +244,7 @@ pub async fn callback(
     )
     .await
     .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    crate::routes::auth::record_consent(&state, user_id, meta).await?;
     let ttl = Duration::hours(state.config.session_ttl_hours);
     let session = oo_commands::identity::start_session(&state.users, &state.pool, user_id, ttl, meta)
         .await

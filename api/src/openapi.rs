@@ -25,6 +25,8 @@ impl Modify for Security {
         crate::oidc::login,
         crate::oidc::callback,
         crate::routes::auth::dev_login,
+        crate::routes::auth::terms,
+        crate::routes::auth::privacy,
         crate::routes::auth::logout,
         crate::routes::me::me,
         crate::routes::me::delete_me,

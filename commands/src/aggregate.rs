@@ -110,6 +110,7 @@ impl Stream for oo_domain::user::User {
             | SessionStarted { user_id, .. }
             | SessionRevoked { user_id, .. }
             | UserDeletionRequested { user_id, .. }
+            | ConsentGiven { user_id, .. }
             | UserShredded { user_id, .. } => *user_id,
         }
     }

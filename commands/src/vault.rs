@@ -321,3 +321,34 @@ pub async fn rotate_master_key(pool: &PgPool, old: &MasterKey, new: &MasterKey) 
     tx.commit().await?;
     Ok((keys.len(), secrets.len()))
 }
+
+/// Drops from `vault`'s cache the key of every user shredded from now on — by this process or
+/// another one serving the same database — so that no process keeps a destroyed key in memory.
+/// Runs until aborted, from `from` (the head of the log when the cache was empty).
+pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, from: crate::cursor::Cursor) {
+    let mut cursor = from;
+    loop {
+        let notified = appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let batch = match vault.pool.acquire().await {
+            Ok(mut conn) => crate::store::read_after_filtered(&mut conn, cursor, 1000, Some(&["UserShredded"])).await,
+            Err(e) => Err(e),
+        };
+        match batch {
+            Ok(events) => {
+                for e in &events {
+                    if e.event_type == "UserShredded" {
+                        vault.forget(UserId::from_uuid(e.user_id));
+                    }
+                }
+                if let Some(last) = events.last() {
+                    cursor = last.cursor;
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading deletions failed; retrying"),
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
+    }
+}

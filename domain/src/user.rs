@@ -53,6 +53,12 @@ pub enum UserCommand {
         session_id: SessionId,
         at: DateTime<Utc>,
     },
+    /// The person accepted these versions (hashes) of the terms and the privacy notice.
+    GiveConsent {
+        terms_hash: String,
+        privacy_hash: String,
+        at: DateTime<Utc>,
+    },
     /// The person asked to delete their account.
     RequestDeletion {
         at: DateTime<Utc>,
@@ -85,6 +91,12 @@ pub enum UserEvent {
         user_id: UserId,
         requested_at: DateTime<Utc>,
     },
+    ConsentGiven {
+        user_id: UserId,
+        terms_hash: String,
+        privacy_hash: String,
+        given_at: DateTime<Utc>,
+    },
     UserShredded {
         user_id: UserId,
         shredded_at: DateTime<Utc>,
@@ -99,6 +111,7 @@ impl Event for UserEvent {
             Self::SessionRevoked { .. } => "SessionRevoked",
             Self::UserDeletionRequested { .. } => "UserDeletionRequested",
             Self::UserShredded { .. } => "UserShredded",
+            Self::ConsentGiven { .. } => "ConsentGiven",
         }
     }
     fn personal_fields(&self) -> &'static [&'static str] {
@@ -132,6 +145,17 @@ pub struct User {
     pub deletion_requested: bool,
     #[serde(default)]
     pub shredded: bool,
+    /// The latest consent, if any.
+    #[serde(default)]
+    pub consent: Option<Consent>,
+}
+
+/// Which versions of the terms and the privacy notice a person accepted, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub terms_hash: String,
+    pub privacy_hash: String,
+    pub given_at: DateTime<Utc>,
 }
 
 impl Aggregate for User {
@@ -183,6 +207,29 @@ impl Aggregate for User {
                     revoked_at: *at,
                 }])
             }
+            UserCommand::GiveConsent {
+                terms_hash,
+                privacy_hash,
+                at,
+            } => {
+                let user_id = self.user_id.ok_or(UserError::NotRegistered)?;
+                if self.deletion_requested {
+                    return Err(UserError::Deleted);
+                }
+                if self
+                    .consent
+                    .as_ref()
+                    .is_some_and(|c| &c.terms_hash == terms_hash && &c.privacy_hash == privacy_hash)
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![UserEvent::ConsentGiven {
+                    user_id,
+                    terms_hash: terms_hash.clone(),
+                    privacy_hash: privacy_hash.clone(),
+                    given_at: *at,
+                }])
+            }
             UserCommand::RequestDeletion { at } => {
                 let user_id = self.user_id.ok_or(UserError::NotRegistered)?;
                 if self.deletion_requested {
@@ -218,6 +265,18 @@ impl Aggregate for User {
                 self.open_sessions.remove(session_id);
             }
             UserEvent::UserDeletionRequested { .. } => self.deletion_requested = true,
+            UserEvent::ConsentGiven {
+                terms_hash,
+                privacy_hash,
+                given_at,
+                ..
+            } => {
+                self.consent = Some(Consent {
+                    terms_hash: terms_hash.clone(),
+                    privacy_hash: privacy_hash.clone(),
+                    given_at: *given_at,
+                });
+            }
             UserEvent::UserShredded { .. } => {
                 self.shredded = true;
                 self.open_sessions.clear();
@@ -334,6 +393,40 @@ mod tests {
             Ok(vec![]),
             "once"
         );
+    }
+
+    #[test]
+    fn consent_is_recorded_once_per_version_of_the_documents() {
+        let user_id = UserId::from_uuid(Uuid::from_u128(1));
+        let reg = UserEvent::UserRegistered {
+            user_id,
+            email: Email::parse("a@b.co").expect("valid"),
+            registered_at: t(0),
+        };
+        let give = |terms: &str| UserCommand::GiveConsent {
+            terms_hash: terms.into(),
+            privacy_hash: "p1".into(),
+            at: t(1),
+        };
+        assert_eq!(User::default().decide(&give("t1")), Err(UserError::NotRegistered));
+        let given = given(std::slice::from_ref(&reg)).decide(&give("t1")).expect("consent");
+        assert_eq!(given.len(), 1);
+        let state = given_state(&[reg.clone(), given[0].clone()]);
+        assert_eq!(
+            state.decide(&give("t1")),
+            Ok(vec![]),
+            "the same versions again: nothing new"
+        );
+        assert_eq!(
+            state.decide(&give("t2")).map(|e| e.len()),
+            Ok(1),
+            "new terms: a new consent"
+        );
+        assert_eq!(state.consent.map(|c| c.terms_hash), Some("t1".into()));
+    }
+
+    fn given_state(events: &[UserEvent]) -> User {
+        given(events)
     }
 
     #[test]

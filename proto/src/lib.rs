@@ -132,6 +132,7 @@ impl TryFrom<Payload> for DomainEvent {
             Payload::SessionRevoked(m) => Self::User(m.try_into()?),
             Payload::UserDeletionRequested(m) => Self::User(m.try_into()?),
             Payload::UserShredded(m) => Self::User(m.try_into()?),
+            Payload::ConsentGiven(m) => Self::User(m.try_into()?),
             Payload::SignalRecorded(m) => Self::Signals(m.try_into()?),
             Payload::TipServed(m) => Self::Tip((*m).try_into()?),
             Payload::TipReacted(m) => Self::Tip(m.try_into()?),
@@ -330,6 +331,17 @@ impl From<&UserEvent> for Payload {
                     requested_at_us: micros(requested_at),
                 })
             }
+            UserEvent::ConsentGiven {
+                user_id,
+                terms_hash,
+                privacy_hash,
+                given_at,
+            } => Self::ConsentGiven(pb::ConsentGiven {
+                user_id: user_id.to_string(),
+                terms_hash: terms_hash.clone(),
+                privacy_hash: privacy_hash.clone(),
+                given_at_us: micros(given_at),
+            }),
             UserEvent::UserShredded { user_id, shredded_at } => Self::UserShredded(pb::UserShredded {
                 user_id: user_id.to_string(),
                 shredded_at_us: micros(shredded_at),
@@ -378,6 +390,18 @@ impl TryFrom<pb::UserDeletionRequested> for UserEvent {
         Ok(Self::UserDeletionRequested {
             user_id: user_id(&m.user_id)?,
             requested_at: time("requested_at_us", m.requested_at_us)?,
+        })
+    }
+}
+
+impl TryFrom<pb::ConsentGiven> for UserEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::ConsentGiven) -> Result<Self, DecodeError> {
+        Ok(Self::ConsentGiven {
+            user_id: user_id(&m.user_id)?,
+            terms_hash: m.terms_hash,
+            privacy_hash: m.privacy_hash,
+            given_at: time("given_at_us", m.given_at_us)?,
         })
     }
 }

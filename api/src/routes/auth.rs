@@ -47,6 +47,7 @@ pub async fn dev_login(State(state): State<AppState>, headers: HeaderMap, body: 
     let (user_id, _) = oo_commands::identity::find_or_register(&state.store, &state.vault, &email, meta)
         .await
         .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    record_consent(&state, user_id, meta).await?;
     let ttl = Duration::hours(state.config.session_ttl_hours);
     let session = oo_commands::identity::start_session(&state.users, &state.pool, user_id, ttl, meta)
         .await
@@ -82,4 +83,61 @@ pub async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<
         Json(LogoutResponse { position }),
     )
         .into_response())
+}
+
+/// The documents consent is given to, shipped with the binary, and the SHA-256 of each.
+pub struct Legal {
+    pub text: &'static str,
+    pub hash: String,
+}
+
+fn legal(text: &'static str) -> Legal {
+    use sha2::Digest;
+    Legal {
+        text,
+        hash: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+    }
+}
+
+pub static TERMS: std::sync::LazyLock<Legal> = std::sync::LazyLock::new(|| legal(include_str!("../../legal/terms.md")));
+pub static PRIVACY: std::sync::LazyLock<Legal> =
+    std::sync::LazyLock::new(|| legal(include_str!("../../legal/privacy.md")));
+
+fn markdown(doc: &Legal) -> Response {
+    let etag = format!("\"{}\"", doc.hash);
+    (
+        [
+            (header::CONTENT_TYPE, "text/markdown; charset=utf-8".to_owned()),
+            (header::ETAG, etag),
+        ],
+        doc.text,
+    )
+        .into_response()
+}
+
+/// The terms of use; signing in records consent to this version (its SHA-256).
+#[utoipa::path(get, path = "/legal/terms", responses((status = 200, content_type = "text/markdown", body = String)))]
+pub async fn terms() -> Response {
+    markdown(&TERMS)
+}
+
+/// The privacy notice; signing in records consent to this version (its SHA-256).
+#[utoipa::path(get, path = "/legal/privacy", responses((status = 200, content_type = "text/markdown", body = String)))]
+pub async fn privacy() -> Response {
+    markdown(&PRIVACY)
+}
+
+/// Records consent to the current documents (nothing new if it was already given to them).
+pub async fn record_consent(state: &AppState, user_id: oo_domain::ids::UserId, meta: Meta) -> Result<(), ApiError> {
+    let command = oo_domain::user::UserCommand::GiveConsent {
+        terms_hash: TERMS.hash.clone(),
+        privacy_hash: PRIVACY.hash.clone(),
+        at: meta.now,
+    };
+    state
+        .users
+        .execute(&user_id.to_string(), command, meta)
+        .await
+        .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    Ok(())
 }

@@ -14,12 +14,19 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct ConsentView {
+    pub terms_hash: String,
+    pub privacy_hash: String,
+    pub given_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
     pub user_id: String,
     pub email: String,
     pub registered_at: DateTime<Utc>,
-    /// Consents to terms and privacy versions (sign-in with OpenID Connect records them).
-    pub consents: Vec<String>,
+    /// The versions (SHA-256) of the terms and privacy notice I accepted, latest first.
+    pub consents: Vec<ConsentView>,
     /// Connected integrations.
     pub connections: Vec<String>,
     pub open_sessions: usize,
@@ -62,7 +69,16 @@ pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json
         user_id: id,
         email: email.as_str().to_owned(),
         registered_at,
-        consents: vec![],
+        consents: loaded
+            .state
+            .consent
+            .iter()
+            .map(|c| ConsentView {
+                terms_hash: c.terms_hash.clone(),
+                privacy_hash: c.privacy_hash.clone(),
+                given_at: c.given_at,
+            })
+            .collect(),
         connections: vec![],
         open_sessions: loaded.state.open_sessions.len(),
     }))

@@ -27,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", get(crate::oidc::login))
         .route("/auth/callback", get(crate::oidc::callback))
         .route("/auth/logout", post(auth::logout))
+        .route("/legal/terms", get(auth::terms))
+        .route("/legal/privacy", get(auth::privacy))
         .route("/me", get(me::me).delete(me::delete_me))
         .route("/me/export", get(me::export))
         .route("/signals", post(signals::post_signals))

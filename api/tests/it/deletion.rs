@@ -214,3 +214,28 @@ async fn a_deletion_interrupted_by_a_crash_completes_when_the_server_starts() {
     );
     assert_eq!(restarted.get("/me", &token).await.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn another_process_drops_a_deleted_users_cached_key() {
+    let app = spawn_app().await;
+    let (token, user_id) = app.login("cached-elsewhere@example.org").await;
+    let user = oo_domain::ids::UserId::from_uuid(user_id.parse().expect("uuid"));
+    // "Another process": its own vault over the same database, with the key cached.
+    let (master, _) = MasterKey::load(None, &app.data_dir).expect("master key");
+    let vault = Vault::open(app.pool.clone(), master).await.expect("vault");
+    assert!(vault.key_for(user).await.expect("key").is_some());
+    let from = oo_commands::store::head(&app.pool).await.expect("head");
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let follower = tokio::spawn(oo_commands::vault::follow_shredding(vault.clone(), notify, from));
+    let r = app.send(Method::DELETE, "/me", Some(&token), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while vault.key_for(user).await.expect("lookup").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other process still holds the destroyed key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    follower.abort();
+}

@@ -130,6 +130,24 @@ async fn signing_in_with_openid_connect_registers_once_and_starts_a_session() {
     assert_eq!(me.status(), StatusCode::OK);
     let me: serde_json::Value = me.json().await.expect("json");
     assert_eq!(me["email"], "ada.oidc@example.org");
+    // Signing in recorded consent to the documents as served.
+    for (doc, field) in [("terms", "terms_hash"), ("privacy", "privacy_hash")] {
+        let text = app
+            .client
+            .get(format!("{}/legal/{doc}", app.base))
+            .send()
+            .await
+            .expect("legal")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.len() > 200, "{doc} is a real document");
+        use sha2::Digest;
+        assert_eq!(
+            me["consents"][0][field].as_str(),
+            Some(hex::encode(sha2::Sha256::digest(text.as_bytes())).as_str())
+        );
+    }
 
     let again = sign_in(&app, |u| u, true).await;
     let session2 = set_cookie(again.headers(), "oo_session").expect("session cookie");
@@ -152,6 +170,11 @@ async fn signing_in_with_openid_connect_registers_once_and_starts_a_session() {
         .await
         .expect("count");
     assert_eq!(registered, 1);
+    let consents: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ConsentGiven'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(consents, 1, "consent to the same versions is recorded once");
 }
 
 #[tokio::test]
