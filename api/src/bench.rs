@@ -51,6 +51,14 @@ pub enum Which {
         clients: Vec<usize>,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Give every signal a personal field (a mood note), sealed under the user's key.
+        #[arg(long)]
+        personal: bool,
+    },
+    /// The cost of sealing and opening one event's personal fields, and of unwrapping a key.
+    Crypto {
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u32,
     },
     /// POST /recommend latency at a fixed offered load, and maximum throughput.
     Recommend {
@@ -117,7 +125,15 @@ impl BenchDb {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
-        Which::Appends { clients, seconds } => appends(&args.server, &clients, seconds).await,
+        Which::Appends {
+            clients,
+            seconds,
+            personal,
+        } => appends(&args.server, &clients, seconds, personal).await,
+        Which::Crypto { iterations } => {
+            crypto(iterations);
+            Ok(())
+        }
         Which::Recommend {
             rate,
             seconds,
@@ -200,7 +216,7 @@ fn pgbench_insert_tps(url: &str, clients: usize, seconds: u64) -> anyhow::Result
         })
 }
 
-async fn appends(server: &str, clients: &[usize], seconds: u64) -> anyhow::Result<()> {
+async fn appends(server: &str, clients: &[usize], seconds: u64, personal: bool) -> anyhow::Result<()> {
     let (db, pool) = BenchDb::create(server).await?;
     sqlx::query("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, v int)")
         .execute(&pool)
@@ -213,7 +229,12 @@ async fn appends(server: &str, clients: &[usize], seconds: u64) -> anyhow::Resul
         tokens.push(login(&http, &base, &format!("bench{i}@example.org")).await?);
     }
     println!(
-        "durable appends through POST /signals ({seconds} s per row; each client its own user; every answer after commit)"
+        "durable appends through POST /signals ({seconds} s per row; {}; each client its own user; every answer after commit)",
+        if personal {
+            "every signal with a sealed personal field"
+        } else {
+            "no personal field"
+        }
     );
     println!(
         "{:>8} {:>14} {:>16} {:>18} {:>16}",
@@ -239,7 +260,14 @@ async fn appends(server: &str, clients: &[usize], seconds: u64) -> anyhow::Resul
                     let mut k = 0u64;
                     while Instant::now() < deadline {
                         let signals: Vec<_> = (0..batch)
-                            .map(|j| json!({"id": format!("r{round}-b{batch}-c{c}-{k}-{j}"), "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": {"score": 1}}))
+.map(|j| {
+                                let data = if personal {
+                                    json!({"score": 1, "note": "slept badly, long day ahead"})
+                                } else {
+                                    json!({"score": 1})
+                                };
+                                json!({"id": format!("r{round}-b{batch}-c{c}-{k}-{j}"), "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": data})
+                            })
                             .collect();
                         k += 1;
                         let r = http.post(format!("{base}/signals")).bearer_auth(&token).json(&json!({ "signals": signals })).send().await;
@@ -694,4 +722,55 @@ async fn rebuild(server: &str, events: usize) -> anyhow::Result<()> {
     drop(store);
     db.drop_db(pool).await;
     Ok(())
+}
+
+/// Sealing and opening one event's personal fields (the work every append and every read of a
+/// personal field adds), and unwrapping a data key with age (once per user per process).
+fn crypto(iterations: u32) {
+    use oo_commands::sealing::{DataKey, Sealed, open, seal, split};
+    let key = DataKey::generate();
+    let event_id = Uuid::now_v7();
+    let mut payload = json!({"SignalRecorded": {"data": {"kind": "task", "title": "Call the dentist about the crown", "project": "Health"}}});
+    let fields = split(
+        &mut payload,
+        &["/SignalRecorded/data/title", "/SignalRecorded/data/project"],
+    );
+    let started = Instant::now();
+    let mut bytes = vec![];
+    for _ in 0..iterations {
+        bytes = seal(&key, event_id, &fields).map(|s| s.to_bytes()).unwrap_or_default();
+    }
+    let seal_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations);
+    let started = Instant::now();
+    let mut opened = 0usize;
+    for _ in 0..iterations {
+        if let Ok(s) = Sealed::from_bytes(&bytes) {
+            opened += open(&key, event_id, &s).map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    let open_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations);
+    let master = MasterKey::generate();
+    let rounds = (iterations / 100).max(10);
+    let started = Instant::now();
+    let mut wrapped = vec![];
+    for _ in 0..rounds {
+        wrapped = master.wrap_key(&key).unwrap_or_default();
+    }
+    let wrap_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let _ = master.unwrap_key(&wrapped);
+    }
+    let unwrap_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    let _ = opened;
+    println!("sealing two personal fields of one event (XChaCha20-Poly1305, {iterations} times):");
+    println!(
+        "  seal {seal_us:.2} µs, open {open_us:.2} µs, envelope {} bytes for {} bytes of fields",
+        bytes.len(),
+        serde_json::to_vec(&fields).map(|v| v.len()).unwrap_or(0)
+    );
+    println!(
+        "a data key with age x25519 ({rounds} times): wrap {wrap_us:.0} µs, unwrap {unwrap_us:.0} µs ({} bytes wrapped)",
+        wrapped.len()
+    );
 }

@@ -104,6 +104,16 @@ impl MasterKey {
         self.0.to_string().expose_secret().to_owned()
     }
 
+    /// Wraps a data key as the vault stores it.
+    pub fn wrap_key(&self, key: &DataKey) -> Result<Vec<u8>, VaultError> {
+        self.wrap(&key_plaintext(key))
+    }
+
+    /// Unwraps a data key wrapped by [`MasterKey::wrap_key`].
+    pub fn unwrap_key(&self, wrapped: &[u8]) -> Result<DataKey, VaultError> {
+        key_from_plaintext(&self.unwrap_secret(wrapped)?)
+    }
+
     fn wrap(&self, secret: &[u8]) -> Result<Vec<u8>, VaultError> {
         age::encrypt(&self.0.to_public(), secret).map_err(|_| VaultError::Wrap)
     }
