@@ -31,6 +31,16 @@ fn ensure_npm_install() {
     *done = true;
 }
 
+/// Reads the provider's `issuer <url>` line, then keeps draining its output (a provider that
+/// logs to a closed pipe dies).
+fn read_issuer(child: &mut Child) -> String {
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("the provider says where it listens");
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    line.trim().strip_prefix("issuer ").expect("issuer line").to_owned()
+}
+
 struct Provider {
     child: Child,
     issuer: String,
@@ -48,12 +58,7 @@ impl Provider {
             .stdout(Stdio::piped())
             .spawn()
             .expect("node runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the provider says where it listens");
-        let issuer = line.trim().strip_prefix("issuer ").expect("issuer line").to_owned();
+        let issuer = read_issuer(&mut child);
         Self { child, issuer }
     }
 }
@@ -236,4 +241,255 @@ async fn bad_id_tokens_are_refused() {
         assert!(set_cookie(r.headers(), "oo_session").is_none(), "{tamper}: no session");
         assert_eq!(app.event_count().await, 0, "{tamper}: nobody was registered");
     }
+}
+
+/// The strict provider (npm `oidc-provider`): PKCE required and verified, exact redirect URIs,
+/// single-use codes.
+struct StrictProvider {
+    child: Child,
+    issuer: String,
+}
+
+impl StrictProvider {
+    fn start(port: u16, redirect_uri: &str) -> Self {
+        ensure_npm_install();
+        let mut child = Command::new("node")
+            .arg(peer_dir().join("strict-provider.mjs"))
+            .env("OO_PROVIDER_PORT", port.to_string())
+            .env("OO_REDIRECT_URI", redirect_uri)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let issuer = read_issuer(&mut child);
+        Self { child, issuer }
+    }
+}
+
+impl Drop for StrictProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A browser: follows nothing by itself, keeps cookies by name.
+struct Browser {
+    client: reqwest::Client,
+    jar: std::collections::BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            jar: Default::default(),
+        }
+    }
+    fn keep(&mut self, r: &reqwest::Response) {
+        for v in r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+            if let Some((k, val)) = v.split(';').next().and_then(|kv| kv.split_once('=')) {
+                if val.is_empty() {
+                    self.jar.remove(k);
+                } else {
+                    self.jar.insert(k.to_owned(), val.to_owned());
+                }
+            }
+        }
+    }
+    fn cookies(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    async fn get(&mut self, url: &str) -> reqwest::Response {
+        let r = self
+            .client
+            .get(url)
+            .header("cookie", self.cookies())
+            .send()
+            .await
+            .expect("get");
+        self.keep(&r);
+        r
+    }
+    async fn post_form(&mut self, url: &str, body: String) -> reqwest::Response {
+        let r = self
+            .client
+            .post(url)
+            .header("cookie", self.cookies())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        self.keep(&r);
+        r
+    }
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+/// Signs in at the strict provider as `login` up to the redirect back to oO; returns the
+/// callback URL (not yet visited) with the browser holding oO's state cookie.
+async fn authorize(browser: &mut Browser, app: &TestApp, provider: &StrictProvider, login: &str) -> String {
+    let r = browser.get(&format!("{}/auth/login", app.base)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let mut url = r.headers()["location"].to_str().expect("location").to_owned();
+    for _ in 0..20 {
+        if url.starts_with(&format!("{}/auth/callback", app.base)) {
+            return url;
+        }
+        let r = browser.get(&url).await;
+        if r.status().is_redirection() {
+            url = absolute(&provider.issuer, r.headers()["location"].to_str().expect("location"));
+            continue;
+        }
+        assert_eq!(r.status(), StatusCode::OK, "at {url}");
+        let html = r.text().await.expect("html");
+        let action = html
+            .split("action=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a form")
+            .to_owned();
+        let prompt = html
+            .split("name=\"prompt\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("login")
+            .to_owned();
+        let r = browser
+            .post_form(
+                &absolute(&provider.issuer, &action),
+                format!("prompt={prompt}&login={login}&password=x"),
+            )
+            .await;
+        assert!(r.status().is_redirection(), "after the {prompt} form: {}", r.status());
+        url = absolute(&provider.issuer, r.headers()["location"].to_str().expect("location"));
+    }
+    panic!("no redirect back to oO");
+}
+
+async fn strict_setup() -> (TestApp, StrictProvider) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let app = spawn_with(move |c| {
+        c.oidc_issuer = issuer;
+        c.oidc_client_id = Some("oo-test-client".into());
+        c.oidc_client_secret = Some("oo-test-secret".into());
+    })
+    .await;
+    let provider = StrictProvider::start(port, &format!("{}/auth/callback", app.base));
+    (app, provider)
+}
+
+#[tokio::test]
+async fn a_strict_provider_accepts_our_pkce_and_refuses_a_replayed_code_or_a_mismatched_verifier() {
+    let (app, provider) = strict_setup().await;
+
+    // The happy path: PKCE verified by the provider, exact redirect URI.
+    let mut browser = Browser::new();
+    let callback = authorize(&mut browser, &app, &provider, "grace").await;
+    let state_cookie = browser.jar.get("oo_oidc").cloned().expect("state cookie");
+    let r = browser.get(&callback).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    assert!(browser.jar.contains_key("oo_session"));
+    let me: serde_json::Value = app
+        .client
+        .get(format!("{}/me", app.base))
+        .header("cookie", format!("oo_session={}", browser.jar["oo_session"]))
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], "grace@example.org");
+
+    // The same code again (with the state cookie a replaying attacker would need): refused.
+    let r = app
+        .client
+        .get(&callback)
+        .header("cookie", format!("oo_oidc={state_cookie}"))
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a code is single-use");
+
+    // A code issued for one sign-in, presented with another sign-in's state and verifier: the
+    // provider checks the PKCE verifier against the first sign-in's challenge.
+    let mut first = Browser::new();
+    let callback_a = authorize(&mut first, &app, &provider, "mallory").await;
+    let mut second = Browser::new();
+    let callback_b = authorize(&mut second, &app, &provider, "mallory").await;
+    let code_a = callback_a
+        .split("code=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("code")
+        .to_owned();
+    let state_b = callback_b
+        .split("state=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("state")
+        .to_owned();
+    let mixed = format!("{}/auth/callback?code={code_a}&state={state_b}", app.base);
+    let r = app
+        .client
+        .get(&mixed)
+        .header("cookie", format!("oo_oidc={}", second.jar["oo_oidc"]))
+        .send()
+        .await
+        .expect("mixed");
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "the provider refused a verifier that does not match the code's challenge"
+    );
+}
+
+#[tokio::test]
+async fn a_strict_provider_refuses_a_redirect_uri_it_does_not_know() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let app = spawn_with(move |c| {
+        c.oidc_issuer = issuer;
+        c.oidc_client_id = Some("oo-test-client".into());
+        c.oidc_client_secret = Some("oo-test-secret".into());
+        c.public_url = Some("http://127.0.0.1:1".into());
+    })
+    .await;
+    let provider = StrictProvider::start(port, &format!("{}/auth/callback", app.base));
+    let mut browser = Browser::new();
+    let r = browser.get(&format!("{}/auth/login", app.base)).await;
+    let to_provider = r.headers()["location"].to_str().expect("location").to_owned();
+    assert!(to_provider.starts_with(&provider.issuer));
+    let r = browser.get(&to_provider).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "the provider refuses an unregistered redirect URI"
+    );
 }
