@@ -74,6 +74,25 @@ pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {
     Ok(key)
 }
 
+/// Cookies are `Secure` unless oO is reached over plain http on a loopback address (a
+/// developer's machine): a browser would not send a `Secure` cookie there.
+pub fn cookies_are_secure(public_url: Option<&str>, bind: SocketAddr) -> bool {
+    let Some(url) = public_url else {
+        return !bind.ip().is_loopback();
+    };
+    let Some(rest) = url.strip_prefix("http://") else {
+        return true;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 /// Everything `oo serve` runs.
 pub struct Application {
     listener: TcpListener,
@@ -138,10 +157,7 @@ impl Application {
                 l.retain_recent();
             }
         }));
-        let cookie_secure = match &config.public_url {
-            Some(u) => u.starts_with("https://"),
-            None => !config.bind.ip().is_loopback(),
-        };
+        let cookie_secure = cookies_are_secure(config.public_url.as_deref(), config.bind);
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -205,5 +221,26 @@ impl Application {
             h.abort();
         }
         result.context("the HTTP server failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookies_are_secure;
+
+    #[test]
+    fn cookies_are_secure_unless_plain_http_on_loopback() {
+        let any = "0.0.0.0:8080".parse().expect("addr");
+        let lo = "127.0.0.1:8080".parse().expect("addr");
+        assert!(cookies_are_secure(Some("https://oo.example.org"), any));
+        assert!(
+            cookies_are_secure(Some("http://oo.example.org"), any),
+            "plain http elsewhere is still Secure"
+        );
+        assert!(!cookies_are_secure(Some("http://127.0.0.1:8080"), lo));
+        assert!(!cookies_are_secure(Some("http://localhost:8080/"), lo));
+        assert!(!cookies_are_secure(Some("http://[::1]:8080"), lo));
+        assert!(!cookies_are_secure(None, lo));
+        assert!(cookies_are_secure(None, any));
     }
 }

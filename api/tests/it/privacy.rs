@@ -51,6 +51,26 @@ async fn my_export_holds_all_my_data_decrypted_and_nothing_of_anyone_else() {
     assert!(r.body["features"].is_object());
     let bob_export = app.get("/me/export", &bob).await.body.to_string();
     assert!(!bob_export.contains("Alice"));
+    // Bob's tips never come from Alice's todos, and Alice's tip does not exist for Bob.
+    for _ in 0..100 {
+        let r = app.post("/recommend", &bob, json!({})).await;
+        assert!(!r.body.to_string().contains("Alice"), "Bob was shown Alice's data");
+    }
+    let r = app
+        .post(
+            "/feedback",
+            &bob,
+            json!({"tip_id": tip["tip"]["id"], "reaction": "dismiss"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Deleting Bob leaves Alice whole.
+    assert_eq!(
+        app.send(Method::DELETE, "/me", Some(&bob), None).await.status,
+        StatusCode::OK
+    );
+    let again = app.get("/me/export", &alice).await.body.to_string();
+    assert!(again.contains("Alice's secret errand") && again.contains("alice-export@example.org"));
 }
 
 #[tokio::test]
