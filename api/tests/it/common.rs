@@ -333,3 +333,22 @@ impl Drop for PrivateCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A table's rows as JSON text, in a stable order (to compare projections).
+pub async fn table_rows(pool: &PgPool, table: &str) -> Vec<String> {
+    sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {table} t ORDER BY r"))
+        .fetch_all(pool)
+        .await
+        .expect("dump")
+}
+
+/// Every projection table's rows, in a stable order.
+pub async fn projection_tables(pool: &PgPool) -> Vec<(String, Vec<String>)> {
+    let mut out = vec![];
+    for p in oo_projections::all() {
+        for t in p.tables() {
+            out.push((t.to_string(), table_rows(pool, t).await));
+        }
+    }
+    out
+}

@@ -149,10 +149,7 @@ async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
     );
     let mut before = vec![];
     for t in ["open_tasks", "user_features", "tip_log"] {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {t} t ORDER BY r"))
-            .fetch_all(&app.pool)
-            .await
-            .expect("dump");
+        let rows = table_rows(&app.pool, t).await;
         before.push(rows);
     }
     for p in oo_projections::all() {
@@ -162,10 +159,7 @@ async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
     }
     let mut after = vec![];
     for t in ["open_tasks", "user_features", "tip_log"] {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {t} t ORDER BY r"))
-            .fetch_all(&app.pool)
-            .await
-            .expect("dump");
+        let rows = table_rows(&app.pool, t).await;
         after.push(rows);
     }
     assert_eq!(after, before);

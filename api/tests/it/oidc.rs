@@ -31,35 +31,53 @@ fn ensure_npm_install() {
     *done = true;
 }
 
-/// Reads the provider's `issuer <url>` line, then keeps draining its output (a provider that
-/// logs to a closed pipe dies).
-fn read_issuer(child: &mut Child) -> String {
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("the provider says where it listens");
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    line.trim().strip_prefix("issuer ").expect("issuer line").to_owned()
-}
-
+/// An OpenID provider run by node from one of the scripts in `api/tests/oidc`, stopped on drop.
 struct Provider {
     child: Child,
     issuer: String,
 }
 
 impl Provider {
-    fn start(tamper: &str, subject: &str, email: &str) -> Self {
+    /// Starts `script` with `env`, then reads its `issuer <url>` line and keeps draining its
+    /// output (a provider that logs to a closed pipe dies).
+    fn run(script: &str, env: &[(&str, String)]) -> Self {
         ensure_npm_install();
         let mut child = Command::new("node")
-            .arg(peer_dir().join("mock-provider.mjs"))
-            .env("OO_MOCK_TAMPER", tamper)
-            .env("OO_MOCK_SUBJECT", subject)
-            .env("OO_MOCK_EMAIL", email)
+            .arg(peer_dir().join(script))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("node runs");
-        let issuer = read_issuer(&mut child);
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("the provider says where it listens");
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let issuer = line.trim().strip_prefix("issuer ").expect("issuer line").to_owned();
         Self { child, issuer }
+    }
+
+    /// The lenient mock (oauth2-mock-server) signing in `subject`, misbehaving as `tamper` says.
+    fn start(tamper: &str, subject: &str, email: &str) -> Self {
+        let env = [
+            ("OO_MOCK_TAMPER", tamper.to_owned()),
+            ("OO_MOCK_SUBJECT", subject.to_owned()),
+            ("OO_MOCK_EMAIL", email.to_owned()),
+        ];
+        Self::run("mock-provider.mjs", &env)
+    }
+
+    /// The strict provider (oidc-provider): PKCE required and verified, exact redirect URIs,
+    /// single-use codes.
+    fn strict(port: u16, redirect_uri: &str) -> Self {
+        Self::run(
+            "strict-provider.mjs",
+            &[
+                ("OO_PROVIDER_PORT", port.to_string()),
+                ("OO_REDIRECT_URI", redirect_uri.to_owned()),
+            ],
+        )
     }
 }
 
@@ -243,37 +261,6 @@ async fn bad_id_tokens_are_refused() {
     }
 }
 
-/// The strict provider (npm `oidc-provider`): PKCE required and verified, exact redirect URIs,
-/// single-use codes.
-struct StrictProvider {
-    child: Child,
-    issuer: String,
-}
-
-impl StrictProvider {
-    fn start(port: u16, redirect_uri: &str) -> Self {
-        ensure_npm_install();
-        let mut child = Command::new("node")
-            .arg(peer_dir().join("strict-provider.mjs"))
-            .env("OO_PROVIDER_PORT", port.to_string())
-            .env("OO_REDIRECT_URI", redirect_uri)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs");
-        let issuer = read_issuer(&mut child);
-        Self { child, issuer }
-    }
-}
-
-impl Drop for StrictProvider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A browser: follows nothing by itself, keeps cookies by name.
 struct Browser {
     client: reqwest::Client,
@@ -344,7 +331,7 @@ fn absolute(base: &str, location: &str) -> String {
 
 /// Signs in at the strict provider as `login` up to the redirect back to oO; returns the
 /// callback URL (not yet visited) with the browser holding oO's state cookie.
-async fn authorize(browser: &mut Browser, app: &TestApp, provider: &StrictProvider, login: &str) -> String {
+async fn authorize(browser: &mut Browser, app: &TestApp, provider: &Provider, login: &str) -> String {
     let r = browser.get(&format!("{}/auth/login", app.base)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let mut url = r.headers()["location"].to_str().expect("location").to_owned();
@@ -383,7 +370,7 @@ async fn authorize(browser: &mut Browser, app: &TestApp, provider: &StrictProvid
     panic!("no redirect back to oO");
 }
 
-async fn strict_setup() -> (TestApp, StrictProvider) {
+async fn strict_setup() -> (TestApp, Provider) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
@@ -396,7 +383,7 @@ async fn strict_setup() -> (TestApp, StrictProvider) {
         c.oidc_client_secret = Some("oo-test-secret".into());
     })
     .await;
-    let provider = StrictProvider::start(port, &format!("{}/auth/callback", app.base));
+    let provider = Provider::strict(port, &format!("{}/auth/callback", app.base));
     (app, provider)
 }
 
@@ -481,7 +468,7 @@ async fn a_strict_provider_refuses_a_redirect_uri_it_does_not_know() {
         c.public_url = Some("http://127.0.0.1:1".into());
     })
     .await;
-    let provider = StrictProvider::start(port, &format!("{}/auth/callback", app.base));
+    let provider = Provider::strict(port, &format!("{}/auth/callback", app.base));
     let mut browser = Browser::new();
     let r = browser.get(&format!("{}/auth/login", app.base)).await;
     let to_provider = r.headers()["location"].to_str().expect("location").to_owned();

@@ -17,21 +17,6 @@ use serde_json::json;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
-/// Every projection table's rows, as text, in a stable order.
-async fn dump(pool: &PgPool) -> Vec<(String, Vec<String>)> {
-    let mut out = vec![];
-    for p in oo_projections::all() {
-        for t in p.tables() {
-            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {t} t ORDER BY r"))
-                .fetch_all(pool)
-                .await
-                .expect("dump");
-            out.push((t.to_string(), rows));
-        }
-    }
-    out
-}
-
 async fn wait_caught_up(pool: &PgPool) {
     let head = oo_commands::store::head(pool).await.expect("head");
     let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
@@ -74,7 +59,7 @@ async fn a_rebuilt_projection_equals_the_incrementally_built_one() {
         }
     }
     wait_caught_up(&app.pool).await;
-    let before = dump(&app.pool).await;
+    let before = projection_tables(&app.pool).await;
     assert!(
         before.iter().all(|(_, rows)| !rows.is_empty()),
         "every table has rows: {before:?}"
@@ -108,7 +93,7 @@ async fn a_rebuilt_projection_equals_the_incrementally_built_one() {
         }
     }
     wait_caught_up(&app.pool).await;
-    assert_eq!(dump(&app.pool).await, before, "rebuilt through the API");
+    assert_eq!(projection_tables(&app.pool).await, before, "rebuilt through the API");
 
     // The CLI's path, while the server keeps running.
     for p in oo_projections::all() {
@@ -117,7 +102,11 @@ async fn a_rebuilt_projection_equals_the_incrementally_built_one() {
             .expect("rebuild");
     }
     wait_caught_up(&app.pool).await;
-    assert_eq!(dump(&app.pool).await, before, "rebuilt through the CLI path");
+    assert_eq!(
+        projection_tables(&app.pool).await,
+        before,
+        "rebuilt through the CLI path"
+    );
     let (token, _) = app.login("user0@example.org").await;
     assert_eq!(
         app.post("/signals", &token, json!({"signals": [mood("after", 1, "n")]}))
@@ -234,14 +223,14 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
             c.name
         );
     }
-    let live = dump(&pool).await;
+    let live = projection_tables(&pool).await;
     for p in oo_projections::all() {
         oo_projections::rebuild::rebuild(&pool, p.as_ref(), &status, |_, _| {})
             .await
             .expect("rebuild");
     }
     assert_eq!(
-        dump(&pool).await,
+        projection_tables(&pool).await,
         live,
         "the killed-and-restarted projections equal a clean rebuild"
     );
@@ -322,11 +311,7 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
             }
             let mut rows = vec![];
             for t in p.tables() {
-                let r: Vec<String> =
-                    sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {schema}.{t} t ORDER BY r"))
-                        .fetch_all(&pool)
-                        .await
-                        .expect("dump");
+                let r = table_rows(&pool, &format!("{schema}.{t}")).await;
                 rows.push(r);
             }
             dumps.push(rows);
