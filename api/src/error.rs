@@ -166,6 +166,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<oo_commands::vault::VaultError> for ApiError {
+    fn from(e: oo_commands::vault::VaultError) -> Self {
+        use oo_commands::vault::VaultError;
+        match e {
+            VaultError::Db(e) => StoreError::from_sqlx(e).into(),
+            VaultError::StaleMaster => {
+                tracing::error!("this process's master key was rotated away: restart it with the current one");
+                Self::unavailable()
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::from_sqlx(e).into()
@@ -187,6 +201,7 @@ pub fn command_error<E: std::error::Error + 'static>(
         )
         .with_retry_after(1),
         CommandError::NoKey => ApiError::not_found(),
+        CommandError::Vault(v) => v.into(),
         other => ApiError::internal(other),
     }
 }

@@ -159,14 +159,17 @@ pub async fn start_session(
     })
 }
 
-/// The user and session a token stands for, if it is valid now.
+/// The user and session a token stands for, if it is valid now. A session of a user whose key is
+/// gone (deleted, or being deleted) is not: a session row written while a deletion ran cannot
+/// outlive it.
 pub async fn authenticate(
     pool: &PgPool,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<(UserId, SessionId)>, StoreError> {
     let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT user_id, session_id FROM sessions WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
+        "SELECT s.user_id, s.session_id FROM sessions s WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+         AND EXISTS (SELECT 1 FROM key_vault k WHERE k.user_id = s.user_id)",
     )
     .bind(hash_token(token))
     .bind(now)

@@ -87,6 +87,13 @@ impl StoreError {
         if is_unique_violation(&e, "events_stream_sequence") {
             return Self::Conflict;
         }
+        // Two writers' batches touching the same streams in opposite orders can deadlock: one is
+        // aborted, and like a conflict its requests are retried (alone, then by their commands).
+        if let sqlx::Error::Database(d) = &e
+            && d.code().is_some_and(|c| c == "40P01" || c == "40001")
+        {
+            return Self::Conflict;
+        }
         match e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
                 Self::Unavailable(e.to_string())

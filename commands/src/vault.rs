@@ -31,6 +31,8 @@ pub enum VaultError {
     Unwrap,
     #[error("wrapping failed")]
     Wrap,
+    #[error("this process's master key is not the vault's current one (rotated?): restart with the current key")]
+    StaleMaster,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -114,6 +116,11 @@ impl MasterKey {
         key_from_plaintext(&self.unwrap_secret(wrapped)?)
     }
 
+    /// The public half, recorded in `vault_master`.
+    pub fn recipient(&self) -> String {
+        self.0.to_public().to_string()
+    }
+
     fn wrap(&self, secret: &[u8]) -> Result<Vec<u8>, VaultError> {
         age::encrypt(&self.0.to_public(), secret).map_err(|_| VaultError::Wrap)
     }
@@ -171,6 +178,16 @@ impl LookupKind {
 impl Vault {
     /// Opens the vault, creating the blind-index key on first use.
     pub async fn open(pool: PgPool, master: MasterKey) -> Result<Self, VaultError> {
+        sqlx::query("INSERT INTO vault_master (id, recipient) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+            .bind(master.recipient())
+            .execute(&pool)
+            .await?;
+        let current: String = sqlx::query_scalar("SELECT recipient FROM vault_master WHERE id = 1")
+            .fetch_one(&pool)
+            .await?;
+        if current != master.recipient() {
+            return Err(VaultError::StaleMaster);
+        }
         let index_key = load_or_create_secret(&pool, &master, "blind_index").await?;
         let transit = load_or_create_secret(&pool, &master, "transit").await?;
         Ok(Self {
@@ -184,6 +201,14 @@ impl Vault {
 
     /// Creates a user's data key inside the caller's transaction.
     pub async fn create_key(&self, conn: &mut PgConnection, user_id: UserId) -> Result<DataKey, VaultError> {
+        // A rotation updates this row: holding it shared until the caller commits means the key is
+        // wrapped under the master key that is current when it lands, never under a retired one.
+        let current: String = sqlx::query_scalar("SELECT recipient FROM vault_master WHERE id = 1 FOR SHARE")
+            .fetch_one(&mut *conn)
+            .await?;
+        if current != self.master.recipient() {
+            return Err(VaultError::StaleMaster);
+        }
         let key = DataKey::generate();
         let wrapped = self.master.wrap(&key_plaintext(&key))?;
         sqlx::query("INSERT INTO key_vault (user_id, key_id, wrapped) VALUES ($1, $2, $3)")
@@ -302,7 +327,18 @@ async fn load_or_create_secret(pool: &PgPool, master: &MasterKey, name: &str) ->
 /// unreadable with it. Returns how many keys and secrets were re-wrapped.
 pub async fn rotate_master_key(pool: &PgPool, old: &MasterKey, new: &MasterKey) -> Result<(usize, usize), VaultError> {
     let mut tx = pool.begin().await?;
-    // Lock both tables: a registration during the rotation would wrap under the old key.
+    // Taking the master row waits for registrations under way (they hold it shared until they
+    // commit) and makes every later one see the new recipient and refuse to wrap under the old key.
+    let current: String = sqlx::query_scalar("SELECT recipient FROM vault_master WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
+    if current != old.recipient() {
+        return Err(VaultError::StaleMaster);
+    }
+    sqlx::query("UPDATE vault_master SET recipient = $1, updated_at = now() WHERE id = 1")
+        .bind(new.recipient())
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("LOCK TABLE key_vault, vault_secrets IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;

@@ -37,13 +37,17 @@ pub struct Me {
     responses((status = 200, body = Me), (status = 401, body = crate::error::Problem)))]
 pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>, ApiError> {
     let id = user.user_id.to_string();
-    let loaded = state.users.load(&id).await.map_err(ApiError::internal)?;
+    let loaded = state
+        .users
+        .load(&id)
+        .await
+        .map_err(|e| crate::error::command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
     let first = oo_commands::store::read_stream(&state.pool, "user", &id, 0)
         .await?
         .into_iter()
         .next()
         .ok_or_else(ApiError::not_found)?;
-    let key = state.vault.key_for(user.user_id).await.map_err(ApiError::internal)?;
+    let key = state.vault.key_for(user.user_id).await?;
     let mut payload: serde_json::Value = first.decode().map_err(ApiError::internal)?;
     let fields = open_fields(key.as_ref(), first.event_id, first.sealed.as_deref());
     let pointers: &[&str] = &["/UserRegistered/email"];
@@ -170,7 +174,7 @@ pub struct Export {
     responses((status = 200, body = Export), (status = 401, body = crate::error::Problem)))]
 pub async fn export(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Export>, ApiError> {
     let uid = user.user_id.as_uuid();
-    let key = state.vault.key_for(user.user_id).await.map_err(ApiError::internal)?;
+    let key = state.vault.key_for(user.user_id).await?;
     let mut conn = state.pool.acquire().await?;
     let stored = oo_commands::store::read_user_events(&mut conn, uid).await?;
     let mut events = Vec::with_capacity(stored.len());

@@ -242,7 +242,7 @@ pub async fn recommend(
 
     let (title, body, source, deep_link) = match &candidates[chosen] {
         Candidate::Todo(t) => {
-            let key = state.vault.key_for(user.user_id).await.map_err(ApiError::internal)?;
+            let key = state.vault.key_for(user.user_id).await?;
             let fields = open_fields(key.as_ref(), t.title_event_id, t.sealed.as_deref());
             let text = |p: &str| {
                 fields

@@ -98,6 +98,15 @@ async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
         0
     );
     assert_eq!(projection_rows(&app, uid).await, 0, "every projection purged the user");
+    // Even a session row written while the deletion ran (a sign-in racing it) opens nothing.
+    sqlx::query("INSERT INTO sessions (token_hash, session_id, user_id, expires_at) VALUES ($1, $2, $3, now() + interval '1 hour')")
+        .bind(oo_commands::identity::hash_token("oo_raced"))
+        .bind(Uuid::new_v4())
+        .bind(uid)
+        .execute(&app.pool)
+        .await
+        .expect("session row");
+    assert_eq!(app.get("/me", "oo_raced").await.status, StatusCode::UNAUTHORIZED);
     let events_after = count(&app, "SELECT count(*) FROM events WHERE user_id = $1", uid).await;
     assert_eq!(
         events_after,

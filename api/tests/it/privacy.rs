@@ -30,6 +30,7 @@ async fn my_export_holds_all_my_data_decrypted_and_nothing_of_anyone_else() {
     )
     .await;
 
+    wait_caught_up(&app.pool).await;
     let r = app.get("/me/export", &alice).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let text = r.body.to_string();
@@ -161,6 +162,22 @@ async fn rotating_the_master_key_keeps_every_user_readable_under_the_new_key_onl
     })
     .await
     .expect("rotated");
+
+    // A server still running with the old key refuses to wrap new keys under it.
+    let r = app
+        .send(
+            Method::POST,
+            "/auth/dev-login",
+            None,
+            Some(json!({"email": "after-rotation@example.org"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UserRegistered'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(registered, 1, "nobody was registered under the retired key");
 
     // The old master key no longer opens the vault.
     let mut old = oo_api::config::ServeConfig::for_database(&app.database_url, app.data_dir.clone());

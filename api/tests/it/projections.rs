@@ -14,17 +14,7 @@ use oo_projections::status::Status;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::PgPool;
 use std::time::{Duration, Instant};
-
-async fn wait_caught_up(pool: &PgPool) {
-    let head = oo_commands::store::head(pool).await.expect("head");
-    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
-    let ok = oo_projections::projector::wait_for(pool, &Status::default(), &names, head, Duration::from_secs(30))
-        .await
-        .expect("wait");
-    assert!(ok, "projections did not reach the head of the log");
-}
 
 #[tokio::test]
 async fn a_rebuilt_projection_equals_the_incrementally_built_one() {
