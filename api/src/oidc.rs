@@ -22,7 +22,7 @@ use openidconnect::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::OnceCell;
+use tokio::sync::RwLock;
 use utoipa::IntoParams;
 
 /// The cookie that binds a sign-in in progress to the browser that started it.
@@ -34,10 +34,15 @@ const STATE_TTL_SECONDS: i64 = 600;
 type Client =
     CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
 
-/// The provider, discovered on first use.
+/// How long discovered provider metadata (and its signing keys) is trusted before it is fetched
+/// again: providers rotate their keys.
+const METADATA_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The provider, discovered on first use and again once its metadata is older than an hour, or
+/// when an ID token is signed by a key it does not list yet.
 #[derive(Default)]
 pub struct Oidc {
-    client: OnceCell<Client>,
+    client: RwLock<Option<(Client, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -66,36 +71,50 @@ fn public_url(state: &AppState) -> &str {
     &state.public_url
 }
 
-async fn client(state: &AppState) -> Result<&Client, ApiError> {
+async fn client(state: &AppState, refresh: bool) -> Result<Client, ApiError> {
     let (Some(id), Some(secret)) = (&state.config.oidc_client_id, &state.config.oidc_client_secret) else {
         return Err(not_configured());
     };
-    state
-        .oidc
-        .client
-        .get_or_try_init(|| async {
-            let issuer = IssuerUrl::new(state.config.oidc_issuer.clone()).map_err(|_| not_configured())?;
-            let metadata = CoreProviderMetadata::discover_async(issuer, &http_client()?)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "OpenID Connect discovery failed");
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        ErrorCode::Unavailable,
-                        "the sign-in provider is unreachable; retry shortly",
-                    )
-                    .with_retry_after(5)
-                })?;
-            let redirect =
-                RedirectUrl::new(format!("{}/auth/callback", public_url(state))).map_err(ApiError::internal)?;
-            Ok(CoreClient::from_provider_metadata(
-                metadata,
-                ClientId::new(id.clone()),
-                Some(ClientSecret::new(secret.clone())),
-            )
-            .set_redirect_uri(redirect))
-        })
+    if !refresh
+        && let Some((client, fetched)) = state.oidc.client.read().await.as_ref()
+        && fetched.elapsed() < METADATA_TTL
+    {
+        return Ok(client.clone());
+    }
+    let issuer = IssuerUrl::new(state.config.oidc_issuer.clone()).map_err(|_| not_configured())?;
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http_client()?)
         .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "OpenID Connect discovery failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "the sign-in provider is unreachable; retry shortly",
+            )
+            .with_retry_after(5)
+        })?;
+    let redirect = RedirectUrl::new(format!("{}/auth/callback", public_url(state))).map_err(ApiError::internal)?;
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(id.clone()),
+        Some(ClientSecret::new(secret.clone())),
+    )
+    .set_redirect_uri(redirect);
+    *state.oidc.client.write().await = Some((client.clone(), std::time::Instant::now()));
+    Ok(client)
+}
+
+/// After a failed ID token check: a fresh client if the failure could come from keys we have not
+/// fetched yet, otherwise the refusal.
+async fn client_for_retry(
+    state: &AppState,
+    error: &openidconnect::ClaimsVerificationError,
+) -> Result<Client, ApiError> {
+    tracing::info!(error = %error, "ID token refused");
+    match error {
+        openidconnect::ClaimsVerificationError::SignatureVerification(_) => client(state, true).await,
+        _ => Err(refused("the ID token is not valid")),
+    }
 }
 
 fn cookie(state: &AppState, name: &str, value: &str, max_age: i64, path: &str) -> Result<HeaderValue, ApiError> {
@@ -110,7 +129,7 @@ fn cookie(state: &AppState, name: &str, value: &str, max_age: i64, path: &str) -
 #[utoipa::path(get, path = "/auth/login",
     responses((status = 303, description = "to the provider"), (status = 503, body = crate::error::Problem)))]
 pub async fn login(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let client = client(&state).await?;
+    let client = client(&state, false).await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, csrf, nonce) = client
         .authorize_url(
@@ -178,7 +197,7 @@ pub async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, ApiError> {
-    let client = client(&state).await?;
+    let client = client(&state, false).await?;
     if let Some(e) = q.error {
         tracing::info!(error = %e, "the provider refused the sign-in");
         return Err(refused("the provider refused the sign-in"));
@@ -218,11 +237,21 @@ pub async fn callback(
     let id_token = token
         .id_token()
         .ok_or_else(|| refused("the provider returned no ID token"))?;
-    let verifier = client.id_token_verifier();
-    let claims = id_token.claims(&verifier, &Nonce::new(nonce)).map_err(|e| {
-        tracing::info!(error = %e, "ID token refused");
-        refused("the ID token is not valid")
-    })?;
+    let nonce = Nonce::new(nonce);
+    let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+        Ok(c) => c.clone(),
+        Err(first) => {
+            // Perhaps the provider rotated its keys since discovery: fetch them again, once.
+            let fresh = client_for_retry(&state, &first).await?;
+            id_token
+                .claims(&fresh.id_token_verifier(), &nonce)
+                .cloned()
+                .map_err(|e| {
+                    tracing::info!(error = %e, "ID token refused");
+                    refused("the ID token is not valid")
+                })?
+        }
+    };
     let now = Utc::now();
     if claims.issue_time() > now + Duration::minutes(2) {
         return Err(refused("the ID token is issued in the future"));
