@@ -141,6 +141,15 @@ impl Application {
             }
             _ => None,
         };
+        if let Some(url) = &config.nats_url {
+            let relay = oo_projections::relay::RelayConfig::new(url);
+            background.push(tokio::spawn(oo_projections::relay::run(
+                pool.clone(),
+                relay,
+                store.appended(),
+                status.clone(),
+            )));
+        }
         let head = store.head().await?;
         background.push(tokio::spawn(oo_commands::vault::follow_shredding(
             vault.clone(),

@@ -687,6 +687,15 @@ impl StoredEvent {
     }
 }
 
+/// How many events the log holds before `c` (committed, any order).
+pub async fn count_before(pool: &PgPool, c: Cursor) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE (tx_id, position) < ($1::text::xid8, $2)")
+        .bind(c.tx_id.to_string())
+        .bind(c.position)
+        .fetch_one(pool)
+        .await
+}
+
 /// How many events the log holds after `after` (committed, any order): projector lag.
 pub async fn count_after(pool: &PgPool, after: Cursor) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)")

@@ -5,6 +5,7 @@
 //!   applies each batch together with its checkpoint in one transaction.
 //! - [`rebuild`]: blue/green rebuilds into fresh tables, swapped in atomically.
 //! - [`open_tasks`], [`features`], [`tip_log`]: the projections.
+//! - [`relay`]: the NATS JetStream relay (a checkpointed consumer that publishes, never appends).
 //! - [`status`]: progress of every projection, shared with the API.
 //!
 //! Invariant: projections never append events and have no side effects beyond their tables.
@@ -13,6 +14,7 @@ pub mod features;
 pub mod open_tasks;
 pub mod projector;
 pub mod rebuild;
+pub mod relay;
 pub mod status;
 pub mod tip_log;
 

@@ -30,6 +30,7 @@ pub struct Status {
     rebuilds: Arc<Mutex<HashMap<String, RebuildProgress>>>,
     checkpoints: Arc<Mutex<HashMap<String, Cursor>>>,
     progress: Arc<Notify>,
+    relay_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Status {
@@ -55,6 +56,15 @@ impl Status {
             m.insert(name.to_owned(), cursor);
         }
         self.progress.notify_waiters();
+    }
+
+    pub(crate) fn set_relay_up(&self, up: bool) {
+        self.relay_up.store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the relay is connected to NATS.
+    pub fn relay_up(&self) -> bool {
+        self.relay_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Notified whenever a projector advances.

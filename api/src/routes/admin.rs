@@ -72,14 +72,23 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
             rebuild,
         });
     }
+    let relay = checkpoints.iter().find(|c| c.name == oo_projections::relay::CHECKPOINT);
+    let relay_lag = match (relay, &state.config.nats_url) {
+        (Some(c), Some(_)) => oo_commands::store::count_after(&state.pool, c.cursor).await?,
+        _ => 0,
+    };
     out.push(ProjectionView {
-        name: "nats_relay".into(),
+        name: oo_projections::relay::CHECKPOINT.into(),
         kind: "relay",
-        position: None,
-        lag_events: 0,
-        events_applied: 0,
-        status: "off".into(),
-        last_error: None,
+        position: relay.map(|c| c.cursor.encode()),
+        lag_events: relay_lag,
+        events_applied: relay.map_or(0, |c| c.events_applied),
+        status: match (&state.config.nats_url, relay) {
+            (None, _) => "off".into(),
+            (Some(_), Some(c)) => c.status.clone(),
+            (Some(_), None) => "live".into(),
+        },
+        last_error: relay.and_then(|c| c.last_error.clone()),
         rebuild: None,
     });
     Ok(Json(ProjectionsResponse { projections: out }))

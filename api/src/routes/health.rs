@@ -33,7 +33,7 @@ pub struct Ready {
     /// `ready` or `unavailable`.
     pub status: &'static str,
     pub postgres: &'static str,
-    /// `off` without OO_NATS_URL.
+    /// `up`, `down` (appends go on; the relay catches up when NATS is back) or `off` (no OO_NATS_URL).
     pub nats: &'static str,
     pub projections: Vec<ProjectorLag>,
     /// Age of the oldest open transaction on the server; it holds back every reader of the log.
@@ -65,10 +65,10 @@ pub(crate) async fn lags(state: &AppState) -> Result<(Vec<ProjectorLag>, f64), s
 /// Readiness: Postgres reachable, projector lag, NATS state.
 #[utoipa::path(get, path = "/ready", responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let nats = if state.config.nats_url.is_some() {
-        "configured"
-    } else {
-        "off"
+    let nats = match (&state.config.nats_url, state.status.relay_up()) {
+        (None, _) => "off",
+        (Some(_), true) => "up",
+        (Some(_), false) => "down",
     };
     match lags(&state).await {
         Ok((projections, oldest)) => (

@@ -368,3 +368,62 @@ pub async fn wait_caught_up(pool: &PgPool) {
     .expect("wait");
     assert!(ok, "projections did not reach the head of the log");
 }
+
+/// A private NATS JetStream server (Debian's nats-server) on its own port and store directory.
+pub struct PrivateNats {
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+    port: u16,
+    pub url: String,
+}
+
+impl PrivateNats {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let dir = temp_dir("oo-nats");
+        let mut nats = Self {
+            child: None,
+            dir,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        nats.start_server();
+        nats
+    }
+
+    /// Starts the server (again, on the same port and store, after [`PrivateNats::kill`]).
+    pub fn start_server(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server runs (Debian's nats-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL: what it had not synced to disk is lost).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

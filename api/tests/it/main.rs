@@ -10,5 +10,6 @@ mod oidc;
 mod ordering;
 mod privacy;
 mod projections;
+mod relay;
 mod store;
 mod validation;
