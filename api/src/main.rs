@@ -27,6 +27,8 @@ enum Command {
     Rebuild(RebuildArgs),
     /// Run a benchmark and print figures.
     Bench(oo_api::bench::BenchArgs),
+    /// Follow the event stream (NATS JetStream) and print events as JSON lines.
+    Tail(oo_api::cli::TailArgs),
     /// Master-key operations.
     #[command(subcommand)]
     Keys(Keys),
@@ -90,5 +92,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild(args) => cli::rebuild(&args).await,
         Command::Bench(args) => oo_api::bench::run(args).await,
         Command::Keys(Keys::Rotate(args)) => cli::rotate_keys(&args).await,
+        Command::Tail(args) => cli::tail(&args).await,
     }
 }

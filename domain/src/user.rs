@@ -35,6 +35,12 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Stands for an email that travels sealed (`[sealed]`) or whose key is destroyed
+    /// (`[redacted]`): events read without keys carry these markers in place of the address.
+    pub fn withheld(marker: &str) -> Option<Self> {
+        matches!(marker, "[sealed]" | "[redacted]").then(|| Self(marker.to_owned()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

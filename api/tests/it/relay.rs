@@ -109,4 +109,54 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
         app.send(reqwest::Method::GET, "/ready", None, None).await.body["nats"],
         "up"
     );
+
+    // Another process follows the stream: `oo tail`, a durable pull consumer with a subject filter.
+    let tail = |limit: usize| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oo"))
+            .args([
+                "tail",
+                "--nats-url",
+                &nats.url,
+                "--subject",
+                "oo.events.v1.signals.>",
+                "--durable",
+                "test-tail",
+                "--limit",
+                &limit.to_string(),
+            ])
+            .output()
+            .expect("oo tail runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .collect::<Vec<_>>()
+    };
+    let first = tail(5);
+    assert_eq!(first.len(), 5);
+    for line in &first {
+        assert_eq!(line["event_type"], "SignalRecorded");
+        assert_eq!(
+            line["payload"]["SignalRecorded"]["data"]["note"], "[sealed]",
+            "personal fields stay sealed: {line}"
+        );
+        assert_eq!(line["sealed"], true);
+    }
+    let second = tail(3);
+    let ids = |v: &[serde_json::Value]| {
+        v.iter()
+            .map(|l| l["event_id"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let signal_ids: Vec<String> = sqlx::query_scalar(
+        "SELECT event_id::text FROM events WHERE aggregate_type = 'signals' ORDER BY tx_id, position LIMIT 8",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("ids");
+    assert_eq!(
+        [ids(&first), ids(&second)].concat(),
+        signal_ids,
+        "the durable consumer resumes where it stopped, in order"
+    );
 }
