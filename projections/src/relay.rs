@@ -10,7 +10,8 @@
 //! - At start, and after any failed publish, the relay reconciles its checkpoint with the last
 //!   message in the stream (NATS 2.9 may lose acknowledged messages if its host dies): it resumes
 //!   right after the last event the stream holds.
-//! - Personal fields travel sealed, exactly as stored.
+//! - Personal fields travel sealed, exactly as stored. An event this build cannot decode travels
+//!   too, without payload and with the header `Oo-Undecodable` (logged): it never stops the stream.
 //!
 //! Never appends events; one relay runs per database (an advisory lock).
 
@@ -139,6 +140,26 @@ pub fn envelope(e: &StoredEvent) -> Result<pb::EventEnvelope, RelayError> {
     })
 }
 
+/// The envelope of an event whose payload cannot be decoded: every envelope field, no payload.
+fn bare_envelope(e: &StoredEvent) -> pb::EventEnvelope {
+    pb::EventEnvelope {
+        event_id: e.event_id.to_string(),
+        aggregate_type: e.aggregate_type.clone(),
+        aggregate_id: e.aggregate_id.clone(),
+        sequence: e.sequence as u64,
+        position: e.cursor.encode(),
+        event_type: e.event_type.clone(),
+        schema_version: e.schema_version as u32,
+        user_id: e.user_id.to_string(),
+        occurred_at_us: e.occurred_at.timestamp_micros(),
+        recorded_at_us: e.recorded_at.timestamp_micros(),
+        correlation_id: e.correlation_id.to_string(),
+        causation_id: e.causation_id.map(|c| c.to_string()).unwrap_or_default(),
+        sealed: None,
+        payload: None,
+    }
+}
+
 /// Creates or updates the stream.
 pub async fn ensure_stream(js: &jetstream::Context, config: &RelayConfig) -> Result<stream::Stream, RelayError> {
     let cfg = stream::Config {
@@ -248,8 +269,19 @@ async fn step(
     let mut acks = Vec::with_capacity(events.len());
     let mut previous = *last_id;
     for e in &events {
-        let body = envelope(e)?.encode_to_vec();
+        // An event this build cannot decode still travels, in its place, without a typed
+        // payload (consumers see `Oo-Undecodable`), so one bad event never stops the stream.
+        let (body, undecodable) = match envelope(e) {
+            Ok(env) => (env.encode_to_vec(), false),
+            Err(err) => {
+                tracing::error!(event_id = %e.event_id, error = %err, "relay: event cannot be encoded; relayed without payload");
+                (bare_envelope(e).encode_to_vec(), true)
+            }
+        };
         let mut headers = HeaderMap::new();
+        if undecodable {
+            headers.insert("Oo-Undecodable", "true");
+        }
         headers.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
         headers.insert("Oo-Event-Type", e.event_type.as_str());
         headers.insert("Oo-Schema-Version", e.schema_version.to_string().as_str());
@@ -323,10 +355,6 @@ async fn session(
             Ok(n) if n > 0 => continue,
             Ok(_) => {
                 let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-            }
-            Err(RelayError::Encode(id, why)) => {
-                // A poisoned event stops the relay (order matters), visibly.
-                return Err(RelayError::Encode(id, why));
             }
             Err(e) => {
                 // Some publish may have failed after others landed: resume after whatever the

@@ -102,6 +102,13 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
     );
     let envelope = oo_proto::pb::EventEnvelope::decode(last.payload.as_ref()).expect("protobuf");
     assert!(envelope.sealed.is_some(), "the note travels sealed");
+    for seq in 1..=log.len() as u64 {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        assert!(
+            !String::from_utf8_lossy(&m.payload).contains("kept sealed in transit"),
+            "no plaintext in the stream"
+        );
+    }
     let text = format!("{envelope:?}");
     assert!(!text.contains("kept sealed in transit"));
     assert!(text.contains("[sealed]"));
@@ -159,4 +166,103 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
         signal_ids,
         "the durable consumer resumes where it stopped, in order"
     );
+}
+
+async fn entry(app: &TestApp, name: &str) -> serde_json::Value {
+    let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+    r.body["projections"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p["name"] == name)
+        .expect("entry")
+        .clone()
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_poisoned_event_stops_only_its_projection_which_resumes_after_a_fix_and_a_rebuild() {
+    let nats = PrivateNats::start();
+    let url = nats.url.clone();
+    let app = spawn_with(move |c| c.nats_url = Some(url)).await;
+    let (token, _) = app.login("poison@example.org").await;
+
+    // A projection that cannot apply an event: its table refuses the row.
+    sqlx::query("ALTER TABLE open_tasks ADD CONSTRAINT refuses_urgent CHECK (priority < 4)")
+        .execute(&app.pool)
+        .await
+        .expect("constraint");
+    app.post(
+        "/signals",
+        &token,
+        json!({"signals": [task("a", "t1", "Urgent", 4, false), mood("m1", 1, "fine")]}),
+    )
+    .await;
+    // An event no consumer of this build can decode at all.
+    sqlx::query(
+        "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, schema_version, user_id, payload, occurred_at, correlation_id) \
+         VALUES ($1, 'user', $2, 1, 'UserRegistered', 1, $3, '{\"UserRegistered\": {\"unknown\": true}}', now(), $1)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.pool)
+    .await
+    .expect("a poisoned event");
+    app.post("/signals", &token, json!({"signals": [mood("m2", -1, "later")]}))
+        .await;
+
+    wait_until("open_tasks reports the failure", async || {
+        let e = entry(&app, "open_tasks").await;
+        e["status"] == "failed"
+            && e["last_error"].as_str().is_some_and(|m| m.contains("refuses_urgent"))
+            && e["lag_events"].as_i64() > Some(0)
+    })
+    .await;
+    let total = app.event_count().await;
+    for other in ["features", "tip_log", "nats_relay"] {
+        wait_until(other, async || {
+            let e = entry(&app, other).await;
+            e["lag_events"] == 0 && e["events_applied"].as_i64() == Some(total) && e["status"] != "failed"
+        })
+        .await;
+    }
+    let stream = stream_ids(&nats.url).await;
+    assert_eq!(
+        stream.len() as i64,
+        total,
+        "the relay carried every event, the undecodable one included"
+    );
+
+    // The fix, then a rebuild: the projection is whole again.
+    sqlx::query("ALTER TABLE open_tasks DROP CONSTRAINT refuses_urgent")
+        .execute(&app.pool)
+        .await
+        .expect("fix");
+    let r = app
+        .send(
+            reqwest::Method::POST,
+            "/admin/projections/open_tasks/rebuild",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    wait_until("open_tasks is live again", async || {
+        let e = entry(&app, "open_tasks").await;
+        e["status"] == "live" && e["lag_events"] == 0 && e["rebuild"].is_null()
+    })
+    .await;
+    let urgent: i64 = sqlx::query_scalar("SELECT count(*) FROM open_tasks WHERE priority = 4")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(urgent, 1);
 }
