@@ -94,6 +94,23 @@ pub async fn spawn_at(url: &str, data_dir: PathBuf, adjust: impl FnOnce(&mut Ser
     }
 }
 
+impl TestApp {
+    /// A handle on a server running elsewhere (another process) at `base`.
+    pub async fn attach(base: &str, database_url: &str, data_dir: &std::path::Path) -> TestApp {
+        TestApp {
+            base: base.to_owned(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            pool: PgPool::connect(database_url).await.expect("database"),
+            database_url: database_url.to_owned(),
+            data_dir: data_dir.to_path_buf(),
+            shutdown: None,
+        }
+    }
+}
+
 pub struct Response {
     pub status: StatusCode,
     pub headers: reqwest::header::HeaderMap,

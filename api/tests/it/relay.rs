@@ -266,3 +266,120 @@ async fn a_poisoned_event_stops_only_its_projection_which_resumes_after_a_fix_an
         .expect("count");
     assert_eq!(urgent, 1);
 }
+
+/// `oo serve` as a separate process, so that it can be killed.
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Served {
+    fn start(database_url: &str, data_dir: &std::path::Path, nats_url: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oo"))
+            .args(["serve", "--dev"])
+            .env("OO_DATABASE_URL", database_url)
+            .env("OO_BIND", "127.0.0.1:0")
+            .env("OO_DATA_DIR", data_dir)
+            .env("OO_NATS_URL", nats_url)
+            .env("OO_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("OO_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("oo serve runs");
+        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("oo says where it listens");
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_owned();
+        Self { child, base }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn killing_oo_during_concurrent_appends_loses_and_duplicates_nothing() {
+    let nats = PrivateNats::start();
+    let database_url = format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple());
+    let data_dir = temp_dir("oo-data");
+    let mut first = Served::start(&database_url, &data_dir, &nats.url);
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(format!("{}/auth/dev-login", first.base))
+        .json(&json!({"email": "crash@example.org"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["token"].as_str().expect("token").to_owned();
+
+    // Eight clients append until their server dies; they remember what was acknowledged.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = vec![];
+    for c in 0..8 {
+        let (http, base, token, acked) = (http.clone(), first.base.clone(), token.clone(), acked.clone());
+        clients.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = format!("c{c}-{i}");
+                let r = http
+                    .post(format!("{base}/signals"))
+                    .bearer_auth(&token)
+                    .json(&json!({"signals": [mood(&id, 0, "n")]}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::OK => acked.lock().expect("lock").push(id),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let _ = first.child.kill(); // SIGKILL
+    let _ = first.child.wait();
+    for c in clients {
+        c.await.expect("client");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 20, "the load ran ({} acknowledged)", acked.len());
+
+    let second = Served::start(&database_url, &data_dir, &nats.url);
+    let app = TestApp::attach(&second.base, &database_url, &data_dir).await;
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::json->'SignalRecorded'->>'signal_id' FROM events WHERE event_type = 'SignalRecorded'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("stored");
+    let stored_set: std::collections::HashSet<&String> = stored.iter().collect();
+    assert_eq!(stored_set.len(), stored.len(), "no signal twice");
+    for id in &acked {
+        assert!(stored_set.contains(id), "acknowledged signal {id} was lost");
+    }
+    // The projections and the stream hold exactly the log.
+    wait_caught_up(&app.pool).await;
+    let moods: i64 = sqlx::query_scalar("SELECT signals_mood FROM user_features")
+        .fetch_one(&app.pool)
+        .await
+        .expect("features");
+    assert_eq!(moods as usize, stored.len());
+    relay_caught_up(&app).await;
+    let log: Vec<String> = sqlx::query_scalar("SELECT event_id::text FROM events ORDER BY tx_id, position")
+        .fetch_all(&app.pool)
+        .await
+        .expect("log");
+    assert_eq!(stream_ids(&nats.url).await, log);
+}
