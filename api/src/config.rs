@@ -38,6 +38,12 @@ pub struct ServeConfig {
     /// NATS server for the event relay; without it the relay is off.
     #[arg(long, env = "OO_NATS_URL")]
     pub nats_url: Option<String>,
+    /// JetStream's de-duplication window for re-published events, in seconds.
+    #[arg(long, env = "OO_NATS_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
+    pub nats_duplicate_window_secs: u64,
+    /// How long the stream keeps events, in seconds (0: for ever; Postgres stays the source of truth).
+    #[arg(long, env = "OO_NATS_MAX_AGE_SECS", default_value_t = 0)]
+    pub nats_max_age_secs: u64,
     /// Development mode: loopback only, offers POST /auth/dev-login.
     #[arg(long, env = "OO_DEV", default_value_t = false)]
     pub dev: bool,
@@ -83,6 +89,8 @@ impl ServeConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: None,
             nats_url: None,
+            nats_duplicate_window_secs: 120,
+            nats_max_age_secs: 0,
             dev: false,
             rate_limit: RateLimit {
                 per_second: 100,

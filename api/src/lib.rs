@@ -142,7 +142,9 @@ impl Application {
             _ => None,
         };
         if let Some(url) = &config.nats_url {
-            let relay = oo_projections::relay::RelayConfig::new(url);
+            let mut relay = oo_projections::relay::RelayConfig::new(url);
+            relay.duplicate_window = Duration::from_secs(config.nats_duplicate_window_secs);
+            relay.max_age = Duration::from_secs(config.nats_max_age_secs);
             background.push(tokio::spawn(oo_projections::relay::run(
                 pool.clone(),
                 relay,

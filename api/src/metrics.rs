@@ -34,8 +34,10 @@ pub struct CommandLabels {
 /// Values read from the database just before a scrape.
 #[derive(Debug, Clone, Default)]
 pub struct ScrapeSnapshot {
-    pub lag: Vec<(String, i64)>,
+    pub lag: Vec<(String, i64, f64)>,
     pub oldest_transaction_seconds: f64,
+    /// Whether the relay is connected to NATS (`None`: no NATS configured).
+    pub nats_up: Option<bool>,
 }
 
 pub struct Metrics {
@@ -98,9 +100,27 @@ impl Collector for StoreCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (name, lag) in &snap.lag {
+        for (name, lag, _) in &snap.lag {
             let labels = PathLabels { path: name.clone() };
             ConstGauge::new(*lag).encode(family.encode_family(&labels)?)?;
+        }
+        let mut seconds = encoder.encode_descriptor(
+            "oo_projection_lag_seconds",
+            "Age of the oldest event a projection (or the NATS relay) has not applied yet",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, _, age) in &snap.lag {
+            let labels = PathLabels { path: name.clone() };
+            ConstGauge::new(*age).encode(seconds.encode_family(&labels)?)?;
+        }
+        if let Some(up) = snap.nats_up {
+            ConstGauge::new(i64::from(up)).encode(encoder.encode_descriptor(
+                "oo_nats_up",
+                "1 when the relay is connected to NATS JetStream, 0 when it is not",
+                None,
+                MetricType::Gauge,
+            )?)?;
         }
         let g = ConstGauge::new(snap.oldest_transaction_seconds);
         g.encode(encoder.encode_descriptor(

@@ -25,6 +25,8 @@ pub async fn health() -> Json<Health> {
 pub struct ProjectorLag {
     pub name: String,
     pub lag_events: i64,
+    /// Age of the oldest event not yet applied (relayed), in seconds.
+    pub lag_seconds: f64,
     pub status: String,
 }
 
@@ -47,9 +49,17 @@ pub(crate) async fn lags(state: &AppState) -> Result<(Vec<ProjectorLag>, f64), s
             continue;
         }
         let lag = oo_commands::store::count_after(&state.pool, c.cursor).await?;
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM (now() - min(recorded_at)))::float8 FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)",
+        )
+        .bind(c.cursor.tx_id.to_string())
+        .bind(c.cursor.position)
+        .fetch_one(&state.pool)
+        .await?;
         out.push(ProjectorLag {
             name: c.name,
             lag_events: lag,
+            lag_seconds: seconds.unwrap_or(0.0).max(0.0),
             status: c.status,
         });
     }
@@ -103,8 +113,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     if let Ok((lag, oldest)) = lags(&state).await
         && let Ok(mut s) = state.metrics.snapshot.lock()
     {
-        s.lag = lag.into_iter().map(|l| (l.name, l.lag_events)).collect();
+        s.lag = lag.into_iter().map(|l| (l.name, l.lag_events, l.lag_seconds)).collect();
         s.oldest_transaction_seconds = oldest;
+        s.nats_up = state.config.nats_url.as_ref().map(|_| state.status.relay_up());
     }
     let body = state.metrics.render().map_err(ApiError::internal)?;
     Ok((

@@ -117,6 +117,19 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
         "up"
     );
 
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("oo_nats_up 1"), "{metrics}");
+    assert!(metrics.contains("oo_projection_lag_events{path=\"nats_relay\"} 0"));
+    assert!(metrics.contains("oo_projection_lag_seconds{path=\"nats_relay\"}"));
+
     // Another process follows the stream: `oo tail`, a durable pull consumer with a subject filter.
     let tail = |limit: usize| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_oo"))
