@@ -50,3 +50,85 @@ async fn requests_fail_with_503_while_postgres_is_down_and_recover_without_a_res
         .expect("count");
     assert_eq!(stored, 2);
 }
+
+#[tokio::test]
+async fn a_postgres_restart_under_load_answers_200_or_503_and_acknowledges_only_what_was_stored() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let cluster = PrivateCluster::start();
+    let app = spawn_on(&cluster.url, |_| {}).await;
+    let (token, _) = app.login("restart@example.org").await;
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let answers = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = vec![];
+    for c in 0..8 {
+        let (http, base, token, acked, answers, stop) = (
+            app.client.clone(),
+            app.base.clone(),
+            token.clone(),
+            acked.clone(),
+            answers.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let id = format!("c{c}-{i}");
+                if let Ok(r) = http
+                    .post(format!("{base}/signals"))
+                    .bearer_auth(&token)
+                    .json(&json!({"signals": [mood(&id, 0, "n")]}))
+                    .send()
+                    .await
+                {
+                    let status = r.status().as_u16();
+                    let code = r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|b| b["code"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    if status == 200 {
+                        acked.lock().expect("lock").push(id);
+                    }
+                    answers.lock().expect("lock").push((status, code));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.start_server();
+    let before = acked.lock().expect("lock").len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().expect("lock").len() < before + 20 {
+        assert!(Instant::now() < deadline, "no recovery after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let answers = answers.lock().expect("lock").clone();
+    assert!(answers.iter().any(|(s, _)| *s == 503), "some requests met the restart");
+    for (status, code) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && code == "unavailable"),
+            "unexpected answer {status} {code}"
+        );
+    }
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::json->'SignalRecorded'->>'signal_id' FROM events WHERE event_type = 'SignalRecorded'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("stored");
+    let stored: std::collections::HashSet<String> = stored.into_iter().collect();
+    for id in acked.lock().expect("lock").iter() {
+        assert!(stored.contains(id), "signal {id} was acknowledged but not stored");
+    }
+}
