@@ -114,7 +114,8 @@ async fn a_postgres_restart_under_load_answers_200_or_503_and_acknowledges_only_
         c.await.expect("client");
     }
     let answers = answers.lock().expect("lock").clone();
-    assert!(answers.iter().any(|(s, _)| *s == 503), "some requests met the restart");
+    // Requests that met the restart either waited for a connection and succeeded, or failed with
+    // 503 (which of the two depends on timing); none may succeed without its signal stored.
     for (status, code) in &answers {
         assert!(
             *status == 200 || (*status == 503 && code == "unavailable"),
