@@ -30,7 +30,9 @@ async fn projection_rows(app: &TestApp, user: Uuid) -> i64 {
 
 #[tokio::test]
 async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
-    let app = spawn_app().await;
+    let nats = PrivateNats::start();
+    let url = nats.url.clone();
+    let app = spawn_with(move |c| c.nats_url = Some(url)).await;
     let email = "shred-me-91c2@example.org";
     let (token, user_id) = app.login(email).await;
     let (other, _) = app.login("keep-me-91c2@example.org").await;
@@ -128,6 +130,37 @@ async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
     let dump = String::from_utf8_lossy(&out.stdout);
     for s in secrets {
         assert!(!dump.contains(s), "{s:?} is readable in the database");
+    }
+    // …nor in the NATS stream, once the relay has carried everything, deletion included.
+    let head = oo_commands::store::head(&app.pool).await.expect("head");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (tx, position): (String, i64) =
+            sqlx::query_as("SELECT tx_id::text, position FROM checkpoints WHERE name = 'nats_relay'")
+                .fetch_one(&app.pool)
+                .await
+                .expect("relay");
+        let relayed = oo_commands::cursor::Cursor {
+            tx_id: tx.parse().unwrap_or(0),
+            position,
+        };
+        if relayed >= head {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the relay did not catch up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let client = async_nats::connect(nats.url.as_str()).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("OO_EVENTS").await.expect("stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    assert!(last >= events_after as u64, "the stream holds the user's events");
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let text = String::from_utf8_lossy(&m.payload);
+        for s in secrets {
+            assert!(!text.contains(s), "{s:?} is readable in the stream");
+        }
     }
 
     // The other user is untouched and still reads their own sealed data.
