@@ -13,7 +13,7 @@
 //! - Personal fields travel sealed, exactly as stored. An event this build cannot decode travels
 //!   too, without payload and with the header `Oo-Undecodable` (logged): it never stops the stream.
 //!
-//! Never appends events; one relay runs per database (an advisory lock).
+//! Never appends events; one relay runs per database (an advisory lock: a second one waits).
 
 use crate::status::Status;
 use async_nats::HeaderMap;
@@ -333,6 +333,31 @@ pub async fn run(pool: PgPool, config: RelayConfig, appended: std::sync::Arc<tok
 }
 
 async fn session(
+    pool: &PgPool,
+    config: &RelayConfig,
+    appended: &tokio::sync::Notify,
+    status: &Status,
+) -> Result<(), RelayError> {
+    // One relay per database: the others wait on this lock (held by a connection of its own; a
+    // relay that dies releases it with its connection).
+    let mut guard = pool.acquire().await?;
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('oo.relay'))")
+            .fetch_one(&mut *guard)
+            .await?;
+        if locked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let result = relay_session(pool, config, appended, status).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('oo.relay'))")
+        .execute(&mut *guard)
+        .await;
+    result
+}
+
+async fn relay_session(
     pool: &PgPool,
     config: &RelayConfig,
     appended: &tokio::sync::Notify,
