@@ -324,7 +324,7 @@ impl Writer {
                 self.forget(&jobs);
                 for job in jobs {
                     let result = match self.pool.begin().await {
-                        Ok(mut tx) => match write_jobs(&mut tx, &[&job.request], &HashMap::new()).await {
+                        Ok(mut tx) => match alone(&mut tx, &job.request).await {
                             Ok(mut r) => match tx.commit().await {
                                 Ok(()) => r
                                     .pop()
@@ -415,6 +415,26 @@ impl CloneSubset for HashMap<StreamKey, i64> {
             })
             .collect()
     }
+}
+
+/// Writes one request in its own transaction. An order-independent stream is numbered after what
+/// the store holds now, not after what the command saw: another writer may have written since.
+async fn alone(
+    conn: &mut PgConnection,
+    request: &AppendRequest,
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    let mut baseline = HashMap::new();
+    if let Expected::Any(_) = request.expected {
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                .bind(request.aggregate_type)
+                .bind(&request.aggregate_id)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        baseline.insert((request.aggregate_type, request.aggregate_id.clone()), max.unwrap_or(0));
+    }
+    write_jobs(conn, &[request], &baseline).await
 }
 
 /// Writes several requests in the caller's transaction. Returns one outcome per request: a

@@ -114,11 +114,12 @@ async fn a_postgres_restart_under_load_answers_200_or_503_and_acknowledges_only_
         c.await.expect("client");
     }
     let answers = answers.lock().expect("lock").clone();
-    // Requests that met the restart either waited for a connection and succeeded, or failed with
-    // 503 (which of the two depends on timing); none may succeed without its signal stored.
+    // Requests that met the restart either waited for a connection and succeeded, or failed
+    // cleanly: 503 (the database was away) or 409 with Retry-After (the stream kept changing under
+    // concurrent retries); none may succeed without its signal stored.
     for (status, code) in &answers {
         assert!(
-            *status == 200 || (*status == 503 && code == "unavailable"),
+            *status == 200 || (*status == 503 && code == "unavailable") || (*status == 409 && code == "contended"),
             "unexpected answer {status} {code}"
         );
     }
