@@ -636,59 +636,7 @@ async fn rebuild(server: &str, events: usize) -> anyhow::Result<()> {
         ids.push(user(&store, &vault, &format!("r{u}@example.org")).await?);
     }
     let started = Instant::now();
-    let per_user = events.div_ceil(users);
-    let mut tasks = vec![];
-    for (u, id) in ids.iter().copied().enumerate() {
-        let repo = repo.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut k = 0;
-            while k < per_user {
-                let n = (per_user - k).min(1000);
-                let signals = (0..n)
-                    .map(|j| {
-                        let i = k + j;
-                        let data = if i % 3 == 0 {
-                            SignalData::Task {
-                                source: TaskSource::Todoist,
-                                external_id: ExternalId::parse(&format!("t{}", i % 50)).expect("valid id"),
-                                title: Text::parse("title", "A task").expect("valid text"),
-                                priority: Priority::parse(1 + (i % 4) as i64).expect("valid priority"),
-                                due: None,
-                                completed: i % 7 == 0,
-                                project: None,
-                            }
-                        } else {
-                            SignalData::Mood {
-                                score: MoodScore::parse((i % 5) as i64 - 2).expect("valid score"),
-                                note: None,
-                            }
-                        };
-                        NewSignal {
-                            id: SignalId::parse(&format!("u{u}-{i}")).expect("valid id"),
-                            occurred_at: Utc::now(),
-                            data,
-                        }
-                    })
-                    .collect();
-                repo.execute(
-                    &id.to_string(),
-                    RecordSignals {
-                        user_id: id,
-                        signals,
-                        at: Utc::now(),
-                    },
-                    Meta::new(Utc::now()),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                k += n;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    fill_log(&repo, &ids, events, rebuild_signal).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await?;
@@ -873,34 +821,7 @@ async fn relay(server: &str, events: usize, clients: usize, seconds: u64) -> any
     for u in 0..100 {
         ids.push(user(&store, &vault, &format!("n{u}@example.org")).await?);
     }
-    let per_user = events.div_ceil(100);
-    let mut tasks = vec![];
-    for (u, id) in ids.iter().copied().enumerate() {
-        let repo = repo.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut k = 0;
-            while k < per_user {
-                let n = (per_user - k).min(1000);
-                let signals = (0..n).map(|j| mood_signal(format!("u{u}-{}", k + j))).collect();
-                repo.execute(
-                    &id.to_string(),
-                    RecordSignals {
-                        user_id: id,
-                        signals,
-                        at: Utc::now(),
-                    },
-                    Meta::new(Utc::now()),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                k += n;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    fill_log(&repo, &ids, events, |u, i| mood_signal(format!("u{u}-{i}"))).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await?;
@@ -1008,4 +929,68 @@ async fn relay(server: &str, events: usize, clients: usize, seconds: u64) -> any
 
 fn bytes_of(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// Writes `events` signals through the command path, spread over `users`, in commands of 1,000,
+/// one task per user; `make(user index, signal index)` builds each signal.
+async fn fill_log(
+    repo: &Repository<Signals>,
+    users: &[UserId],
+    events: usize,
+    make: fn(usize, usize) -> NewSignal,
+) -> anyhow::Result<()> {
+    let per_user = events.div_ceil(users.len().max(1));
+    let mut tasks = vec![];
+    for (u, id) in users.iter().copied().enumerate() {
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut k = 0;
+            while k < per_user {
+                let n = (per_user - k).min(1000);
+                let signals = (k..k + n).map(|i| make(u, i)).collect();
+                repo.execute(
+                    &id.to_string(),
+                    RecordSignals {
+                        user_id: id,
+                        signals,
+                        at: Utc::now(),
+                    },
+                    Meta::new(Utc::now()),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                k += n;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// A third task signals (on 50 tasks per user, some completed), the rest moods.
+fn rebuild_signal(u: usize, i: usize) -> NewSignal {
+    let data = if i.is_multiple_of(3) {
+        SignalData::Task {
+            source: TaskSource::Todoist,
+            external_id: ExternalId::parse(&format!("t{}", i % 50)).expect("valid id"),
+            title: Text::parse("title", "A task").expect("valid text"),
+            priority: Priority::parse(1 + (i % 4) as i64).expect("valid priority"),
+            due: None,
+            completed: i.is_multiple_of(7),
+            project: None,
+        }
+    } else {
+        SignalData::Mood {
+            score: MoodScore::parse((i % 5) as i64 - 2).expect("valid score"),
+            note: None,
+        }
+    };
+    NewSignal {
+        id: SignalId::parse(&format!("u{u}-{i}")).expect("valid id"),
+        occurred_at: Utc::now(),
+        data,
+    }
 }

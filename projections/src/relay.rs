@@ -123,20 +123,9 @@ pub fn envelope(e: &StoredEvent) -> Result<pb::EventEnvelope, RelayError> {
         None => None,
     };
     Ok(pb::EventEnvelope {
-        event_id: e.event_id.to_string(),
-        aggregate_type: e.aggregate_type.clone(),
-        aggregate_id: e.aggregate_id.clone(),
-        sequence: e.sequence as u64,
-        position: e.cursor.encode(),
-        event_type: e.event_type.clone(),
-        schema_version: e.schema_version as u32,
-        user_id: e.user_id.to_string(),
-        occurred_at_us: e.occurred_at.timestamp_micros(),
-        recorded_at_us: e.recorded_at.timestamp_micros(),
-        correlation_id: e.correlation_id.to_string(),
-        causation_id: e.causation_id.map(|c| c.to_string()).unwrap_or_default(),
         sealed,
         payload: Some(oo_proto::payload_of(&event)),
+        ..bare_envelope(e)
     })
 }
 
