@@ -532,3 +532,73 @@ pub fn open_fields(
     let sealed = Sealed::from_bytes(sealed?).ok()?;
     sealing::open(key?, event_id, &sealed).ok()
 }
+
+/// An event's public payload with its personal fields opened under `key`; where they cannot be
+/// opened (no key: the user was deleted) they read [`sealing::REDACTED`].
+pub fn open_payload(
+    key: Option<&sealing::DataKey>,
+    event: &crate::store::StoredEvent,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut payload: serde_json::Value = event.decode()?;
+    match open_fields(key, event.event_id, event.sealed.as_deref()) {
+        Some(fields) => {
+            let pointers: Vec<&str> = fields.keys().map(String::as_str).collect();
+            sealing::join(&mut payload, &pointers, Some(&fields));
+        }
+        None => redact(&mut payload),
+    }
+    Ok(payload)
+}
+
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s == sealing::SEALED => *s = sealing::REDACTED.to_owned(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        serde_json::Value::Object(o) => o.values_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sealing::DataKey;
+    use serde_json::json;
+
+    fn stored(payload: &serde_json::Value, sealed: Option<Vec<u8>>, event_id: Uuid) -> crate::store::StoredEvent {
+        crate::store::StoredEvent {
+            cursor: Cursor::START,
+            event_id,
+            aggregate_type: "signals".into(),
+            aggregate_id: "a".into(),
+            sequence: 1,
+            event_type: "SignalRecorded".into(),
+            schema_version: 1,
+            user_id: Uuid::nil(),
+            payload: payload.to_string(),
+            sealed,
+            occurred_at: Utc::now(),
+            recorded_at: Utc::now(),
+            correlation_id: Uuid::nil(),
+            causation_id: None,
+        }
+    }
+
+    #[test]
+    fn a_payload_opens_with_its_key_and_reads_redacted_without() {
+        let key = DataKey::generate();
+        let event_id = Uuid::now_v7();
+        let mut payload = json!({"E": {"title": "call mum", "list": ["x"], "n": 3}});
+        let fields = sealing::split(&mut payload, &["/E/title"]);
+        let sealed = sealing::seal(&key, event_id, &fields).expect("seals").to_bytes();
+        let e = stored(&payload, Some(sealed), event_id);
+        assert_eq!(
+            open_payload(Some(&key), &e).expect("opens"),
+            json!({"E": {"title": "call mum", "list": ["x"], "n": 3}})
+        );
+        assert_eq!(
+            open_payload(None, &e).expect("reads"),
+            json!({"E": {"title": sealing::REDACTED, "list": ["x"], "n": 3}})
+        );
+    }
+}

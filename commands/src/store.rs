@@ -156,7 +156,8 @@ type StreamKey = (&'static str, String);
 #[derive(Clone)]
 pub struct EventStore {
     pool: PgPool,
-    queue: mpsc::Sender<Job>,
+    /// One queue per writer task; a stream always goes to the same one.
+    queues: Arc<Vec<mpsc::Sender<Job>>>,
     appended: Arc<Notify>,
     pub metrics: Arc<StoreMetrics>,
 }
@@ -169,10 +170,12 @@ impl std::fmt::Debug for EventStore {
 
 struct Writer {
     pool: PgPool,
-    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
-    /// The last sequence this process wrote or is writing per stream, so that concurrent
-    /// commands on one order-independent stream do not collide. Bounded.
-    last_seq: Arc<Mutex<HashMap<StreamKey, i64>>>,
+    queue: mpsc::Receiver<Job>,
+    /// The last sequence this writer wrote per stream, so that commands on one
+    /// order-independent stream that saw the same state do not collide. Every stream is written
+    /// by one writer only (queues are chosen by stream), so this is exact for this process.
+    /// Bounded.
+    last_seq: Mutex<HashMap<StreamKey, i64>>,
     appended: Arc<Notify>,
     metrics: Arc<StoreMetrics>,
     max_batch_events: usize,
@@ -183,16 +186,17 @@ const LAST_SEQ_CAPACITY: usize = 200_000;
 impl EventStore {
     /// Starts the writer tasks. They end when every handle is dropped.
     pub fn start(pool: PgPool, config: WriterConfig) -> Self {
-        let (tx, rx) = mpsc::channel(config.queue);
         let appended = Arc::new(Notify::new());
         let metrics = Arc::new(StoreMetrics::default());
-        let queue = Arc::new(tokio::sync::Mutex::new(rx));
-        let last_seq = Arc::new(Mutex::new(HashMap::new()));
-        for _ in 0..config.writers.max(1) {
+        let writers = config.writers.max(1);
+        let mut queues = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (tx, rx) = mpsc::channel(config.queue.div_ceil(writers));
+            queues.push(tx);
             let w = Writer {
                 pool: pool.clone(),
-                queue: queue.clone(),
-                last_seq: last_seq.clone(),
+                queue: rx,
+                last_seq: Mutex::new(HashMap::new()),
                 appended: appended.clone(),
                 metrics: metrics.clone(),
                 max_batch_events: config.max_batch_events,
@@ -201,7 +205,7 @@ impl EventStore {
         }
         Self {
             pool,
-            queue: tx,
+            queues: Arc::new(queues),
             appended,
             metrics,
         }
@@ -222,7 +226,13 @@ impl EventStore {
             return Ok(Appended::default());
         }
         let (reply, answer) = oneshot::channel();
-        self.queue
+        // The same stream always goes to the same writer: two writers never race on one stream.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in request.aggregate_type.bytes().chain(request.aggregate_id.bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let queue = &self.queues[(h % self.queues.len() as u64) as usize];
+        queue
             .send(Job { request, reply })
             .await
             .map_err(|_| StoreError::Unexpected("the writer stopped".into()))?;
@@ -274,10 +284,10 @@ pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
 }
 
 impl Writer {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
             let jobs = {
-                let mut rx = self.queue.lock().await;
+                let rx = &mut self.queue;
                 let Some(first) = rx.recv().await else { return };
                 let mut events = first.request.events.len();
                 let mut jobs = vec![first];
@@ -680,6 +690,23 @@ pub async fn read_user_events(conn: &mut PgConnection, user_id: Uuid) -> Result<
     let sql = format!("{SELECT_EVENTS} WHERE user_id = $1 ORDER BY tx_id, position");
     let rows = sqlx::query(&sql).bind(user_id).fetch_all(conn).await?;
     rows.iter().map(stored_event).collect()
+}
+
+/// One event of a stream, by its sequence.
+pub async fn read_event(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> Result<Option<StoredEvent>, sqlx::Error> {
+    let sql = format!("{SELECT_EVENTS} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3");
+    let row = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(stored_event).transpose()
 }
 
 /// The events of one stream after `sequence`, in order (used to load aggregates).

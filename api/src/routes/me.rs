@@ -6,9 +6,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use oo_commands::aggregate::open_fields;
-use oo_commands::sealing::join;
-use oo_domain::event::Event;
+use oo_commands::aggregate::open_payload;
 use oo_domain::user::UserEvent;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -42,16 +40,12 @@ pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json
         .load(&id)
         .await
         .map_err(|e| crate::error::command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
-    let first = oo_commands::store::read_stream(&state.pool, "user", &id, 0)
+    // The profile is the first event of the user's stream, opened.
+    let first = oo_commands::store::read_event(&state.pool, "user", &id, 1)
         .await?
-        .into_iter()
-        .next()
         .ok_or_else(ApiError::not_found)?;
     let key = state.vault.key_for(user.user_id).await?;
-    let mut payload: serde_json::Value = first.decode().map_err(ApiError::internal)?;
-    let fields = open_fields(key.as_ref(), first.event_id, first.sealed.as_deref());
-    let pointers: &[&str] = &["/UserRegistered/email"];
-    join(&mut payload, pointers, fields.as_ref());
+    let payload = open_payload(key.as_ref(), &first).map_err(ApiError::internal)?;
     let UserEvent::UserRegistered {
         email, registered_at, ..
     } = serde_json::from_value::<UserEvent>(payload).map_err(ApiError::internal)?
@@ -60,15 +54,6 @@ pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json
             "the first event of a user stream is not UserRegistered",
         ));
     };
-    debug_assert_eq!(
-        UserEvent::UserRegistered {
-            user_id: user.user_id,
-            email: email.clone(),
-            registered_at
-        }
-        .personal_fields(),
-        pointers
-    );
     Ok(Json(Me {
         user_id: id,
         email: email.as_str().to_owned(),
@@ -179,12 +164,7 @@ pub async fn export(State(state): State<AppState>, user: CurrentUser) -> Result<
     let stored = oo_commands::store::read_user_events(&mut conn, uid).await?;
     let mut events = Vec::with_capacity(stored.len());
     for e in stored {
-        let mut payload: serde_json::Value = e.decode().map_err(ApiError::internal)?;
-        let fields = open_fields(key.as_ref(), e.event_id, e.sealed.as_deref());
-        if let Some(f) = &fields {
-            let pointers: Vec<&str> = f.keys().map(String::as_str).collect();
-            join(&mut payload, &pointers, Some(f));
-        }
+        let payload = open_payload(key.as_ref(), &e).map_err(ApiError::internal)?;
         events.push(ExportedEvent {
             event_id: e.event_id.to_string(),
             position: e.cursor.encode(),

@@ -88,6 +88,18 @@ impl Drop for Provider {
     }
 }
 
+/// `GET /me` with a session cookie (`name=value`).
+async fn me_with_cookie(app: &TestApp, cookie: &str) -> serde_json::Value {
+    let r = app
+        .client
+        .get(format!("{}/me", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("me");
+    r.json().await.expect("json")
+}
+
 async fn app_for(provider: &Provider) -> TestApp {
     let issuer = provider.issuer.clone();
     spawn_with(move |c| {
@@ -174,16 +186,7 @@ async fn signing_in_with_openid_connect_registers_once_and_starts_a_session() {
 
     let again = sign_in(&app, |u| u, true).await;
     let session2 = set_cookie(again.headers(), "oo_session").expect("session cookie");
-    let me2: serde_json::Value = app
-        .client
-        .get(format!("{}/me", app.base))
-        .header("cookie", &session2)
-        .send()
-        .await
-        .expect("me")
-        .json()
-        .await
-        .expect("json");
+    let me2: serde_json::Value = me_with_cookie(&app, &session2).await;
     assert_eq!(
         me2["user_id"], me["user_id"],
         "the same (issuer, subject) is the same user"
@@ -206,16 +209,7 @@ async fn users_are_identified_by_subject_not_by_email() {
     let app = app_for(&first).await;
     let r = sign_in(&app, |u| u, true).await;
     let s1 = set_cookie(r.headers(), "oo_session").expect("session");
-    let me1: serde_json::Value = app
-        .client
-        .get(format!("{}/me", app.base))
-        .header("cookie", &s1)
-        .send()
-        .await
-        .expect("me")
-        .json()
-        .await
-        .expect("json");
+    let me1: serde_json::Value = me_with_cookie(&app, &s1).await;
     // A dev sign-in with the same email is another identity.
     let (_, dev_user) = app.login("shared@example.org").await;
     assert_ne!(me1["user_id"].as_str(), Some(dev_user.as_str()));
