@@ -53,9 +53,18 @@ pub struct ServeConfig {
     /// How long a session lasts, in hours.
     #[arg(long, env = "OO_SESSION_TTL_HOURS", default_value_t = 720)]
     pub session_ttl_hours: i64,
-    /// The serving policy.
-    #[arg(long, env = "OO_POLICY", default_value = "random")]
+    /// The serving policy: `random`, `linucb` or `thompson`, optionally with hyper-parameters,
+    /// e.g. `linucb:alpha=0.3,temperature=0.05,epsilon=0.1` (epsilon: the share spread evenly
+    /// over the candidates, so each keeps a probability of at least epsilon / K).
+    #[arg(long, env = "OO_POLICY", default_value = "linucb")]
     pub policy: String,
+    /// Shadow policies, `;`-separated specs: they score the same candidates on every request and
+    /// their picks are logged in `TipServed`, never served. Empty: none.
+    #[arg(long, env = "OO_SHADOW_POLICIES", default_value = "thompson")]
+    pub shadow_policies: String,
+    /// How often the reward join settles timed-out tips and completed snoozed todos, in seconds.
+    #[arg(long, env = "OO_SETTLE_INTERVAL_SECS", default_value_t = 60)]
+    pub settle_interval_secs: u64,
     /// The public base URL (decides whether cookies are `Secure`); default: http://BIND.
     #[arg(long, env = "OO_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -97,7 +106,9 @@ impl ServeConfig {
                 burst: 200,
             },
             session_ttl_hours: 720,
-            policy: "random".into(),
+            policy: "linucb".into(),
+            shadow_policies: "thompson".into(),
+            settle_interval_secs: 60,
             public_url: None,
             oidc_issuer: "https://accounts.google.com".into(),
             oidc_client_id: None,

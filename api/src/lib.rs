@@ -18,6 +18,7 @@ pub mod json;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod recommender;
 pub mod routes;
 pub mod state;
 
@@ -76,6 +77,26 @@ pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {
 
 /// Cookies are `Secure` unless oO is reached over plain http on a loopback address (a
 /// developer's machine): a browser would not send a `Secure` cookie there.
+/// The recommender for a serving policy spec and `;`-separated shadow specs.
+pub fn recommender_of(policy: &str, shadows: &str) -> anyhow::Result<recommender::Recommender> {
+    let serving = oo_domain::policy::from_spec(policy).with_context(|| format!("OO_POLICY {policy:?}"))?;
+    let shadows = shadows
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            oo_domain::policy::from_spec(s)
+                .map(Arc::from)
+                .with_context(|| format!("OO_SHADOW_POLICIES {s:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(recommender::Recommender::new(
+        Arc::from(serving),
+        shadows,
+        Duration::from_secs(1),
+    ))
+}
+
 pub fn cookies_are_secure(public_url: Option<&str>, bind: SocketAddr) -> bool {
     let Some(url) = public_url else {
         return !bind.ip().is_loopback();
@@ -110,8 +131,7 @@ impl Application {
                 config.bind
             );
         }
-        let policy = oo_domain::policy::by_name(&config.policy)
-            .with_context(|| format!("unknown policy {:?}", config.policy))?;
+        let recommender = Arc::new(recommender_of(&config.policy, &config.shadow_policies)?);
         let pool = connect_and_migrate(&config.db).await?;
         let master = load_master_key(&config.db)?;
         let vault = Vault::open(pool.clone(), master)
@@ -158,6 +178,21 @@ impl Application {
             store.appended(),
             head,
         )));
+        // The reward join: settles timeouts and completions of snoozed todos off the request path.
+        let join_tips: Repository<oo_domain::tip::Tip> = Repository::new(store.clone(), vault.clone());
+        let (join_pool, every) = (pool.clone(), Duration::from_secs(config.settle_interval_secs.max(1)));
+        background.push(tokio::spawn(async move {
+            loop {
+                match oo_commands::reward_join::settle_due(&join_pool, &join_tips, chrono::Utc::now(), 1_000).await {
+                    Ok(s) if s.completions + s.timeouts > 0 => {
+                        tracing::info!(completions = s.completions, timeouts = s.timeouts, "rewards settled");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "the reward join failed; retrying"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
         let per_second = NonZeroU32::new(config.rate_limit.per_second).context("rate limit must be positive")?;
         let burst = NonZeroU32::new(config.rate_limit.burst).context("burst must be positive")?;
         let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
@@ -189,7 +224,7 @@ impl Application {
             admin_token,
             limiter,
             metrics,
-            policy: Arc::from(policy),
+            recommender,
             rebuilding: Arc::default(),
             cookie_secure,
             oidc: Arc::default(),

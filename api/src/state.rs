@@ -6,7 +6,6 @@ use governor::DefaultKeyedRateLimiter;
 use oo_commands::aggregate::Repository;
 use oo_commands::store::EventStore;
 use oo_commands::vault::Vault;
-use oo_domain::policy::Policy;
 use oo_domain::signals::Signals;
 use oo_domain::tip::Tip;
 use oo_domain::user::User;
@@ -30,7 +29,7 @@ pub struct AppState {
     pub admin_token: Option<Arc<SecretString>>,
     pub limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
     pub metrics: Arc<Metrics>,
-    pub policy: Arc<dyn Policy>,
+    pub recommender: Arc<crate::recommender::Recommender>,
     pub rebuilding: Arc<Mutex<HashSet<String>>>,
     pub cookie_secure: bool,
     pub oidc: Arc<crate::oidc::Oidc>,

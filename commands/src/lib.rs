@@ -8,12 +8,14 @@
 //! - [`aggregate`]: executing commands (cqrs-es aggregate model, our repository and snapshots).
 //! - [`sealing`]: AEAD sealing of personal fields; [`vault`]: per-user data keys wrapped with age.
 //! - [`identity`]: registration, the blind index and sessions.
+//! - [`reward_join`]: the process manager settling rewards by timeout or completion.
 //!
 //! Invariant: only this crate appends events.
 
 pub mod aggregate;
 pub mod cursor;
 pub mod identity;
+pub mod reward_join;
 pub mod sealing;
 pub mod store;
 pub mod vault;

@@ -15,6 +15,7 @@
 //! Time, ids and random seeds come in with the commands.
 
 pub mod advice;
+pub mod bandit;
 pub mod event;
 pub mod features;
 pub mod ids;

@@ -64,6 +64,8 @@ pub enum SettledBy {
     Reaction,
     Completion,
     Timeout,
+    /// "Not now" was served: the null action is worth 0 as soon as it is chosen.
+    NotNow,
 }
 
 impl SettledBy {
@@ -72,6 +74,7 @@ impl SettledBy {
             Self::Reaction => "reaction",
             Self::Completion => "completion",
             Self::Timeout => "timeout",
+            Self::NotNow => "not_now",
         }
     }
 }

@@ -6,6 +6,11 @@ use crate::ids::{TipId, UserId};
 use crate::reward::{Reaction, SettledBy};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How long after serving a tip its reward waits for a reaction (or, after a snooze, for the
+/// todo's completion) before settling.
+pub const SETTLE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,6 +47,8 @@ pub struct ShadowPick {
     pub policy_version: String,
     pub chosen: usize,
     pub propensity: f64,
+    #[serde(default)]
+    pub params: BTreeMap<String, f64>,
 }
 
 /// Everything a `TipServed` records.
@@ -65,6 +72,9 @@ pub struct Decision {
     /// The text shown (personal for todos: sealed in storage).
     pub title: String,
     pub body: String,
+    /// The serving policy's hyper-parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +87,11 @@ pub enum TipCommand {
     },
     /// Settles a tip nobody reacted to (or only snoozed) once its window is over.
     SettleTimeout {
+        at: DateTime<Utc>,
+    },
+    /// Upgrades a snoozed todo to done: it was completed within the window.
+    SettleCompletion {
+        completed_at: DateTime<Utc>,
         at: DateTime<Utc>,
     },
 }
@@ -126,6 +141,8 @@ pub enum TipError {
     ConflictingReaction(Reaction),
     #[error("the decision is inconsistent: {0}")]
     InvalidDecision(&'static str),
+    #[error("the tip's settle window is not over")]
+    NotDue,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -133,6 +150,8 @@ pub struct Tip {
     pub tip_id: Option<TipId>,
     pub user_id: Option<UserId>,
     pub chosen_kind: Option<CandidateKind>,
+    #[serde(default)]
+    pub served_at: Option<DateTime<Utc>>,
     pub reactions: Vec<Reaction>,
     pub reward: Option<f64>,
 }
@@ -202,10 +221,24 @@ impl Aggregate for Tip {
                     return Err(TipError::AlreadyServed);
                 }
                 check(decision)?;
-                Ok(vec![TipEvent::TipServed(decision.clone())])
+                let mut events = vec![TipEvent::TipServed(decision.clone())];
+                // The null action's reward is known as it is chosen.
+                if decision.candidates[decision.chosen].kind == CandidateKind::NotNow {
+                    events.push(TipEvent::TipRewarded {
+                        tip_id: decision.tip_id,
+                        user_id: decision.user_id,
+                        reward: 0.0,
+                        settled_by: SettledBy::NotNow,
+                        settled_at: decision.served_at,
+                    });
+                }
+                Ok(events)
             }
             TipCommand::React { user_id, reaction, at } => self.react(*user_id, *reaction, *at),
             TipCommand::SettleTimeout { at } => match (self.tip_id, self.user_id, self.reward) {
+                (Some(_), Some(_), None) if self.served_at.is_some_and(|s| *at < s + SETTLE_WINDOW) => {
+                    Err(TipError::NotDue)
+                }
                 (Some(tip_id), Some(user_id), None) => Ok(vec![TipEvent::TipRewarded {
                     tip_id,
                     user_id,
@@ -216,6 +249,26 @@ impl Aggregate for Tip {
                 (None, ..) => Err(TipError::NotFound),
                 _ => Ok(vec![]),
             },
+            TipCommand::SettleCompletion { completed_at, at } => {
+                let (Some(tip_id), Some(user_id)) = (self.tip_id, self.user_id) else {
+                    return Err(TipError::NotFound);
+                };
+                let in_window = self
+                    .served_at
+                    .is_some_and(|s| *completed_at >= s && *completed_at <= s + SETTLE_WINDOW);
+                let snoozed_todo =
+                    self.chosen_kind == Some(CandidateKind::Todo) && self.reactions.as_slice() == [Reaction::Snooze];
+                if self.reward.is_some() || !in_window || !snoozed_todo {
+                    return Ok(vec![]);
+                }
+                Ok(vec![TipEvent::TipRewarded {
+                    tip_id,
+                    user_id,
+                    reward: Reaction::Done.reward(),
+                    settled_by: SettledBy::Completion,
+                    settled_at: *at,
+                }])
+            }
         }
     }
 
@@ -225,6 +278,7 @@ impl Aggregate for Tip {
                 self.tip_id = Some(d.tip_id);
                 self.user_id = Some(d.user_id);
                 self.chosen_kind = d.candidates.get(d.chosen).map(|c| c.kind);
+                self.served_at = Some(d.served_at);
             }
             TipEvent::TipReacted { reaction, .. } => self.reactions.push(*reaction),
             TipEvent::TipRewarded { reward, .. } => self.reward = Some(*reward),
@@ -274,6 +328,7 @@ mod tests {
             shadow: vec![],
             title: "Take a walk".into(),
             body: "".into(),
+            params: BTreeMap::new(),
         }
     }
     fn given(events: &[TipEvent]) -> Tip {
@@ -394,5 +449,73 @@ mod tests {
             given(&served()).decide(&TipCommand::Serve(Box::new(decision(0)))),
             Err(TipError::AlreadyServed)
         );
+    }
+
+    fn served_todo() -> Vec<TipEvent> {
+        let mut d = decision(0);
+        d.candidates[0] = LoggedCandidate {
+            candidate_id: "todo:42".into(),
+            kind: CandidateKind::Todo,
+            features: vec![1.0],
+        };
+        vec![TipEvent::TipServed(Box::new(d))]
+    }
+    fn complete(h: &[TipEvent], completed_at: i64) -> Vec<TipEvent> {
+        given(h)
+            .decide(&TipCommand::SettleCompletion {
+                completed_at: t(completed_at),
+                at: t(completed_at + 5),
+            })
+            .expect("accepted")
+    }
+
+    #[test]
+    fn not_now_settles_at_zero_as_it_is_served() {
+        let events = Tip::default()
+            .decide(&TipCommand::Serve(Box::new(decision(1))))
+            .expect("served");
+        assert!(matches!(
+            events.as_slice(),
+            [TipEvent::TipServed(_), TipEvent::TipRewarded { reward, settled_by: SettledBy::NotNow, .. }] if *reward == 0.0
+        ));
+        let tip = given(&events);
+        assert_eq!(tip.decide(&TipCommand::SettleTimeout { at: t(90_000) }), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_timeout_settles_at_zero_only_once_the_window_is_over() {
+        let h = served();
+        assert_eq!(
+            given(&h).decide(&TipCommand::SettleTimeout { at: t(3_600) }),
+            Err(TipError::NotDue)
+        );
+        let events = given(&h)
+            .decide(&TipCommand::SettleTimeout { at: t(86_400) })
+            .expect("due");
+        assert!(
+            matches!(events.as_slice(), [TipEvent::TipRewarded { reward, settled_by: SettledBy::Timeout, .. }] if *reward == 0.0)
+        );
+    }
+
+    #[test]
+    fn completing_a_snoozed_todo_within_the_window_upgrades_it_to_done_once() {
+        let mut h = served_todo();
+        assert_eq!(complete(&h, 100), vec![], "not snoozed: a completion settles nothing");
+        assert_eq!(then(&mut h, Reaction::Snooze), Ok(1));
+        assert_eq!(complete(&h, 90_000), vec![], "completed after the window");
+        let events = complete(&h, 3_600);
+        assert!(
+            matches!(events.as_slice(), [TipEvent::TipRewarded { reward, settled_by: SettledBy::Completion, .. }] if *reward == 1.0)
+        );
+        h.extend(events);
+        assert_eq!(complete(&h, 3_700), vec![], "exactly once");
+        assert_eq!(
+            given(&h).decide(&TipCommand::SettleTimeout { at: t(90_000) }),
+            Ok(vec![])
+        );
+        // An advice that was snoozed (never offered, but the rule is about todos) is not upgraded.
+        let mut advice = served();
+        then(&mut advice, Reaction::Snooze).expect("snoozed");
+        assert_eq!(complete(&advice, 100), vec![]);
     }
 }

@@ -4,17 +4,19 @@
 //! - [`projector`]: the checkpointed loop — reads the log in the safe global order in batches and
 //!   applies each batch together with its checkpoint in one transaction.
 //! - [`rebuild`]: blue/green rebuilds into fresh tables, swapped in atomically.
-//! - [`open_tasks`], [`features`], [`tip_log`]: the projections.
+//! - [`open_tasks`], [`features`], [`tip_log`], [`bandit`], [`reward_pending`]: the projections.
 //! - [`relay`]: the NATS JetStream relay (a checkpointed consumer that publishes, never appends).
 //! - [`status`]: progress of every projection, shared with the API.
 //!
 //! Invariant: projections never append events and have no side effects beyond their tables.
 
+pub mod bandit;
 pub mod features;
 pub mod open_tasks;
 pub mod projector;
 pub mod rebuild;
 pub mod relay;
+pub mod reward_pending;
 pub mod status;
 pub mod tip_log;
 
@@ -69,6 +71,8 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(open_tasks::OpenTasks),
         std::sync::Arc::new(features::Features),
         std::sync::Arc::new(tip_log::TipLog),
+        std::sync::Arc::new(bandit::Bandit),
+        std::sync::Arc::new(reward_pending::RewardPending),
     ]
 }
 

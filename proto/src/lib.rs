@@ -275,6 +275,7 @@ impl From<SettledBy> for pb::SettledBy {
             SettledBy::Reaction => Self::Reaction,
             SettledBy::Completion => Self::Completion,
             SettledBy::Timeout => Self::Timeout,
+            SettledBy::NotNow => Self::NotNow,
         }
     }
 }
@@ -284,6 +285,7 @@ fn settled_by(value: i32) -> Result<SettledBy, DecodeError> {
         Ok(pb::SettledBy::Reaction) => Ok(SettledBy::Reaction),
         Ok(pb::SettledBy::Completion) => Ok(SettledBy::Completion),
         Ok(pb::SettledBy::Timeout) => Ok(SettledBy::Timeout),
+        Ok(pb::SettledBy::NotNow) => Ok(SettledBy::NotNow),
         Ok(pb::SettledBy::Unspecified) | Err(_) => Err(DecodeError::BadEnum {
             field: "settled_by",
             value,
@@ -567,6 +569,7 @@ impl From<&ShadowPick> for pb::ShadowPick {
             policy_version: s.policy_version.clone(),
             chosen: wire_index(s.chosen),
             propensity: s.propensity,
+            params: s.params.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
     }
 }
@@ -579,6 +582,7 @@ impl TryFrom<pb::ShadowPick> for ShadowPick {
             policy_version: m.policy_version,
             chosen: index("chosen", m.chosen)?,
             propensity: m.propensity,
+            params: m.params.into_iter().collect(),
         })
     }
 }
@@ -601,6 +605,7 @@ impl From<&Decision> for pb::TipServed {
             shadow: d.shadow.iter().map(Into::into).collect(),
             title: d.title.clone(),
             body: d.body.clone(),
+            params: d.params.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
     }
 }
@@ -630,6 +635,7 @@ impl TryFrom<pb::TipServed> for Decision {
             shadow: m.shadow.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
             title: m.title,
             body: m.body,
+            params: m.params.into_iter().collect(),
         })
     }
 }
@@ -789,16 +795,19 @@ mod tests {
                     policy_version: "1".into(),
                     chosen: 2,
                     propensity: 1.0 / 3.0,
+                    params: Default::default(),
                 },
                 ShadowPick {
                     policy: "greedy".into(),
                     policy_version: "1".into(),
                     chosen: 0,
                     propensity: 1.0,
+                    params: [("alpha".to_owned(), 0.3)].into(),
                 },
             ],
             title: "Buy milk".into(),
             body: "It is on your list since Monday.".into(),
+            params: [("epsilon".to_owned(), 0.1), ("temperature".to_owned(), 0.05)].into(),
         }
     }
 
@@ -951,6 +960,7 @@ mod tests {
         for (settled_by, reward) in [
             (SettledBy::Reaction, -0.5),
             (SettledBy::Completion, 1.0),
+            (SettledBy::NotNow, 0.0),
             (SettledBy::Timeout, 0.0),
         ] {
             round_trip(DomainEvent::Tip(TipEvent::TipRewarded {

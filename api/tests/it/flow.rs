@@ -55,7 +55,7 @@ async fn a_newcomer_signs_in_sends_signals_gets_a_tip_and_reacts() {
             .as_f64()
             .is_some_and(|p| p > 0.0 && p <= 1.0)
     );
-    assert_eq!(tip["tip"]["meta"]["policy"], "random");
+    assert_eq!(tip["tip"]["meta"]["policy"], "linucb", "the default serving policy");
     assert!(!tip["tip"]["title"].as_str().expect("title").is_empty());
 
     let before = app.event_count().await;

@@ -1,0 +1,402 @@
+//! The recommender behind `POST /recommend` (and `oo simulate`): gathers a person's candidates
+//! (open todos, the advices that fit the moment, "not now"), builds their feature vectors from
+//! the `features`, `tip_log` and `bandit` projections, lets the serving policy and the shadow
+//! policies score them, draws the served one with a logged seed, and appends `TipServed`.
+//!
+//! The steps are split ([`Recommender::prepare`], [`Recommender::decide`], [`Recommender::serve`])
+//! so that the simulator can run the same path with its own clock and seeds, and its oracle can
+//! choose among exactly the candidates a policy would have seen.
+
+use crate::error::{ApiError, command_error};
+use chrono::{DateTime, TimeZone, Utc};
+use oo_commands::aggregate::{Executed, Meta, Repository, open_fields};
+use oo_commands::sealing::REDACTED;
+use oo_commands::vault::Vault;
+use oo_domain::advice::{self, Advice};
+use oo_domain::bandit::{LinearModel, PooledSums};
+use oo_domain::features::{CandidateSource, DIM, FEATURE_VERSION, REACTION_MIX_WINDOW, UserContext, features};
+use oo_domain::ids::{TipId, UserId};
+use oo_domain::policy::{Inputs, Policy, Scored, draw, mix};
+use oo_domain::signal::{MoodScore, Place, Priority};
+use oo_domain::tip::{CandidateKind, Decision, LoggedCandidate, ShadowPick, Tip, TipCommand, TipError};
+use sqlx::{PgPool, Row};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The most todos considered per decision.
+const MAX_TODOS: i64 = 50;
+
+/// What the client says about the moment; overrides what oO has learned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    pub place: Option<Place>,
+    pub mood: Option<MoodScore>,
+    pub time_zone: Option<chrono_tz::Tz>,
+}
+
+/// An open todo as a candidate.
+#[derive(Debug, Clone)]
+pub struct Todo {
+    pub external_id: String,
+    pub source: String,
+    pub priority: Priority,
+    pub due: Option<DateTime<Utc>>,
+    pub first_seen_at: DateTime<Utc>,
+    title_event_id: Uuid,
+    sealed: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Candidate {
+    Todo(Todo),
+    Advice(&'static Advice),
+    NotNow,
+}
+
+/// Everything a decision is made from.
+pub struct Prepared {
+    pub user_id: UserId,
+    pub now: DateTime<Utc>,
+    pub context: UserContext,
+    pub candidates: Vec<Candidate>,
+    pub logged: Vec<LoggedCandidate>,
+    pub vectors: Vec<Vec<f64>>,
+    pub model: LinearModel,
+}
+
+/// The served decision.
+pub struct Served {
+    pub tip_id: TipId,
+    pub kind: CandidateKind,
+    pub title: String,
+    pub body: String,
+    pub source: String,
+    pub deep_link: Option<String>,
+    pub score: f64,
+    pub propensity: f64,
+    pub executed: Executed<Tip>,
+}
+
+/// The population's weights, read from the `bandit` projection and kept for `max_age`.
+struct PriorCache {
+    max_age: Duration,
+    current: Mutex<Option<(Instant, Arc<Vec<f64>>)>>,
+}
+
+/// The serving policy, the shadow policies and the prior they share.
+pub struct Recommender {
+    pub policy: Arc<dyn Policy>,
+    pub shadows: Vec<Arc<dyn Policy>>,
+    prior: PriorCache,
+}
+
+impl Recommender {
+    pub fn new(policy: Arc<dyn Policy>, shadows: Vec<Arc<dyn Policy>>, prior_max_age: Duration) -> Self {
+        Self {
+            policy,
+            shadows,
+            prior: PriorCache {
+                max_age: prior_max_age,
+                current: Mutex::new(None),
+            },
+        }
+    }
+
+    fn learns(&self) -> bool {
+        std::iter::once(&self.policy)
+            .chain(&self.shadows)
+            .any(|p| p.name() != "random")
+    }
+
+    /// The population's weights (refreshed when older than the cache's age).
+    pub async fn prior(&self, pool: &PgPool) -> Result<Arc<Vec<f64>>, ApiError> {
+        if let Ok(guard) = self.prior.current.lock()
+            && let Some((at, theta)) = guard.as_ref()
+            && at.elapsed() < self.prior.max_age
+        {
+            return Ok(theta.clone());
+        }
+        self.refresh_prior(pool).await
+    }
+
+    /// Reads the population's sums again and solves for its weights.
+    pub async fn refresh_prior(&self, pool: &PgPool) -> Result<Arc<Vec<f64>>, ApiError> {
+        let mut conn = pool.acquire().await?;
+        let sums: PooledSums = oo_projections::bandit::load_population(&mut conn).await?;
+        let theta = Arc::new(sums.theta());
+        if let Ok(mut guard) = self.prior.current.lock() {
+            *guard = Some((Instant::now(), theta.clone()));
+        }
+        Ok(theta)
+    }
+
+    /// Reads what is known of the person and builds the candidates and their features.
+    pub async fn prepare(
+        &self,
+        pool: &PgPool,
+        user_id: UserId,
+        overrides: Overrides,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, ApiError> {
+        let uid = user_id.as_uuid();
+        let features_query = sqlx::query(
+            "SELECT latest_mood, latest_mood_at, place, time_zone, activity_by_hour FROM user_features WHERE user_id = $1",
+        )
+        .bind(uid)
+        .fetch_optional(pool);
+        let todos_query = sqlx::query(
+            "SELECT external_id, source, priority, due, first_seen_at, title_event_id, sealed FROM open_tasks \
+             WHERE user_id = $1 ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at LIMIT $2",
+        )
+        .bind(uid)
+        .bind(MAX_TODOS)
+        .fetch_all(pool);
+        // The latest tips that showed something: today's count and the recent reaction mix.
+        let tips_query = sqlx::query(
+            "SELECT served_at, reward FROM tip_log WHERE user_id = $1 AND chosen_kind <> 'not_now' \
+             ORDER BY served_at DESC LIMIT $2",
+        )
+        .bind(uid)
+        .bind(REACTION_MIX_WINDOW as i64)
+        .fetch_all(pool);
+        let learns = self.learns();
+        let model_query = async {
+            if !learns {
+                return Ok(LinearModel::new(DIM));
+            }
+            let mut conn = pool.acquire().await?;
+            oo_projections::bandit::load_user(&mut conn, uid).await
+        };
+        let (features_row, rows, tips, model) = tokio::try_join!(features_query, todos_query, tips_query, model_query)?;
+
+        let (mut known_mood, mut known_place, mut known_tz, mut activity) = (None, None, None, vec![]);
+        if let Some(r) = &features_row {
+            let mood: Option<i16> = r.try_get("latest_mood")?;
+            let at: Option<DateTime<Utc>> = r.try_get("latest_mood_at")?;
+            known_mood = mood.zip(at).map(|(m, at)| (m as i8, at));
+            known_place = r.try_get::<Option<String>, _>("place")?;
+            known_tz = r.try_get::<Option<String>, _>("time_zone")?;
+            activity = r.try_get::<Vec<i64>, _>("activity_by_hour")?;
+        }
+        let tz = overrides
+            .time_zone
+            .or_else(|| known_tz.as_deref().and_then(crate::routes::recommend::parse_time_zone));
+        let local_time = match tz {
+            Some(tz) => now.with_timezone(&tz).fixed_offset(),
+            None => now.fixed_offset(),
+        };
+        let midnight = local_time
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .and_then(|m| local_time.offset().from_local_datetime(&m).single())
+            .map(|m| m.with_timezone(&Utc))
+            .unwrap_or(now);
+        let mut tips_today = 0u32;
+        let mut rewards = Vec::with_capacity(tips.len());
+        for r in &tips {
+            let served_at: DateTime<Utc> = r.try_get("served_at")?;
+            if served_at >= midnight && served_at <= now {
+                tips_today += 1;
+            }
+            if let Some(reward) = r.try_get::<Option<f64>, _>("reward")? {
+                rewards.push(reward);
+            }
+        }
+        let context = UserContext {
+            local_time,
+            now,
+            mood: overrides
+                .mood
+                .map(|m| m.get())
+                .or_else(|| UserContext::fresh_mood(known_mood, now)),
+            place: overrides
+                .place
+                .or_else(|| known_place.as_deref().and_then(|p| Place::parse(p).ok())),
+            activity_now: UserContext::activity_share(&activity, now),
+            reaction_mix: UserContext::mix_of(&rewards),
+            tips_today,
+        };
+
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(rows.len() + 20);
+        for r in rows {
+            let priority = Priority::parse(i64::from(r.try_get::<i16, _>("priority")?)).map_err(ApiError::internal)?;
+            candidates.push(Candidate::Todo(Todo {
+                external_id: r.try_get("external_id")?,
+                source: r.try_get("source")?,
+                priority,
+                due: r.try_get("due")?,
+                first_seen_at: r.try_get("first_seen_at")?,
+                title_event_id: r.try_get("title_event_id")?,
+                sealed: r.try_get("sealed")?,
+            }));
+        }
+        let (part, weekend) = (context.day_part(), context.is_weekend());
+        candidates.extend(
+            advice::library()
+                .iter()
+                .filter(|a| a.fits(part, weekend))
+                .map(Candidate::Advice),
+        );
+        candidates.push(Candidate::NotNow);
+
+        let logged: Vec<LoggedCandidate> = candidates
+            .iter()
+            .map(|c| {
+                let (id, kind, source) = match c {
+                    Candidate::Todo(t) => (
+                        format!("todo:{}", t.external_id),
+                        CandidateKind::Todo,
+                        CandidateSource::Todo {
+                            priority: t.priority,
+                            due: t.due,
+                            first_seen_at: t.first_seen_at,
+                        },
+                    ),
+                    Candidate::Advice(a) => (
+                        format!("advice:{}", a.id),
+                        CandidateKind::Advice,
+                        CandidateSource::Advice(a),
+                    ),
+                    Candidate::NotNow => ("not_now".to_owned(), CandidateKind::NotNow, CandidateSource::NotNow),
+                };
+                LoggedCandidate {
+                    candidate_id: id,
+                    kind,
+                    features: features(&source, &context),
+                }
+            })
+            .collect();
+        let vectors = logged.iter().map(|c| c.features.clone()).collect();
+        Ok(Prepared {
+            user_id,
+            now,
+            context,
+            candidates,
+            logged,
+            vectors,
+            model,
+        })
+    }
+
+    /// What `policy` makes of the prepared candidates.
+    pub fn score(policy: &dyn Policy, prepared: &Prepared, prior: &[f64], seed: u64) -> Scored {
+        policy.distribution(&Inputs {
+            candidates: &prepared.vectors,
+            model: &prepared.model,
+            prior,
+            seed,
+        })
+    }
+
+    /// The serving policy's distribution and the shadow policies' picks, with the served index.
+    pub fn decide(&self, prepared: &Prepared, prior: &[f64], seed: u64) -> (Scored, usize, Vec<ShadowPick>) {
+        let scored = Self::score(self.policy.as_ref(), prepared, prior, seed);
+        let chosen = draw(&scored.probabilities, seed);
+        let shadows = self
+            .shadows
+            .iter()
+            .map(|p| {
+                // Each shadow draws with its own seed, derived from the decision's.
+                let seed = mix(seed ^ name_hash(p.name()));
+                let s = Self::score(p.as_ref(), prepared, prior, seed);
+                let pick = draw(&s.probabilities, seed);
+                ShadowPick {
+                    policy: p.name().to_owned(),
+                    policy_version: p.version().to_owned(),
+                    chosen: pick,
+                    propensity: s.probabilities[pick],
+                    params: p.params(),
+                }
+            })
+            .collect();
+        (scored, chosen, shadows)
+    }
+
+    /// Appends `TipServed` for the decision (durably) and says what to show.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn serve(
+        prepared: Prepared,
+        tips: &Repository<Tip>,
+        vault: &Vault,
+        policy: &dyn Policy,
+        scored: Scored,
+        chosen: usize,
+        seed: u64,
+        shadow: Vec<ShadowPick>,
+    ) -> Result<Served, ApiError> {
+        let Prepared {
+            user_id,
+            now,
+            candidates,
+            logged,
+            ..
+        } = prepared;
+        let (title, body, source, deep_link) = match &candidates[chosen] {
+            Candidate::Todo(t) => {
+                let key = vault.key_for(user_id).await?;
+                let fields = open_fields(key.as_ref(), t.title_event_id, t.sealed.as_deref());
+                let text = |p: &str| {
+                    fields
+                        .as_ref()
+                        .and_then(|f| f.get(p))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                };
+                let title = text("/SignalRecorded/data/title").unwrap_or_else(|| REDACTED.to_owned());
+                let body = text("/SignalRecorded/data/project").unwrap_or_default();
+                let link = (t.source == "todoist").then(|| format!("todoist://task?id={}", t.external_id));
+                (title, body, t.source.clone(), link)
+            }
+            Candidate::Advice(a) => (a.title.clone(), a.body.clone(), "oo".to_owned(), None),
+            Candidate::NotNow => (String::new(), String::new(), "oo".to_owned(), None),
+        };
+        let tip_id = TipId::from_uuid(Uuid::now_v7());
+        let kind = logged[chosen].kind;
+        let (score, propensity) = (scored.scores[chosen], scored.probabilities[chosen]);
+        let decision = Decision {
+            tip_id,
+            user_id,
+            served_at: now,
+            candidates: logged,
+            chosen,
+            policy: policy.name().to_owned(),
+            policy_version: policy.version().to_owned(),
+            feature_version: FEATURE_VERSION,
+            score,
+            propensity,
+            distribution: scored.probabilities,
+            seed,
+            shadow,
+            title: title.clone(),
+            body: body.clone(),
+            params: policy.params(),
+        };
+        let executed = tips
+            .execute_new(
+                &tip_id.to_string(),
+                TipCommand::Serve(Box::new(decision)),
+                Meta::new(now),
+            )
+            .await
+            .map_err(|e| command_error(e, |d: TipError| ApiError::internal(d)))?;
+        Ok(Served {
+            tip_id,
+            kind,
+            title,
+            body,
+            source,
+            deep_link,
+            score,
+            propensity,
+            executed,
+        })
+    }
+}
+
+/// A stable 64-bit hash of a policy's name (FNV-1a).
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,229 @@
+//! `bandit`: what the linear bandits have learned — each person's ridge model (`A⁻¹`, `b`,
+//! count) and the population's pooled sums, the prior of every person's model.
+//!
+//! It learns only from `TipServed` (the chosen candidate's feature vector, kept in
+//! `bandit_pending` until the reward settles) and `TipRewarded` (the settled reward), in log
+//! order, so a rebuild from the log gives the same state bit for bit. Decisions logged with
+//! another feature version than [`FEATURE_VERSION`] are not learned from. `UserShredded` purges
+//! the person's model and pending tips; the population keeps its sums, which hold no one's
+//! personal data and which a rebuild computes the same way.
+
+use crate::{ApplyError, Projection, decode};
+use futures::future::BoxFuture;
+use oo_commands::store::StoredEvent;
+use oo_domain::bandit::{LinearModel, PooledSums};
+use oo_domain::features::{DIM, FEATURE_VERSION};
+use oo_domain::tip::TipEvent;
+use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+pub struct Bandit;
+
+impl Projection for Bandit {
+    fn name(&self) -> &'static str {
+        "bandit"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["bandit_pending", "bandit_users", "bandit_population"]
+    }
+    fn payloads_of(&self) -> Option<&'static [&'static str]> {
+        Some(&["TipServed", "TipRewarded"])
+    }
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a StoredEvent,
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        self.apply_batch(conn, std::slice::from_ref(event))
+    }
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move { crate::fold_with_shredding!(conn, events, &["bandit_pending", "bandit_users"], fold) })
+    }
+}
+
+/// Reads one person's model (a fresh one when they have none yet).
+pub async fn load_user(conn: &mut PgConnection, user_id: Uuid) -> Result<LinearModel, sqlx::Error> {
+    let row = sqlx::query("SELECT dim, a_inv, b, n FROM bandit_users WHERE user_id = $1 AND feature_version = $2")
+        .bind(user_id)
+        .bind(FEATURE_VERSION as i32)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => model_of(&r)?,
+        None => LinearModel::new(DIM),
+    })
+}
+
+/// Reads the population's sums (empty ones before any reward).
+pub async fn load_population(conn: &mut PgConnection) -> Result<PooledSums, sqlx::Error> {
+    let row = sqlx::query("SELECT dim, xx, xr, n FROM bandit_population WHERE feature_version = $1")
+        .bind(FEATURE_VERSION as i32)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => PooledSums {
+            dim: r.try_get::<i32, _>("dim")? as usize,
+            xx: r.try_get("xx")?,
+            xr: r.try_get("xr")?,
+            n: r.try_get("n")?,
+        },
+        None => PooledSums::new(DIM),
+    })
+}
+
+fn model_of(r: &sqlx::postgres::PgRow) -> Result<LinearModel, sqlx::Error> {
+    Ok(LinearModel {
+        dim: r.try_get::<i32, _>("dim")? as usize,
+        a_inv: r.try_get("a_inv")?,
+        b: r.try_get("b")?,
+        n: r.try_get::<i64, _>("n")? as u64,
+    })
+}
+
+/// Folds a batch (with no `UserShredded` in it) and writes it.
+async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
+    // Tips served in this batch, and the rewards in log order.
+    let mut served: HashMap<Uuid, (Uuid, Vec<f64>)> = HashMap::new();
+    let mut served_order: Vec<Uuid> = Vec::new();
+    let mut rewards: Vec<(Uuid, Uuid, f64)> = Vec::new();
+    for event in events {
+        match event.event_type.as_str() {
+            "TipServed" => {
+                let TipEvent::TipServed(d) = decode::<TipEvent>(event)? else {
+                    continue;
+                };
+                let Some(chosen) = d.candidates.get(d.chosen) else {
+                    continue;
+                };
+                if d.feature_version != FEATURE_VERSION || chosen.features.len() != DIM {
+                    continue;
+                }
+                let tip = d.tip_id.as_uuid();
+                served.insert(tip, (event.user_id, chosen.features.clone()));
+                served_order.push(tip);
+            }
+            "TipRewarded" => {
+                if let TipEvent::TipRewarded { tip_id, reward, .. } = decode::<TipEvent>(event)? {
+                    rewards.push((tip_id.as_uuid(), event.user_id, reward));
+                }
+            }
+            _ => {}
+        }
+    }
+    if served.is_empty() && rewards.is_empty() {
+        return Ok(());
+    }
+    // Features of rewarded tips served in earlier batches.
+    let earlier: Vec<Uuid> = rewards
+        .iter()
+        .map(|r| r.0)
+        .filter(|t| !served.contains_key(t))
+        .collect();
+    let mut pending: HashMap<Uuid, Vec<f64>> = HashMap::new();
+    if !earlier.is_empty() {
+        let rows = sqlx::query("SELECT tip_id, features FROM bandit_pending WHERE tip_id = ANY($1)")
+            .bind(&earlier)
+            .fetch_all(&mut *conn)
+            .await?;
+        for r in rows {
+            pending.insert(r.try_get("tip_id")?, r.try_get("features")?);
+        }
+    }
+    // The models of the people rewarded in this batch.
+    let mut users: Vec<Uuid> = Vec::new();
+    for (tip, user, _) in &rewards {
+        if (served.contains_key(tip) || pending.contains_key(tip)) && !users.contains(user) {
+            users.push(*user);
+        }
+    }
+    let mut models: HashMap<Uuid, LinearModel> = HashMap::new();
+    if !users.is_empty() {
+        let rows = sqlx::query(
+            "SELECT user_id, dim, a_inv, b, n FROM bandit_users WHERE user_id = ANY($1) AND feature_version = $2",
+        )
+        .bind(&users)
+        .bind(FEATURE_VERSION as i32)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            models.insert(r.try_get("user_id")?, model_of(&r)?);
+        }
+    }
+    let mut population = PooledSums::new(DIM);
+    let mut settled_here: Vec<Uuid> = Vec::new();
+    let mut settled_earlier: Vec<Uuid> = Vec::new();
+    for (tip, user, reward) in &rewards {
+        let x = match (served.get(tip), pending.get(tip)) {
+            (Some((_, x)), _) => {
+                settled_here.push(*tip);
+                x
+            }
+            (None, Some(x)) => {
+                settled_earlier.push(*tip);
+                x
+            }
+            (None, None) => continue,
+        };
+        models
+            .entry(*user)
+            .or_insert_with(|| LinearModel::new(DIM))
+            .update(x, *reward);
+        population.add(x, *reward);
+    }
+    // Pending tips: the new ones still unsettled in, the settled earlier ones out.
+    for tip in served_order.iter().filter(|t| !settled_here.contains(t)) {
+        if let Some((user, x)) = served.get(tip) {
+            sqlx::query(
+                "INSERT INTO bandit_pending (tip_id, user_id, features) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(tip)
+            .bind(user)
+            .bind(x)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if !settled_earlier.is_empty() {
+        sqlx::query("DELETE FROM bandit_pending WHERE tip_id = ANY($1)")
+            .bind(&settled_earlier)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for user in users {
+        let Some(m) = models.get(&user) else { continue };
+        sqlx::query(
+            "INSERT INTO bandit_users (user_id, feature_version, dim, a_inv, b, n) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (user_id) DO UPDATE SET feature_version = EXCLUDED.feature_version, dim = EXCLUDED.dim, \
+             a_inv = EXCLUDED.a_inv, b = EXCLUDED.b, n = EXCLUDED.n",
+        )
+        .bind(user)
+        .bind(FEATURE_VERSION as i32)
+        .bind(m.dim as i32)
+        .bind(&m.a_inv)
+        .bind(&m.b)
+        .bind(m.n as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if population.n > 0 {
+        let mut total = load_population(&mut *conn).await?;
+        total.merge(&population);
+        sqlx::query(
+            "INSERT INTO bandit_population (feature_version, dim, xx, xr, n) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (feature_version) DO UPDATE SET xx = EXCLUDED.xx, xr = EXCLUDED.xr, n = EXCLUDED.n",
+        )
+        .bind(FEATURE_VERSION as i32)
+        .bind(DIM as i32)
+        .bind(&total.xx)
+        .bind(&total.xr)
+        .bind(total.n)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
