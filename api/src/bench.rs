@@ -83,6 +83,16 @@ pub enum Which {
         /// Open todos per user (candidates = todos + fitting advices + not now).
         #[arg(long, default_value_t = 10)]
         todos: usize,
+        /// The serving policy (a spec as in OO_POLICY).
+        #[arg(long, default_value = "linucb")]
+        policy: String,
+        /// Shadow policies (`;`-separated specs, as in OO_SHADOW_POLICIES).
+        #[arg(long, default_value = "")]
+        shadows: String,
+        /// Decisions each user gets and reacts to before the measurement, so that their models
+        /// are not empty.
+        #[arg(long, default_value_t = 5)]
+        history: usize,
     },
     /// One command's time on a Signals stream after 10 and after 50,000 events.
     Snapshot {
@@ -155,7 +165,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             clients,
             users,
             todos,
-        } => recommend(&args.server, rate, seconds, clients, users, todos).await,
+            policy,
+            shadows,
+            history,
+        } => {
+            let load = Load {
+                rate,
+                seconds,
+                clients,
+                users,
+                todos,
+                history,
+            };
+            recommend(&args.server, &load, &policy, &shadows).await
+        }
         Which::Snapshot { events } => snapshot(&args.server, events).await,
         Which::Rebuild { events } => rebuild(&args.server, events).await,
     }
@@ -164,10 +187,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Starts the real server on a loopback port against `url`, with limits that do not throttle a
 /// benchmark.
 async fn start_server(url: &str) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    start_server_with(url, "random", "").await
+}
+
+async fn start_server_with(
+    url: &str,
+    policy: &str,
+    shadows: &str,
+) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     let mut config = ServeConfig::for_database(
         url,
         std::env::temp_dir().join(format!("oo-bench-{}", Uuid::new_v4().simple())),
     );
+    config.policy = policy.to_owned();
+    config.shadow_policies = shadows.to_owned();
     config.dev = true;
     config.db.db_pool = 30;
     config.rate_limit = crate::config::RateLimit {
@@ -350,16 +383,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn recommend(
-    server: &str,
+/// The shape of a `/recommend` benchmark.
+struct Load {
     rate: u64,
     seconds: u64,
     clients: usize,
     users: usize,
     todos: usize,
-) -> anyhow::Result<()> {
+    history: usize,
+}
+
+async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> anyhow::Result<()> {
+    let &Load {
+        rate,
+        seconds,
+        clients,
+        users,
+        todos,
+        history,
+    } = load;
     let (db, pool) = BenchDb::create(server).await?;
-    let (base, stop) = start_server(&db.url).await?;
+    let (base, stop) = start_server_with(&db.url, policy, shadows).await?;
     let http = client()?;
     let mut tokens = vec![];
     let mut last_position = String::new();
@@ -386,6 +430,29 @@ async fn recommend(
         .bearer_auth(&tokens[0])
         .json(&json!({"min_position": last_position}))
         .send()
+        .await?;
+    // A little history per user, so that every model has been updated (and is read as a row).
+    for token in &tokens {
+        for k in 0..history {
+            let r = http.post(format!("{base}/recommend")).bearer_auth(token).send().await?;
+            if r.status() != reqwest::StatusCode::OK {
+                continue;
+            }
+            let tip: serde_json::Value = r.json().await?;
+            let reaction = ["done", "helpful", "not_helpful", "dismiss"][k % 4];
+            http.post(format!("{base}/feedback"))
+                .bearer_auth(token)
+                .json(&json!({"tip_id": tip["tip"]["id"], "reaction": reaction}))
+                .send()
+                .await?;
+        }
+    }
+    wait_for_projections(&pool).await?;
+    let learned: i64 = sqlx::query_scalar("SELECT count(*) FROM bandit_users")
+        .fetch_one(&pool)
+        .await?;
+    let served_before: i64 = sqlx::query_scalar("SELECT count(*) FROM tip_log")
+        .fetch_one(&pool)
         .await?;
 
     // Steady state first: a checkpoint now (so that the one CREATE DATABASE asked for does not
@@ -444,8 +511,15 @@ async fn recommend(
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort_by(|a, b| a.total_cmp(b));
+    wait_for_projections(&pool).await?;
+    let candidates: f64 = sqlx::query_scalar("SELECT avg(candidates)::float8 FROM tip_log")
+        .fetch_one(&pool)
+        .await?;
+    let shadow_note = if shadows.is_empty() { "none" } else { shadows };
     println!(
-        "POST /recommend, policy random, {users} users with {todos} open todos each (+ fitting advices + not now)"
+        "POST /recommend, policy {policy}, shadows {shadow_note}, {users} users with {todos} open todos each \
+         ({candidates:.1} candidates on average: todos + fitting advices + not now), {learned} learned models \
+         ({served_before} decisions before the measurement)"
     );
     println!(
         "open loop at {rate} req/s for {seconds} s: {} answered, {} errors, achieved {:.0} req/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

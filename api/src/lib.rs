@@ -20,6 +20,7 @@ pub mod oidc;
 pub mod openapi;
 pub mod recommender;
 pub mod routes;
+pub mod simulate;
 pub mod state;
 
 use anyhow::Context;

@@ -55,7 +55,7 @@ pub fn feature_names() -> Vec<String> {
 }
 
 /// How long a mood report counts as the person's current mood.
-pub const MOOD_FRESH_FOR: Duration = Duration::hours(24);
+pub const MOOD_FRESH_FOR: Duration = Duration::hours(36);
 /// How many of the latest settled tips make up the recent reaction mix.
 pub const REACTION_MIX_WINDOW: usize = 20;
 
@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(UserContext::mix_of(&[1.0, 0.5, -1.0, 0.0]), 0.25);
         assert_eq!(UserContext::mix_of(&[-1.0; 30]), -1.0);
         let fresh = Some((2, now - Duration::hours(2)));
-        let stale = Some((2, now - Duration::hours(30)));
+        let stale = Some((2, now - Duration::hours(40)));
         assert_eq!(UserContext::fresh_mood(fresh, now), Some(2));
         assert_eq!(UserContext::fresh_mood(stale, now), None);
     }

@@ -10,6 +10,7 @@ mod oidc;
 mod ordering;
 mod privacy;
 mod projections;
+mod recommender;
 mod relay;
 mod store;
 mod validation;

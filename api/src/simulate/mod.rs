@@ -1,0 +1,722 @@
+//! `oo simulate`: a synthetic population ([`world`]) driven through the real command path, the
+//! real projector and the real recommender, once per policy on identical populations and seeds,
+//! to show how much each policy learns (DESIGN section 11, `docs/simulator.md`).
+//!
+//! Each policy runs in its own fresh database (`<database>_sim_<policy>`), hour by simulated hour:
+//! every person, in parallel, sends their apps' signals and opens oO at their session times; each
+//! session waits for the projections to pass the person's last write (read-your-writes, as a
+//! client's `min_position` does), asks the recommender, appends `TipServed`, and sends the
+//! person's reaction through `/feedback`'s command. At the end of each hour the projections catch
+//! up, the reward join settles what is due at the simulated time, and the population prior is
+//! read again. Everything a person's decision reads depends only on their own events and on the
+//! prior as of the last hour boundary, so a seed gives the same run whatever the interleaving.
+//! The oracle serves, through the same path, the candidate with the highest expected reward
+//! under the hidden preferences.
+
+pub mod world;
+
+use crate::config::DbConfig;
+use crate::recommender::{Candidate, Overrides, Prepared, Recommender};
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use oo_commands::aggregate::{Meta, Repository};
+use oo_commands::store::{EventStore, WriterConfig};
+use oo_commands::vault::{MasterKey, Vault};
+use oo_domain::ids::{SignalId, TipId, UserId};
+use oo_domain::policy::{Policy, Scored, mix};
+use oo_domain::reward::Reaction;
+use oo_domain::signal::{ExternalId, MoodScore, Place, Priority, SignalData, TaskSource, Text, TimeZoneName};
+use oo_domain::signals::{NewSignal, RecordSignals, Signals};
+use oo_domain::tip::{CandidateKind, Tip, TipCommand};
+use oo_domain::user::Email;
+use oo_projections::status::Status;
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Row};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use world::{SimCandidate, SimSignal, World};
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// How many people.
+    #[arg(long, default_value_t = 500)]
+    pub users: usize,
+    /// How many simulated days.
+    #[arg(long, default_value_t = 28)]
+    pub days: u32,
+    /// The seed of the population and of every decision.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Comma-separated policies (specs as in OO_POLICY, e.g. `linucb:alpha=0.5`); `oracle` is
+    /// always added.
+    #[arg(long, default_value = "random,linucb,thompson")]
+    pub policies: String,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a plot of the daily mean reward (SVG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Drop and re-create the simulation databases if they exist.
+    #[arg(long)]
+    pub reset: bool,
+    /// How many people are simulated at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// One policy's results.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PolicyResult {
+    pub daily_mean_reward: Vec<f64>,
+    pub last_week_mean_reward: f64,
+    /// Over the newcomers (people who join at the start of the last week, a tenth of the
+    /// population): the mean reward of their first 10 decisions.
+    pub first_10_tips_mean_reward: f64,
+    pub decisions: u64,
+    pub not_now_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub seed: u64,
+    pub users: usize,
+    pub days: u32,
+    pub policies: BTreeMap<String, PolicyResult>,
+}
+
+/// The day a person joins: a tenth of the population (every tenth person) joins at the start of
+/// the last week (or half-way through a run shorter than two weeks); the others on day 0.
+pub fn join_day(person: usize, days: u32) -> u32 {
+    if person % 10 == 9 {
+        days.saturating_sub(7).max(days / 2)
+    } else {
+        0
+    }
+}
+
+/// The oracle: not a serving policy of oO, only a name for the decisions the simulator makes
+/// with the hidden preferences.
+struct Oracle;
+
+impl Policy for Oracle {
+    fn name(&self) -> &'static str {
+        "oracle"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
+    fn distribution(&self, inputs: &oo_domain::policy::Inputs<'_>) -> Scored {
+        oo_domain::policy::RandomPolicy.distribution(inputs)
+    }
+}
+
+pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
+    let mut specs: Vec<String> = args
+        .policies
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s != "oracle")
+        .collect();
+    for s in &specs {
+        oo_domain::policy::from_spec(s).with_context(|| format!("--policies: {s:?}"))?;
+    }
+    specs.push("oracle".into());
+    let mut policies = BTreeMap::new();
+    for spec in &specs {
+        let name = spec.split(':').next().unwrap_or(spec).to_owned();
+        eprintln!(
+            "simulating {spec}: {} people, {} days, seed {}",
+            args.users, args.days, args.seed
+        );
+        let started = std::time::Instant::now();
+        let result = run_policy(&args, spec)
+            .await
+            .with_context(|| format!("simulating {spec}"))?;
+        eprintln!(
+            "  {spec}: {} decisions in {:.1} s, last week {:.3}",
+            result.decisions,
+            started.elapsed().as_secs_f64(),
+            result.last_week_mean_reward
+        );
+        policies.insert(name, result);
+    }
+    let report = Report {
+        seed: args.seed,
+        users: args.users,
+        days: args.days,
+        policies,
+    };
+    if let Some(path) = &args.plot {
+        std::fs::write(path, plot(&report)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// The table printed without `--json`.
+pub fn table(report: &Report) -> String {
+    use std::fmt::Write;
+    let names: Vec<&String> = report.policies.keys().collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mean reward per decision (not now = 0), {} people, seed {}",
+        report.users, report.seed
+    );
+    let _ = write!(out, "{:>5}", "day");
+    for n in &names {
+        let _ = write!(out, " {n:>10}");
+    }
+    out.push('\n');
+    for d in 0..report.days as usize {
+        let _ = write!(out, "{:>5}", d + 1);
+        for n in &names {
+            let v = report.policies[*n]
+                .daily_mean_reward
+                .get(d)
+                .copied()
+                .unwrap_or(f64::NAN);
+            let _ = write!(out, " {v:>10.3}");
+        }
+        out.push('\n');
+    }
+    let row = |out: &mut String, label: &str, f: &dyn Fn(&PolicyResult) -> f64| {
+        let _ = write!(out, "{label:<26}");
+        for n in &names {
+            let _ = write!(out, " {:>10.3}", f(&report.policies[*n]));
+        }
+        out.push('\n');
+    };
+    out.push('\n');
+    let _ = write!(out, "{:<26}", "");
+    for n in &names {
+        let _ = write!(out, " {n:>10}");
+    }
+    out.push('\n');
+    row(&mut out, "last week", &|p| p.last_week_mean_reward);
+    row(&mut out, "newcomers' first 10 tips", &|p| p.first_10_tips_mean_reward);
+    row(&mut out, "share of not now", &|p| p.not_now_share);
+    row(&mut out, "decisions", &|p| p.decisions as f64);
+    if let (Some(r), Some(o)) = (report.policies.get("random"), report.policies.get("oracle")) {
+        out.push('\n');
+        for (n, p) in &report.policies {
+            if n == "random" || n == "oracle" {
+                continue;
+            }
+            let gap = |v: f64, r: f64, o: f64| if o > r { (v - r) / (o - r) } else { f64::NAN };
+            let _ = writeln!(
+                out,
+                "{n}: closes {:.0}% of the random→oracle gap in the last week, {:.0}% over newcomers' first 10 tips",
+                100.0
+                    * gap(
+                        p.last_week_mean_reward,
+                        r.last_week_mean_reward,
+                        o.last_week_mean_reward
+                    ),
+                100.0
+                    * gap(
+                        p.first_10_tips_mean_reward,
+                        r.first_10_tips_mean_reward,
+                        o.first_10_tips_mean_reward
+                    ),
+            );
+        }
+    }
+    out
+}
+
+/// The database a policy's run uses: `<database>_sim_<policy>`.
+fn sim_options(base: &str, policy: &str) -> anyhow::Result<(PgConnectOptions, PgConnectOptions, String)> {
+    let opts = PgConnectOptions::from_str(base).context("OO_DATABASE_URL is not a Postgres URL")?;
+    let base_name = opts.get_database().unwrap_or("oo").to_owned();
+    let slug: String = policy
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("{base_name}_sim_{slug}");
+    let admin = opts.clone().database("postgres").disable_statement_logging();
+    Ok((admin, opts.database(&name).disable_statement_logging(), name))
+}
+
+async fn fresh_database(base: &str, policy: &str, reset: bool) -> anyhow::Result<PgPool> {
+    let (admin, opts, name) = sim_options(base, policy)?;
+    let admin_pool = PgPoolOptions::new().max_connections(1).connect_with(admin).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&admin_pool)
+        .await?;
+    if exists {
+        if !reset {
+            anyhow::bail!("the database {name} exists; pass --reset to drop it and simulate again");
+        }
+        sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+            .execute(&admin_pool)
+            .await?;
+    }
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&admin_pool)
+        .await?;
+    admin_pool.close().await;
+    let pool = PgPoolOptions::new().max_connections(32).connect_with(opts).await?;
+    oo_commands::MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+struct Sim {
+    pool: PgPool,
+    signals: Repository<Signals>,
+    tips: Repository<Tip>,
+    vault: Vault,
+    status: Status,
+    recommender: Recommender,
+    oracle: bool,
+    world: Mutex<World>,
+    seed: u64,
+    names: Vec<&'static str>,
+}
+
+async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyResult> {
+    let pool = fresh_database(&args.db.database_url, spec, args.reset).await?;
+    let store = EventStore::start(pool.clone(), WriterConfig::default());
+    let vault = Vault::open(pool.clone(), MasterKey::generate()).await?;
+    let status = Status::default();
+    let projections = oo_projections::all();
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    let handles =
+        oo_projections::projector::spawn_all(pool.clone(), projections, store.appended(), status.clone()).await?;
+    let oracle = spec == "oracle";
+    let policy: Arc<dyn Policy> = if oracle {
+        Arc::new(Oracle)
+    } else {
+        Arc::from(oo_domain::policy::from_spec(spec)?)
+    };
+    let sim = Arc::new(Sim {
+        signals: Repository::new(store.clone(), vault.clone()),
+        tips: Repository::new(store.clone(), vault.clone()),
+        vault: vault.clone(),
+        status,
+        // The prior is refreshed explicitly at every hour boundary.
+        recommender: Recommender::new(policy, vec![], std::time::Duration::MAX),
+        oracle,
+        world: Mutex::new(World::new(args.users, args.seed)),
+        seed: args.seed,
+        names,
+        pool: pool.clone(),
+    });
+    let epoch = world::epoch();
+    let mut users = Vec::with_capacity(args.users);
+    for p in 0..args.users {
+        let email = Email::parse(&format!("person{p}@sim.oo.invalid")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (id, _) = oo_commands::identity::find_or_register(&store, &vault, &email, Meta::new(epoch))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        users.push(id);
+    }
+    let hours = i64::from(args.days) * 24;
+    for hour in 0..hours {
+        let from = epoch + Duration::hours(hour);
+        let to = from + Duration::hours(1);
+        let day = (hour / 24) as u32;
+        let active: Vec<usize> = (0..args.users).filter(|p| join_day(*p, args.days) <= day).collect();
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(active)
+            .map(|p| {
+                let sim = sim.clone();
+                let user = users[p];
+                async move { person_hour(&sim, p, user, from, to).await }
+            })
+            .buffer_unordered(args.concurrency.max(1))
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        boundary(&sim, to).await?;
+        if hour % 24 == 23 {
+            eprintln!("  day {} of {}", day + 1, args.days);
+        }
+    }
+    // Settle everything still open, then read the outcome from the tip log.
+    let end = epoch + Duration::hours(hours) + oo_domain::tip::SETTLE_WINDOW + Duration::hours(1);
+    boundary(&sim, end).await?;
+    let result = outcome(&pool, &users, args.days).await?;
+    for h in handles {
+        h.abort();
+    }
+    pool.close().await;
+    Ok(result)
+}
+
+/// End of an hour: the projections catch up, the reward join settles what is due, the prior is
+/// read again.
+async fn boundary(sim: &Sim, now: DateTime<Utc>) -> anyhow::Result<()> {
+    catch_up(sim).await?;
+    oo_commands::reward_join::settle_due(&sim.pool, &sim.tips, now, i64::MAX)
+        .await
+        .map_err(|e| anyhow::anyhow!("reward join: {e}"))?;
+    catch_up(sim).await?;
+    sim.recommender
+        .refresh_prior(&sim.pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("prior: {e:?}"))?;
+    Ok(())
+}
+
+async fn catch_up(sim: &Sim) -> anyhow::Result<()> {
+    let head = oo_commands::store::head(&sim.pool).await?;
+    wait(sim, head).await
+}
+
+async fn wait(sim: &Sim, target: oo_commands::cursor::Cursor) -> anyhow::Result<()> {
+    let ok = oo_projections::projector::wait_for(
+        &sim.pool,
+        &sim.status,
+        &sim.names,
+        target,
+        std::time::Duration::from_secs(120),
+    )
+    .await?;
+    anyhow::ensure!(ok, "the projections did not catch up within 120 s");
+    Ok(())
+}
+
+fn signal_data(s: &SimSignal) -> anyhow::Result<SignalData> {
+    let bad = |e: oo_domain::signal::InvalidField| anyhow::anyhow!("the world made an invalid signal: {e:?}");
+    Ok(match s {
+        SimSignal::Task {
+            external_id,
+            title,
+            priority,
+            due,
+            completed,
+        } => SignalData::Task {
+            source: TaskSource::Manual,
+            external_id: ExternalId::parse(external_id).map_err(bad)?,
+            title: Text::parse("title", title).map_err(bad)?,
+            priority: Priority::parse(i64::from(*priority)).map_err(bad)?,
+            due: *due,
+            completed: *completed,
+            project: None,
+        },
+        SimSignal::Mood { score } => SignalData::Mood {
+            score: MoodScore::parse(i64::from(*score)).map_err(bad)?,
+            note: None,
+        },
+        SimSignal::Context { place, time_zone } => SignalData::Context {
+            place: Place::parse(place).map_err(bad)?,
+            activity: None,
+            time_zone: time_zone.as_deref().map(TimeZoneName::parse).transpose().map_err(bad)?,
+        },
+    })
+}
+
+/// Appends a person's pending signals; returns where the last one stands.
+async fn flush(
+    sim: &Sim,
+    user: UserId,
+    person: usize,
+    pending: &mut Vec<(DateTime<Utc>, SimSignal)>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<Option<oo_commands::cursor::Cursor>> {
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let mut signals = Vec::with_capacity(pending.len());
+    for (t, s) in pending.drain(..) {
+        // Ids derived from the seed, the person and the moment: a run is reproducible.
+        let id = format!("sim-{person}-{}-{}", t.timestamp_micros(), signals.len());
+        signals.push(NewSignal {
+            id: SignalId::parse(&id).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            occurred_at: t,
+            data: signal_data(&s)?,
+        });
+    }
+    let done = sim
+        .signals
+        .execute(
+            &user.to_string(),
+            RecordSignals {
+                user_id: user,
+                signals,
+                at,
+            },
+            Meta::new(at),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("signals: {e}"))?;
+    Ok(done.cursor)
+}
+
+fn sim_candidate(c: &Candidate) -> SimCandidate<'_> {
+    match c {
+        Candidate::Todo(t) => SimCandidate::Todo {
+            external_id: &t.external_id,
+        },
+        Candidate::Advice(a) => SimCandidate::Advice { tags: &a.tags },
+        Candidate::NotNow => SimCandidate::NotNow,
+    }
+}
+
+/// The oracle's choice: the candidate with the highest expected reward (the first on ties).
+fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared) -> anyhow::Result<Scored> {
+    let world = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
+    let scores: Vec<f64> = prepared
+        .candidates
+        .iter()
+        .map(|c| world.expected_reward(person, sim_candidate(c), prepared.now, prepared.context.tips_today))
+        .collect();
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if *s > scores[best] {
+            best = i;
+        }
+    }
+    let mut probabilities = vec![0.0; scores.len()];
+    probabilities[best] = 1.0;
+    Ok(Scored { scores, probabilities })
+}
+
+/// One person's simulated hour: signals and sessions in time order.
+async fn person_hour(
+    sim: &Sim,
+    person: usize,
+    user: UserId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let (signals, sessions) = {
+        let mut world = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
+        (world.signals(person, from, to), world.sessions(person, from, to))
+    };
+    let mut pending: Vec<(DateTime<Utc>, SimSignal)> = Vec::new();
+    let mut signals = signals.into_iter().peekable();
+    let mut last = None;
+    for at in sessions {
+        while let Some((t, _)) = signals.peek() {
+            if *t > at {
+                break;
+            }
+            if let Some(s) = signals.next() {
+                pending.push(s);
+            }
+        }
+        if let Some(c) = flush(sim, user, person, &mut pending, at).await? {
+            last = Some(c);
+        }
+        if let Some(c) = last {
+            wait(sim, c).await?;
+        }
+        if let Some(c) = session(sim, person, user, at).await? {
+            last = Some(c);
+        }
+    }
+    pending.extend(signals);
+    if let Some(c) = flush(sim, user, person, &mut pending, to).await? {
+        last = Some(c);
+    }
+    let _ = last;
+    Ok(())
+}
+
+/// One decision and the person's reaction to it; returns the last position written.
+async fn session(
+    sim: &Sim,
+    person: usize,
+    user: UserId,
+    at: DateTime<Utc>,
+) -> anyhow::Result<Option<oo_commands::cursor::Cursor>> {
+    let api = |e: crate::error::ApiError| anyhow::anyhow!("recommend: {e:?}");
+    let prior = sim.recommender.prior(&sim.pool).await.map_err(api)?;
+    let prepared = sim
+        .recommender
+        .prepare(&sim.pool, user, Overrides::default(), at)
+        .await
+        .map_err(api)?;
+    let seed = mix(sim.seed ^ mix(person as u64 ^ mix(at.timestamp_micros() as u64)));
+    let (scored, chosen) = if sim.oracle {
+        let scored = oracle_choice(sim, person, &prepared)?;
+        let chosen = scored.probabilities.iter().position(|p| *p == 1.0).unwrap_or(0);
+        (scored, chosen)
+    } else {
+        let (scored, chosen, _) = sim.recommender.decide(&prepared, &prior, seed);
+        (scored, chosen)
+    };
+    let tips_today = prepared.context.tips_today;
+    let candidate = prepared.candidates[chosen].clone();
+    let served = Recommender::serve(
+        prepared,
+        &sim.tips,
+        &sim.vault,
+        sim.recommender.policy.as_ref(),
+        scored,
+        chosen,
+        seed,
+        vec![],
+    )
+    .await
+    .map_err(api)?;
+    let mut last = served.executed.cursor;
+    if served.kind == CandidateKind::NotNow {
+        return Ok(last);
+    }
+    let response = {
+        let mut world = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
+        world.respond(person, sim_candidate(&candidate), at, tips_today, seed)
+    };
+    if let Some(r) = response.reaction {
+        let reaction = Reaction::parse(r).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let done = sim
+            .tips
+            .execute(
+                &served.tip_id.to_string(),
+                TipCommand::React {
+                    user_id: user,
+                    reaction,
+                    at: response.reacted_at,
+                },
+                Meta::new(response.reacted_at),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("react: {e}"))?;
+        if done.cursor.is_some() {
+            last = done.cursor;
+        }
+    }
+    let _: TipId = served.tip_id;
+    Ok(last)
+}
+
+/// The outcome from the tip log: rewards per decision, by day, newcomers' first ten.
+async fn outcome(pool: &PgPool, users: &[UserId], days: u32) -> anyhow::Result<PolicyResult> {
+    let person_of: HashMap<uuid::Uuid, usize> = users.iter().enumerate().map(|(i, u)| (u.as_uuid(), i)).collect();
+    let rows = sqlx::query(
+        "SELECT user_id, served_at, COALESCE(reward, 0) AS reward, chosen_kind FROM tip_log ORDER BY served_at, tip_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let epoch = world::epoch();
+    let mut by_day = vec![(0.0f64, 0u64); days as usize];
+    let mut first: HashMap<usize, Vec<f64>> = HashMap::new();
+    let (mut decisions, mut not_now) = (0u64, 0u64);
+    for r in rows {
+        let user: uuid::Uuid = r.try_get("user_id")?;
+        let served_at: DateTime<Utc> = r.try_get("served_at")?;
+        let reward: f64 = r.try_get("reward")?;
+        let kind: String = r.try_get("chosen_kind")?;
+        let day = (served_at - epoch).num_days();
+        if let Some(slot) = usize::try_from(day).ok().and_then(|d| by_day.get_mut(d)) {
+            slot.0 += reward;
+            slot.1 += 1;
+        }
+        decisions += 1;
+        if kind == "not_now" {
+            not_now += 1;
+        }
+        if let Some(p) = person_of.get(&user)
+            && join_day(*p, days) > 0
+        {
+            let f = first.entry(*p).or_default();
+            if f.len() < 10 {
+                f.push(reward);
+            }
+        }
+    }
+    let daily: Vec<f64> = by_day
+        .iter()
+        .map(|(s, n)| if *n > 0 { s / *n as f64 } else { 0.0 })
+        .collect();
+    let week_start = days.saturating_sub(7) as usize;
+    let (ws, wn) = by_day[week_start..]
+        .iter()
+        .fold((0.0, 0u64), |(s, n), (ds, dn)| (s + ds, n + dn));
+    let newcomers: Vec<f64> = first.values().flatten().copied().collect();
+    Ok(PolicyResult {
+        daily_mean_reward: daily,
+        last_week_mean_reward: if wn > 0 { ws / wn as f64 } else { 0.0 },
+        first_10_tips_mean_reward: if newcomers.is_empty() {
+            0.0
+        } else {
+            newcomers.iter().sum::<f64>() / newcomers.len() as f64
+        },
+        decisions,
+        not_now_share: if decisions > 0 {
+            not_now as f64 / decisions as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+/// An SVG line chart of the daily mean reward of every policy.
+pub fn plot(report: &Report) -> String {
+    use std::fmt::Write;
+    let (w, h, m) = (720.0, 420.0, 50.0);
+    let all: Vec<f64> = report
+        .policies
+        .values()
+        .flat_map(|p| p.daily_mean_reward.iter().copied())
+        .collect();
+    let lo = all.iter().copied().fold(0.0f64, f64::min).min(-0.1);
+    let hi = all.iter().copied().fold(0.0f64, f64::max).max(0.1);
+    let days = report.days.max(2) as f64;
+    let x = |d: f64| m + (w - 2.0 * m) * d / (days - 1.0);
+    let y = |v: f64| h - m - (h - 2.0 * m) * (v - lo) / (hi - lo);
+    let colours = ["#888888", "#e4572e", "#17bebb", "#76b041", "#ffc914", "#2e86ab"];
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{m}" y="20">oo simulate: mean reward per decision by day ({} people, seed {})</text>"#,
+        report.users, report.seed
+    );
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{m}" y1="{0}" x2="{1}" y2="{0}" stroke="#cccccc"/>"##,
+        y(0.0),
+        w - m
+    );
+    let _ = writeln!(svg, r#"<text x="5" y="{}">{hi:.2}</text>"#, y(hi) + 4.0);
+    let _ = writeln!(svg, r#"<text x="5" y="{}">0</text>"#, y(0.0) + 4.0);
+    let _ = writeln!(svg, r#"<text x="5" y="{}">{lo:.2}</text>"#, y(lo) + 4.0);
+    let _ = writeln!(svg, r#"<text x="{}" y="{}">day</text>"#, w / 2.0, h - 10.0);
+    for (i, (name, p)) in report.policies.iter().enumerate() {
+        let c = colours[i % colours.len()];
+        let points: Vec<String> = p
+            .daily_mean_reward
+            .iter()
+            .enumerate()
+            .map(|(d, v)| format!("{:.1},{:.1}", x(d as f64), y(*v)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            points.join(" ")
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" fill="{c}">{name}</text>"#,
+            w - m - 60.0,
+            m + 16.0 * i as f64
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
