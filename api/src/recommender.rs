@@ -14,7 +14,9 @@ use oo_commands::sealing::REDACTED;
 use oo_commands::vault::Vault;
 use oo_domain::advice::{self, Advice};
 use oo_domain::bandit::{LinearModel, PooledSums};
-use oo_domain::features::{CandidateSource, DIM, FEATURE_VERSION, REACTION_MIX_WINDOW, UserContext, features};
+use oo_domain::features::{
+    CandidateSource, DIM, FEATURE_VERSION, REACTION_MIX_WINDOW, UserContext, candidate_vector, joint,
+};
 use oo_domain::ids::{TipId, UserId};
 use oo_domain::policy::{Inputs, Policy, Scored, draw, mix};
 use oo_domain::signal::{MoodScore, Place, Priority};
@@ -62,6 +64,8 @@ pub struct Prepared {
     pub candidates: Vec<Candidate>,
     pub logged: Vec<LoggedCandidate>,
     pub vectors: Vec<Vec<f64>>,
+    /// The context's own features, logged once for all candidates.
+    pub context_vector: Vec<f64>,
     pub model: LinearModel,
 }
 
@@ -263,11 +267,12 @@ impl Recommender {
                 LoggedCandidate {
                     candidate_id: id,
                     kind,
-                    features: features(&source, &context),
+                    features: candidate_vector(&source, &context).to_vec(),
                 }
             })
             .collect();
-        let vectors = logged.iter().map(|c| c.features.clone()).collect();
+        let context_vector = context.vector().to_vec();
+        let vectors = logged.iter().map(|c| joint(&c.features, &context_vector)).collect();
         Ok(Prepared {
             user_id,
             now,
@@ -275,6 +280,7 @@ impl Recommender {
             candidates,
             logged,
             vectors,
+            context_vector,
             model,
         })
     }
@@ -330,6 +336,7 @@ impl Recommender {
             now,
             candidates,
             logged,
+            context_vector,
             ..
         } = prepared;
         let (title, body, source, deep_link) = match &candidates[chosen] {
@@ -371,6 +378,7 @@ impl Recommender {
             title: title.clone(),
             body: body.clone(),
             params: policy.params(),
+            context: context_vector,
         };
         let executed = tips
             .execute_new(

@@ -38,15 +38,21 @@ impl LinearModel {
         }
     }
 
-    /// `A⁻¹ x`.
+    /// `A⁻¹ x`, as `Σⱼ xⱼ A⁻¹[j]` (A⁻¹ is symmetric), skipping the zeros of `x`: joint
+    /// feature vectors are mostly zeros.
     pub fn a_inv_times(&self, x: &[f64]) -> Vec<f64> {
         let d = self.dim;
-        (0..d)
-            .map(|i| {
-                let row = &self.a_inv[i * d..(i + 1) * d];
-                row.iter().zip(x).map(|(a, x)| a * x).sum()
-            })
-            .collect()
+        let mut out = vec![0.0; d];
+        for (j, xj) in x.iter().enumerate().take(d) {
+            if *xj == 0.0 {
+                continue;
+            }
+            let row = &self.a_inv[j * d..(j + 1) * d];
+            for (o, a) in out.iter_mut().zip(row) {
+                *o += a * xj;
+            }
+        }
+        out
     }
 
     /// Learns one reward: `A ← A + x xᵀ` through Sherman–Morrison on `A⁻¹`, `b ← b + r x`.

@@ -193,9 +193,16 @@ pub fn candidate_vector(candidate: &CandidateSource<'_>, ctx: &UserContext) -> [
 
 /// The joint feature vector of one candidate in one context (length [`DIM`]).
 pub fn features(candidate: &CandidateSource<'_>, ctx: &UserContext) -> Vec<f64> {
-    let c = candidate_vector(candidate, ctx);
-    let u = ctx.vector();
-    c.iter().flat_map(|ci| u.iter().map(move |uj| ci * uj)).collect()
+    joint(&candidate_vector(candidate, ctx), &ctx.vector())
+}
+
+/// The joint vector from its two factors: `TipServed` logs each candidate's own features and
+/// the context's once, and this rebuilds exactly the vector the policy saw.
+pub fn joint(candidate: &[f64], context: &[f64]) -> Vec<f64> {
+    candidate
+        .iter()
+        .flat_map(|ci| context.iter().map(move |uj| ci * uj))
+        .collect()
 }
 
 #[cfg(test)]

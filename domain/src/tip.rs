@@ -31,8 +31,10 @@ impl CandidateKind {
     }
 }
 
-/// A candidate as logged: what it was and the features the policy saw. No personal text: a
-/// todo is named by its source's id, an advice by its slug.
+/// A candidate as logged: what it was and its own features (feature version 2: the candidate
+/// features; the joint vector the policy saw is `features ⊗ Decision::context`, see
+/// `features::joint`). No personal text: a todo is named by its source's id, an advice by its
+/// slug.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoggedCandidate {
     pub candidate_id: String,
@@ -75,6 +77,9 @@ pub struct Decision {
     /// The serving policy's hyper-parameters.
     #[serde(default)]
     pub params: BTreeMap<String, f64>,
+    /// The context's features (feature version 2), shared by every candidate.
+    #[serde(default)]
+    pub context: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +334,7 @@ mod tests {
             title: "Take a walk".into(),
             body: "".into(),
             params: BTreeMap::new(),
+            context: vec![],
         }
     }
     fn given(events: &[TipEvent]) -> Tip {

@@ -12,7 +12,7 @@ use crate::{ApplyError, Projection, decode};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
 use oo_domain::bandit::{LinearModel, PooledSums};
-use oo_domain::features::{DIM, FEATURE_VERSION};
+use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM, DIM, FEATURE_VERSION, joint};
 use oo_domain::tip::TipEvent;
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
@@ -100,11 +100,14 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                 let Some(chosen) = d.candidates.get(d.chosen) else {
                     continue;
                 };
-                if d.feature_version != FEATURE_VERSION || chosen.features.len() != DIM {
+                if d.feature_version != FEATURE_VERSION
+                    || chosen.features.len() != CANDIDATE_DIM
+                    || d.context.len() != CONTEXT_DIM
+                {
                     continue;
                 }
                 let tip = d.tip_id.as_uuid();
-                served.insert(tip, (event.user_id, chosen.features.clone()));
+                served.insert(tip, (event.user_id, joint(&chosen.features, &d.context)));
                 served_order.push(tip);
             }
             "TipRewarded" => {

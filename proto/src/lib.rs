@@ -606,6 +606,7 @@ impl From<&Decision> for pb::TipServed {
             title: d.title.clone(),
             body: d.body.clone(),
             params: d.params.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            context: d.context.clone(),
         }
     }
 }
@@ -636,6 +637,7 @@ impl TryFrom<pb::TipServed> for Decision {
             title: m.title,
             body: m.body,
             params: m.params.into_iter().collect(),
+            context: m.context,
         })
     }
 }
@@ -808,6 +810,7 @@ mod tests {
             title: "Buy milk".into(),
             body: "It is on your list since Monday.".into(),
             params: [("epsilon".to_owned(), 0.1), ("temperature".to_owned(), 0.05)].into(),
+            context: vec![1.0, 0.5, -0.25],
         }
     }
 

@@ -319,7 +319,7 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
 /// Serves `n` decisions to `user` over random feature vectors and reacts to most of them at
 /// random (some are left unsettled, some choose "not now").
 pub async fn serve_and_react(tips: &Repository<Tip>, user: UserId, n: usize, rng: &mut rand::rngs::StdRng) {
-    use oo_domain::features::DIM;
+    use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM};
     use oo_domain::reward::Reaction;
     use oo_domain::tip::{CandidateKind, Decision, LoggedCandidate, TipCommand};
     for _ in 0..n {
@@ -328,13 +328,13 @@ pub async fn serve_and_react(tips: &Repository<Tip>, user: UserId, n: usize, rng
             .map(|i| LoggedCandidate {
                 candidate_id: format!("todo:t{i}"),
                 kind: CandidateKind::Todo,
-                features: (0..DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                features: (0..CANDIDATE_DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
             })
             .collect();
         candidates.push(LoggedCandidate {
             candidate_id: "not_now".into(),
             kind: CandidateKind::NotNow,
-            features: vec![0.0; DIM],
+            features: vec![0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         });
         let chosen = rng.gen_range(0..4);
         let decision = Decision {
@@ -354,6 +354,7 @@ pub async fn serve_and_react(tips: &Repository<Tip>, user: UserId, n: usize, rng
             title: "Task".into(),
             body: String::new(),
             params: Default::default(),
+            context: (0..CONTEXT_DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
         };
         tips.execute_new(
             &tip_id.to_string(),

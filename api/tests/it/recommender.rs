@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use oo_commands::aggregate::{Meta, Repository};
 use oo_commands::store::{EventStore, WriterConfig};
 use oo_commands::vault::{MasterKey, Vault};
-use oo_domain::features::{DIM, FEATURE_VERSION};
+use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM, FEATURE_VERSION};
 use oo_domain::ids::{SignalId, TipId, UserId};
 use oo_domain::reward::Reaction;
 use oo_domain::signal::{ExternalId, Priority, SignalData, TaskSource, Text};
@@ -53,8 +53,9 @@ async fn tip_served_logs_the_distribution_the_seed_the_versions_and_the_shadow_p
     assert!(
         candidates
             .iter()
-            .all(|c| c["features"].as_array().map(Vec::len) == Some(DIM))
+            .all(|c| c["features"].as_array().map(Vec::len) == Some(CANDIDATE_DIM))
     );
+    assert_eq!(d["context"].as_array().map(Vec::len), Some(CONTEXT_DIM));
     let dist: Vec<f64> = d["distribution"]
         .as_array()
         .expect("distribution")
@@ -143,12 +144,12 @@ async fn serve(
             LoggedCandidate {
                 candidate_id: format!("todo:{todo}"),
                 kind: CandidateKind::Todo,
-                features: (0..DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                features: (0..CANDIDATE_DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
             },
             LoggedCandidate {
                 candidate_id: "not_now".into(),
                 kind: CandidateKind::NotNow,
-                features: vec![0.0; DIM],
+                features: vec![0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
             },
         ],
         chosen: 0,
@@ -163,6 +164,7 @@ async fn serve(
         title: "A task".into(),
         body: String::new(),
         params: Default::default(),
+        context: (0..CONTEXT_DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
     };
     tips.execute_new(
         &tip_id.to_string(),
