@@ -17,8 +17,6 @@ CREATE TABLE bandit_users (
     b                double precision[] NOT NULL,
     n                bigint             NOT NULL
 );
--- Matrices of doubles do not compress: keep them out of line without trying.
-ALTER TABLE bandit_users ALTER COLUMN a_inv SET STORAGE EXTERNAL;
 
 -- The population's pooled sums (Σ x xᵀ, Σ r x) in fixed point (units of 2^-20): order-independent.
 CREATE TABLE bandit_population (
@@ -28,7 +26,6 @@ CREATE TABLE bandit_population (
     xr               bigint[] NOT NULL,
     n                bigint   NOT NULL
 );
-ALTER TABLE bandit_population ALTER COLUMN xx SET STORAGE EXTERNAL;
 
 -- reward_pending (projection): served tips whose reward is not settled yet, what the reward join
 -- needs to settle them (timeouts, completions of snoozed todos).

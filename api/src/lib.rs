@@ -76,8 +76,6 @@ pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {
     Ok(key)
 }
 
-/// Cookies are `Secure` unless oO is reached over plain http on a loopback address (a
-/// developer's machine): a browser would not send a `Secure` cookie there.
 /// The recommender for a serving policy spec and `;`-separated shadow specs.
 pub fn recommender_of(policy: &str, shadows: &str) -> anyhow::Result<recommender::Recommender> {
     let serving = oo_domain::policy::from_spec(policy).with_context(|| format!("OO_POLICY {policy:?}"))?;
@@ -98,6 +96,8 @@ pub fn recommender_of(policy: &str, shadows: &str) -> anyhow::Result<recommender
     ))
 }
 
+/// Cookies are `Secure` unless oO is reached over plain http on a loopback address (a
+/// developer's machine): a browser would not send a `Secure` cookie there.
 pub fn cookies_are_secure(public_url: Option<&str>, bind: SocketAddr) -> bool {
     let Some(url) = public_url else {
         return !bind.ip().is_loopback();

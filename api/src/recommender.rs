@@ -151,7 +151,7 @@ impl Recommender {
         .fetch_optional(pool);
         let todos_query = sqlx::query(
             "SELECT external_id, source, priority, due, first_seen_at, title_event_id, sealed FROM open_tasks \
-             WHERE user_id = $1 ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at LIMIT $2",
+             WHERE user_id = $1 ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at, external_id LIMIT $2",
         )
         .bind(uid)
         .bind(MAX_TODOS)

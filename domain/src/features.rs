@@ -1,5 +1,6 @@
 //! Feature vectors: a candidate's features joined with the person's context, in a fixed,
-//! versioned order. `TipServed` logs the vector of every candidate with [`FEATURE_VERSION`].
+//! versioned order. `TipServed` logs, with [`FEATURE_VERSION`], every candidate's own features
+//! and the context's once; [`joint`] rebuilds exactly the vector the policy saw.
 //!
 //! The joint vector is the outer product of the candidate's features ([`CANDIDATE_FEATURES`])
 //! and the context's ([`CONTEXT_FEATURES`]), candidate-major: entry `i * CONTEXT_DIM + j` is
@@ -71,8 +72,8 @@ pub struct UserContext {
     /// The share of the person's signals that fall in this hour of the day, relative to an
     /// even spread: 0 = never active now, 1 = three times the average hour or more.
     pub activity_now: f64,
-    /// The recent reaction mix: (positive − negative) / settled over the latest
-    /// [`REACTION_MIX_WINDOW`] settled tips that showed something, in -1..=1 (0 without any).
+    /// The recent reaction mix: (positive − negative) / settled, over the settled ones among
+    /// the latest [`REACTION_MIX_WINDOW`] tips that showed something, in -1..=1 (0 without any).
     pub reaction_mix: f64,
     /// Tips served since local midnight, "not now" excluded.
     pub tips_today: u32,

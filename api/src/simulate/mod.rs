@@ -121,19 +121,28 @@ impl Policy for Oracle {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
-    let mut specs: Vec<String> = args
-        .policies
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty() && s != "oracle")
-        .collect();
+    // Commas separate policies and a spec's parameters alike: a `key=value` token without a
+    // policy name continues the spec before it (`linucb:alpha=0.5,epsilon=0.05,random`).
+    let mut specs: Vec<String> = Vec::new();
+    for token in args.policies.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match specs.last_mut() {
+            Some(last) if token.contains('=') && !token.contains(':') => {
+                last.push(',');
+                last.push_str(token);
+            }
+            _ => specs.push(token.to_owned()),
+        }
+    }
+    specs.retain(|s| s != "oracle");
     for s in &specs {
         oo_domain::policy::from_spec(s).with_context(|| format!("--policies: {s:?}"))?;
     }
     specs.push("oracle".into());
     let mut policies = BTreeMap::new();
     for spec in &specs {
-        let name = spec.split(':').next().unwrap_or(spec).to_owned();
+        // Reported under the whole spec when it carries parameters, so two variants of one
+        // policy do not overwrite each other.
+        let name = spec.clone();
         eprintln!(
             "simulating {spec}: {} people, {} days, seed {}",
             args.users, args.days, args.seed
@@ -327,6 +336,11 @@ async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyRes
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         users.push(id);
     }
+    // The prior as of the start (empty), before any session reads it.
+    sim.recommender
+        .refresh_prior(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("prior: {e:?}"))?;
     let hours = i64::from(args.days) * 24;
     for hour in 0..hours {
         let from = epoch + Duration::hours(hour);
@@ -437,7 +451,7 @@ async fn flush(
     }
     let mut signals = Vec::with_capacity(pending.len());
     for (t, s) in pending.drain(..) {
-        // Ids derived from the seed, the person and the moment: a run is reproducible.
+        // Ids derived from the person and the moment: a run is reproducible.
         let id = format!("sim-{person}-{}-{}", t.timestamp_micros(), signals.len());
         signals.push(NewSignal {
             id: SignalId::parse(&id).map_err(|e| anyhow::anyhow!("{e:?}"))?,
