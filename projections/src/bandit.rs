@@ -68,8 +68,8 @@ pub async fn load_population(conn: &mut PgConnection) -> Result<PooledSums, sqlx
     Ok(match row {
         Some(r) => PooledSums {
             dim: r.try_get::<i32, _>("dim")? as usize,
-            xx: r.try_get("xx")?,
-            xr: r.try_get("xr")?,
+            xx: i64s(&r.try_get::<Vec<u8>, _>("xx")?),
+            xr: i64s(&r.try_get::<Vec<u8>, _>("xr")?),
             n: r.try_get("n")?,
         },
         None => PooledSums::new(DIM),
@@ -79,10 +79,36 @@ pub async fn load_population(conn: &mut PgConnection) -> Result<PooledSums, sqlx
 fn model_of(r: &sqlx::postgres::PgRow) -> Result<LinearModel, sqlx::Error> {
     Ok(LinearModel {
         dim: r.try_get::<i32, _>("dim")? as usize,
-        a_inv: r.try_get("a_inv")?,
-        b: r.try_get("b")?,
+        a_inv: f64s(&r.try_get::<Vec<u8>, _>("a_inv")?),
+        b: f64s(&r.try_get::<Vec<u8>, _>("b")?),
         n: r.try_get::<i64, _>("n")? as u64,
     })
+}
+
+/// Doubles as stored: little-endian bytes.
+pub fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Doubles from their stored bytes (a trailing partial value is ignored).
+pub fn f64s(bytes: &[u8]) -> Vec<f64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
+}
+
+/// 64-bit integers as stored: little-endian bytes.
+pub fn i64_bytes(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// 64-bit integers from their stored bytes.
+pub fn i64s(bytes: &[u8]) -> Vec<i64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
 }
 
 /// Folds a batch (with no `UserShredded` in it) and writes it.
@@ -134,7 +160,7 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
             .fetch_all(&mut *conn)
             .await?;
         for r in rows {
-            pending.insert(r.try_get("tip_id")?, r.try_get("features")?);
+            pending.insert(r.try_get("tip_id")?, f64s(&r.try_get::<Vec<u8>, _>("features")?));
         }
     }
     // The models of the people rewarded in this batch.
@@ -186,7 +212,7 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
             )
             .bind(tip)
             .bind(user)
-            .bind(x)
+            .bind(f64_bytes(x))
             .execute(&mut *conn)
             .await?;
         }
@@ -207,8 +233,8 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
         .bind(user)
         .bind(FEATURE_VERSION as i32)
         .bind(m.dim as i32)
-        .bind(&m.a_inv)
-        .bind(&m.b)
+        .bind(f64_bytes(&m.a_inv))
+        .bind(f64_bytes(&m.b))
         .bind(m.n as i64)
         .execute(&mut *conn)
         .await?;
@@ -222,8 +248,8 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
         )
         .bind(FEATURE_VERSION as i32)
         .bind(DIM as i32)
-        .bind(&total.xx)
-        .bind(&total.xr)
+        .bind(i64_bytes(&total.xx))
+        .bind(i64_bytes(&total.xr))
         .bind(total.n)
         .execute(&mut *conn)
         .await?;

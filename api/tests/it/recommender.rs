@@ -340,7 +340,7 @@ async fn the_reward_join_settles_every_tip_exactly_once() {
 }
 
 /// The bandit's tables as exact bits.
-async fn bandit_bits(pool: &PgPool, schema: &str) -> Vec<(String, Vec<u64>)> {
+async fn bandit_bits(pool: &PgPool, schema: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![];
     let rows = sqlx::query(&format!(
         "SELECT user_id::text AS u, a_inv, b, n FROM {schema}.bandit_users ORDER BY user_id"
@@ -349,9 +349,9 @@ async fn bandit_bits(pool: &PgPool, schema: &str) -> Vec<(String, Vec<u64>)> {
     .await
     .expect("users");
     for r in rows {
-        let mut bits: Vec<u64> = r.get::<Vec<f64>, _>("a_inv").iter().map(|v| v.to_bits()).collect();
-        bits.extend(r.get::<Vec<f64>, _>("b").iter().map(|v| v.to_bits()));
-        bits.push(r.get::<i64, _>("n") as u64);
+        let mut bits: Vec<u8> = r.get("a_inv");
+        bits.extend(r.get::<Vec<u8>, _>("b"));
+        bits.extend(r.get::<i64, _>("n").to_le_bytes());
         out.push((r.get("u"), bits));
     }
     let rows = sqlx::query(&format!("SELECT xx, xr, n FROM {schema}.bandit_population"))
@@ -359,9 +359,9 @@ async fn bandit_bits(pool: &PgPool, schema: &str) -> Vec<(String, Vec<u64>)> {
         .await
         .expect("population");
     for r in rows {
-        let mut bits: Vec<u64> = r.get::<Vec<i64>, _>("xx").iter().map(|v| *v as u64).collect();
-        bits.extend(r.get::<Vec<i64>, _>("xr").iter().map(|v| *v as u64));
-        bits.push(r.get::<i64, _>("n") as u64);
+        let mut bits: Vec<u8> = r.get("xx");
+        bits.extend(r.get::<Vec<u8>, _>("xr"));
+        bits.extend(r.get::<i64, _>("n").to_le_bytes());
         out.push(("population".into(), bits));
     }
     let rows = sqlx::query(&format!(
@@ -371,10 +371,7 @@ async fn bandit_bits(pool: &PgPool, schema: &str) -> Vec<(String, Vec<u64>)> {
     .await
     .expect("pending");
     for r in rows {
-        out.push((
-            r.get("t"),
-            r.get::<Vec<f64>, _>("features").iter().map(|v| v.to_bits()).collect(),
-        ));
+        out.push((r.get("t"), r.get::<Vec<u8>, _>("features")));
     }
     out
 }
