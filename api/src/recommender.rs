@@ -144,11 +144,26 @@ impl Recommender {
         now: DateTime<Utc>,
     ) -> Result<Prepared, ApiError> {
         let uid = user_id.as_uuid();
-        let features_query = sqlx::query(
-            "SELECT latest_mood, latest_mood_at, place, time_zone, activity_by_hour FROM user_features WHERE user_id = $1",
+        // What is known of the person — features, the latest tips that showed something (today's
+        // count and the recent reaction mix) and their model — in one round trip, beside the
+        // todos.
+        let person_query = sqlx::query(
+            "SELECT f.latest_mood, f.latest_mood_at, f.place, f.time_zone, f.activity_by_hour, \
+                    t.served, t.rewards, b.dim, b.a_inv, b.b, b.n \
+             FROM (SELECT $1::uuid AS user_id) u \
+             LEFT JOIN user_features f ON f.user_id = u.user_id \
+             LEFT JOIN bandit_users b ON $3 AND b.user_id = u.user_id AND b.feature_version = $4 \
+             CROSS JOIN LATERAL ( \
+                 SELECT array_agg(x.served_at ORDER BY x.served_at DESC) AS served, \
+                        array_agg(x.reward ORDER BY x.served_at DESC) AS rewards \
+                 FROM (SELECT served_at, reward FROM tip_log WHERE user_id = u.user_id AND chosen_kind <> 'not_now' \
+                       ORDER BY served_at DESC LIMIT $2) x) t",
         )
         .bind(uid)
-        .fetch_optional(pool);
+        .bind(REACTION_MIX_WINDOW as i64)
+        .bind(self.learns())
+        .bind(FEATURE_VERSION as i32)
+        .fetch_one(pool);
         let todos_query = sqlx::query(
             "SELECT external_id, source, priority, due, first_seen_at, title_event_id, sealed FROM open_tasks \
              WHERE user_id = $1 ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at, external_id LIMIT $2",
@@ -156,33 +171,27 @@ impl Recommender {
         .bind(uid)
         .bind(MAX_TODOS)
         .fetch_all(pool);
-        // The latest tips that showed something: today's count and the recent reaction mix.
-        let tips_query = sqlx::query(
-            "SELECT served_at, reward FROM tip_log WHERE user_id = $1 AND chosen_kind <> 'not_now' \
-             ORDER BY served_at DESC LIMIT $2",
-        )
-        .bind(uid)
-        .bind(REACTION_MIX_WINDOW as i64)
-        .fetch_all(pool);
-        let learns = self.learns();
-        let model_query = async {
-            if !learns {
-                return Ok(LinearModel::new(DIM));
-            }
-            let mut conn = pool.acquire().await?;
-            oo_projections::bandit::load_user(&mut conn, uid).await
-        };
-        let (features_row, rows, tips, model) = tokio::try_join!(features_query, todos_query, tips_query, model_query)?;
+        let (person, rows) = tokio::try_join!(person_query, todos_query)?;
 
-        let (mut known_mood, mut known_place, mut known_tz, mut activity) = (None, None, None, vec![]);
-        if let Some(r) = &features_row {
-            let mood: Option<i16> = r.try_get("latest_mood")?;
-            let at: Option<DateTime<Utc>> = r.try_get("latest_mood_at")?;
-            known_mood = mood.zip(at).map(|(m, at)| (m as i8, at));
-            known_place = r.try_get::<Option<String>, _>("place")?;
-            known_tz = r.try_get::<Option<String>, _>("time_zone")?;
-            activity = r.try_get::<Vec<i64>, _>("activity_by_hour")?;
-        }
+        let mood: Option<i16> = person.try_get("latest_mood")?;
+        let mood_at: Option<DateTime<Utc>> = person.try_get("latest_mood_at")?;
+        let known_mood = mood.zip(mood_at).map(|(m, at)| (m as i8, at));
+        let known_place = person.try_get::<Option<String>, _>("place")?;
+        let known_tz = person.try_get::<Option<String>, _>("time_zone")?;
+        let activity = person
+            .try_get::<Option<Vec<i64>>, _>("activity_by_hour")?
+            .unwrap_or_default();
+        let served: Vec<DateTime<Utc>> = person.try_get::<Option<Vec<_>>, _>("served")?.unwrap_or_default();
+        let settled: Vec<Option<f64>> = person.try_get::<Option<Vec<_>>, _>("rewards")?.unwrap_or_default();
+        let model = match person.try_get::<Option<Vec<u8>>, _>("a_inv")? {
+            Some(a_inv) => LinearModel {
+                dim: person.try_get::<Option<i32>, _>("dim")?.unwrap_or(0) as usize,
+                a_inv: oo_projections::bandit::f64s(&a_inv),
+                b: oo_projections::bandit::f64s(&person.try_get::<Option<Vec<u8>>, _>("b")?.unwrap_or_default()),
+                n: person.try_get::<Option<i64>, _>("n")?.unwrap_or(0) as u64,
+            },
+            None => LinearModel::new(DIM),
+        };
         let tz = overrides
             .time_zone
             .or_else(|| known_tz.as_deref().and_then(crate::routes::recommend::parse_time_zone));
@@ -196,17 +205,8 @@ impl Recommender {
             .and_then(|m| local_time.offset().from_local_datetime(&m).single())
             .map(|m| m.with_timezone(&Utc))
             .unwrap_or(now);
-        let mut tips_today = 0u32;
-        let mut rewards = Vec::with_capacity(tips.len());
-        for r in &tips {
-            let served_at: DateTime<Utc> = r.try_get("served_at")?;
-            if served_at >= midnight && served_at <= now {
-                tips_today += 1;
-            }
-            if let Some(reward) = r.try_get::<Option<f64>, _>("reward")? {
-                rewards.push(reward);
-            }
-        }
+        let tips_today = served.iter().filter(|at| **at >= midnight && **at <= now).count() as u32;
+        let rewards: Vec<f64> = settled.into_iter().flatten().collect();
         let context = UserContext {
             local_time,
             now,

@@ -504,7 +504,9 @@ fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared) -> anyhow::Resul
     Ok(Scored { scores, probabilities })
 }
 
-/// One person's simulated hour: signals and sessions in time order.
+/// One person's simulated hour: signals and sessions in time order. The world is asked for the
+/// signals of each stretch between two sessions just before the later one, so a reaction it
+/// records (a snoozed task done later) shapes only what comes after it.
 async fn person_hour(
     sim: &Sim,
     person: usize,
@@ -512,37 +514,28 @@ async fn person_hour(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let (signals, sessions) = {
-        let mut world = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
-        (world.signals(person, from, to), world.sessions(person, from, to))
+    let world = |f: &mut dyn FnMut(&mut World)| -> anyhow::Result<()> {
+        let mut w = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
+        f(&mut w);
+        Ok(())
     };
+    let mut sessions = Vec::new();
+    world(&mut |w| sessions = w.sessions(person, from, to))?;
     let mut pending: Vec<(DateTime<Utc>, SimSignal)> = Vec::new();
-    let mut signals = signals.into_iter().peekable();
-    let mut last = None;
+    let mut since = from;
     for at in sessions {
-        while let Some((t, _)) = signals.peek() {
-            if *t > at {
-                break;
-            }
-            if let Some(s) = signals.next() {
-                pending.push(s);
-            }
-        }
+        world(&mut |w| pending.extend(w.signals(person, since, at)))?;
+        since = at;
         if let Some(c) = flush(sim, user, person, &mut pending, at).await? {
-            last = Some(c);
-        }
-        if let Some(c) = last {
             wait(sim, c).await?;
         }
         if let Some(c) = session(sim, person, user, at).await? {
-            last = Some(c);
+            // The next session reads what this one wrote (the reaction included).
+            wait(sim, c).await?;
         }
     }
-    pending.extend(signals);
-    if let Some(c) = flush(sim, user, person, &mut pending, to).await? {
-        last = Some(c);
-    }
-    let _ = last;
+    world(&mut |w| pending.extend(w.signals(person, since, to)))?;
+    flush(sim, user, person, &mut pending, to).await?;
     Ok(())
 }
 
