@@ -67,6 +67,14 @@ impl Status {
         self.relay_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether every named projection of this process has committed past `target`.
+    pub fn passed(&self, names: &[&str], target: Cursor) -> bool {
+        self.checkpoints
+            .lock()
+            .map(|m| names.iter().all(|n| m.get(*n).is_some_and(|c| *c >= target)))
+            .unwrap_or(false)
+    }
+
     /// Notified whenever a projector advances.
     pub fn progress(&self) -> Arc<Notify> {
         self.progress.clone()
