@@ -48,12 +48,29 @@ pub async fn settle_due(
             _ => TipCommand::SettleTimeout { at: now },
         };
         let completion = matches!(command, TipCommand::SettleCompletion { .. });
+        let served_at: DateTime<Utc> = r.try_get("served_at").map_err(get)?;
         match tips.execute(&tip_id.to_string(), command, Meta::new(now)).await {
             Ok(done) if !done.written.is_empty() => {
                 if completion {
                     settled.completions += 1;
                 } else {
                     settled.timeouts += 1;
+                }
+            }
+            // A completion the aggregate does not take (the tip got another reaction meanwhile,
+            // say) must not keep the row waiting for ever: past the window, it times out.
+            Ok(_) if completion && served_at <= now - SETTLE_WINDOW => {
+                match tips
+                    .execute(
+                        &tip_id.to_string(),
+                        TipCommand::SettleTimeout { at: now },
+                        Meta::new(now),
+                    )
+                    .await
+                {
+                    Ok(done) if !done.written.is_empty() => settled.timeouts += 1,
+                    Ok(_) | Err(CommandError::Domain(TipError::NotFound | TipError::NotDue)) => {}
+                    Err(e) => return Err(e),
                 }
             }
             Ok(_) => {}
