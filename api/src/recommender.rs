@@ -66,7 +66,7 @@ pub struct Prepared {
     pub vectors: Vec<Vec<f64>>,
     /// The context's own features, logged once for all candidates.
     pub context_vector: Vec<f64>,
-    pub model: LinearModel,
+    pub model: Arc<LinearModel>,
 }
 
 /// The served decision.
@@ -88,11 +88,23 @@ struct PriorCache {
     current: Mutex<Option<(Instant, Arc<Vec<f64>>)>>,
 }
 
+/// The people's models last read, each with its count of rewards (`n`): a model changes only
+/// when a reward is learned, so a request that finds the same `n` in the projection reuses it
+/// instead of reading the 51 KB row again. Bounded; cleared when full.
+#[derive(Default)]
+struct ModelCache {
+    models: Mutex<std::collections::HashMap<Uuid, (i64, Arc<LinearModel>)>>,
+}
+
+/// How many people's models the cache keeps (about 51 KB each).
+const MODEL_CACHE_CAPACITY: usize = 2_048;
+
 /// The serving policy, the shadow policies and the prior they share.
 pub struct Recommender {
     pub policy: Arc<dyn Policy>,
     pub shadows: Vec<Arc<dyn Policy>>,
     prior: PriorCache,
+    models: ModelCache,
 }
 
 impl Recommender {
@@ -104,6 +116,7 @@ impl Recommender {
                 max_age: prior_max_age,
                 current: Mutex::new(None),
             },
+            models: ModelCache::default(),
         }
     }
 
@@ -149,7 +162,7 @@ impl Recommender {
         // todos.
         let person_query = sqlx::query(
             "SELECT f.latest_mood, f.latest_mood_at, f.place, f.time_zone, f.activity_by_hour, \
-                    t.served, t.rewards, b.dim, b.a_inv, b.b, b.n \
+                    t.served, t.rewards, b.n \
              FROM (SELECT $1::uuid AS user_id) u \
              LEFT JOIN user_features f ON f.user_id = u.user_id \
              LEFT JOIN bandit_users b ON $3 AND b.user_id = u.user_id AND b.feature_version = $4 \
@@ -183,14 +196,9 @@ impl Recommender {
             .unwrap_or_default();
         let served: Vec<DateTime<Utc>> = person.try_get::<Option<Vec<_>>, _>("served")?.unwrap_or_default();
         let settled: Vec<Option<f64>> = person.try_get::<Option<Vec<_>>, _>("rewards")?.unwrap_or_default();
-        let model = match person.try_get::<Option<Vec<u8>>, _>("a_inv")? {
-            Some(a_inv) => LinearModel {
-                dim: person.try_get::<Option<i32>, _>("dim")?.unwrap_or(0) as usize,
-                a_inv: oo_projections::bandit::f64s(&a_inv),
-                b: oo_projections::bandit::f64s(&person.try_get::<Option<Vec<u8>>, _>("b")?.unwrap_or_default()),
-                n: person.try_get::<Option<i64>, _>("n")?.unwrap_or(0) as u64,
-            },
-            None => LinearModel::new(DIM),
+        let model = match person.try_get::<Option<i64>, _>("n")? {
+            Some(n) => self.model(pool, uid, n).await?,
+            None => Arc::new(LinearModel::new(DIM)),
         };
         let tz = overrides
             .time_zone
@@ -283,6 +291,25 @@ impl Recommender {
             context_vector,
             model,
         })
+    }
+
+    /// The person's model with `n` rewards learned: from the cache, or read once.
+    async fn model(&self, pool: &PgPool, user: Uuid, n: i64) -> Result<Arc<LinearModel>, ApiError> {
+        if let Ok(cache) = self.models.models.lock()
+            && let Some((cached_n, m)) = cache.get(&user)
+            && *cached_n == n
+        {
+            return Ok(m.clone());
+        }
+        let mut conn = pool.acquire().await?;
+        let m = Arc::new(oo_projections::bandit::load_user(&mut conn, user).await?);
+        if let Ok(mut cache) = self.models.models.lock() {
+            if cache.len() >= MODEL_CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(user, (m.n as i64, m.clone()));
+        }
+        Ok(m)
     }
 
     /// What `policy` makes of the prepared candidates.
