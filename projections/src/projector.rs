@@ -1,6 +1,7 @@
-//! The projector: one loop per projection, each reading the log in the safe global order in
-//! batches and applying a batch and its checkpoint in one transaction — so a crash anywhere
-//! neither loses nor double-applies an event.
+//! The projector: one loop feeding every projection ([`run_group`]), each projection reading the
+//! log in the safe global order in batches from its own checkpoint and applying a batch and that
+//! checkpoint in the round's transaction — so a crash anywhere neither loses nor double-applies
+//! an event.
 
 use crate::status::Status;
 use crate::{ApplyError, Projection};
@@ -126,19 +127,99 @@ pub(crate) async fn step_in(
     Ok((events.len(), cursor))
 }
 
-/// Runs every projection's loop until the handles are aborted.
+/// Runs every projection in one loop until the handle is aborted (see [`run_group`]).
 pub async fn spawn_all(
     pool: PgPool,
     projections: Vec<Arc<dyn Projection>>,
     appended: Arc<Notify>,
     status: Status,
 ) -> Result<Vec<JoinHandle<()>>, sqlx::Error> {
-    let mut handles = Vec::new();
-    for p in projections {
+    for p in &projections {
         ensure_checkpoint(&pool, p.name()).await?;
-        handles.push(tokio::spawn(run(pool.clone(), p, appended.clone(), status.clone())));
     }
-    Ok(handles)
+    Ok(vec![tokio::spawn(run_group(pool, projections, appended, status))])
+}
+
+/// One loop feeding several projections: each round applies every projection's next batch, each
+/// with its own checkpoint, in one transaction — one commit per round instead of one per
+/// projection. Each projection runs inside a savepoint, so a projection that fails (a poisoned
+/// event) is rolled back alone, reported `failed`, and retried with its own backoff while the
+/// others go on.
+pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appended: Arc<Notify>, status: Status) {
+    let mut retry: Vec<Option<(tokio::time::Instant, Duration)>> = vec![None; projections.len()];
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let notified = appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = tokio::time::Instant::now();
+        let round = async {
+            let mut tx = pool.begin().await?;
+            let mut outcomes = Vec::with_capacity(projections.len());
+            for (i, p) in projections.iter().enumerate() {
+                if retry[i].is_some_and(|(at, _)| at > now) {
+                    continue;
+                }
+                let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+                match step_in(&mut savepoint, p.as_ref(), p.name(), None, BATCH).await {
+                    Ok(done) => {
+                        savepoint.commit().await?;
+                        outcomes.push((i, Ok(done)));
+                    }
+                    Err(e) => {
+                        savepoint.rollback().await?;
+                        outcomes.push((i, Err(e.to_string())));
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcomes)
+        };
+        let mut most = 0usize;
+        match round.await {
+            Ok(outcomes) => {
+                backoff = Duration::from_millis(100);
+                for (i, outcome) in outcomes {
+                    let name = projections[i].name();
+                    match outcome {
+                        Ok((n, cursor)) => {
+                            retry[i] = None;
+                            most = most.max(n);
+                            status.advanced(name, cursor);
+                        }
+                        Err(msg) => {
+                            tracing::error!(projection = name, error = %msg, "projection failed; retrying");
+                            let _ = sqlx::query(
+                                "UPDATE checkpoints SET status = 'failed', last_error = $2, updated_at = now() WHERE name = $1",
+                            )
+                            .bind(name)
+                            .bind(msg)
+                            .execute(&pool)
+                            .await;
+                            let wait = retry[i].map_or(Duration::from_millis(100), |(_, w)| {
+                                (w * 2).min(Duration::from_secs(10))
+                            });
+                            retry[i] = Some((tokio::time::Instant::now() + wait, wait));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the projector's round failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        }
+        if (most as i64) < BATCH {
+            // Caught up: wait for new events, then let a few more commits land so that one
+            // round carries several of them.
+            if most == 0 {
+                let _ = tokio::time::timeout(IDLE_POLL, notified).await;
+            }
+            tokio::time::sleep(COALESCE).await;
+        }
+    }
 }
 
 /// One projection's loop.
