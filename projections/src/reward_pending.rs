@@ -2,8 +2,13 @@
 //! todo it showed, whether it was snoozed, and when that todo was completed within the settle
 //! window. The reward join (`oo_commands::reward_join`) settles timeouts and completions from it;
 //! this projection only records, it never appends.
+//!
+//! Batches are folded: the tips served in a batch are inserted in one statement with what the same
+//! batch says of them (a tip served and settled within one batch is never written); snoozes,
+//! completions and settlements of earlier batches' tips are applied as statements, in log order.
 
 use crate::{ApplyError, Projection, decode};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
 use oo_domain::reward::Reaction;
@@ -11,8 +16,27 @@ use oo_domain::signal::SignalData;
 use oo_domain::signals::SignalsEvent;
 use oo_domain::tip::{CandidateKind, SETTLE_WINDOW, TipEvent};
 use sqlx::PgConnection;
+use std::collections::HashMap;
+use uuid::Uuid;
 
 pub struct RewardPending;
+
+/// A row of `reward_pending`, as a batch builds it.
+struct Row {
+    tip_id: Uuid,
+    user_id: Uuid,
+    served_at: DateTime<Utc>,
+    todo: Option<String>,
+    snoozed: bool,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+/// A change to rows of earlier batches.
+enum Update {
+    Snoozed(Uuid),
+    Completed(Uuid, String, DateTime<Utc>),
+    Settled(Uuid),
+}
 
 impl Projection for RewardPending {
     fn name(&self) -> &'static str {
@@ -29,79 +53,140 @@ impl Projection for RewardPending {
         conn: &'a mut PgConnection,
         event: &'a StoredEvent,
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move {
-            match event.event_type.as_str() {
-                "UserShredded" => crate::purge(conn, self.tables(), event.user_id).await,
-                "TipServed" => {
-                    let TipEvent::TipServed(d) = decode::<TipEvent>(event)? else {
-                        return Ok(());
-                    };
-                    let Some(chosen) = d.candidates.get(d.chosen) else {
-                        return Ok(());
-                    };
-                    let todo = match chosen.kind {
-                        CandidateKind::NotNow => return Ok(()),
-                        CandidateKind::Todo => chosen.candidate_id.strip_prefix("todo:").map(str::to_owned),
-                        CandidateKind::Advice => None,
-                    };
-                    sqlx::query(
-                        "INSERT INTO reward_pending (tip_id, user_id, served_at, todo_external_id) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(d.tip_id.as_uuid())
-                    .bind(event.user_id)
-                    .bind(d.served_at)
-                    .bind(todo)
-                    .execute(conn)
-                    .await?;
-                    Ok(())
-                }
-                "TipReacted" => {
-                    if let TipEvent::TipReacted {
-                        tip_id,
-                        reaction: Reaction::Snooze,
-                        ..
-                    } = decode::<TipEvent>(event)?
-                    {
-                        sqlx::query("UPDATE reward_pending SET snoozed = true WHERE tip_id = $1")
-                            .bind(tip_id.as_uuid())
-                            .execute(conn)
-                            .await?;
-                    }
-                    Ok(())
-                }
-                "TipRewarded" => {
-                    if let TipEvent::TipRewarded { tip_id, .. } = decode::<TipEvent>(event)? {
-                        sqlx::query("DELETE FROM reward_pending WHERE tip_id = $1")
-                            .bind(tip_id.as_uuid())
-                            .execute(conn)
-                            .await?;
-                    }
-                    Ok(())
-                }
-                "SignalRecorded" => {
-                    let SignalsEvent::SignalRecorded { occurred_at, data, .. } = decode(event)?;
-                    if let SignalData::Task {
-                        external_id,
-                        completed: true,
-                        ..
-                    } = data
-                    {
-                        sqlx::query(
-                            "UPDATE reward_pending SET completed_at = $3 WHERE user_id = $1 AND todo_external_id = $2 \
-                             AND completed_at IS NULL AND $3 >= served_at AND $3 <= served_at + $4::interval",
-                        )
-                        .bind(event.user_id)
-                        .bind(external_id.as_str())
-                        .bind(occurred_at)
-                        .bind(format!("{} seconds", SETTLE_WINDOW.num_seconds()))
-                        .execute(conn)
-                        .await?;
-                    }
-                    Ok(())
-                }
-                _ => Ok(()),
-            }
-        })
+        self.apply_batch(conn, std::slice::from_ref(event))
     }
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move { crate::fold_with_shredding!(conn, events, self.tables(), fold) })
+    }
+}
+
+/// Folds a batch (with no `UserShredded` in it) and writes it.
+async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
+    let mut rows: Vec<Option<Row>> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    let mut updates: Vec<Update> = Vec::new();
+    for event in events {
+        match event.event_type.as_str() {
+            "TipServed" => {
+                let TipEvent::TipServed(d) = decode::<TipEvent>(event)? else {
+                    continue;
+                };
+                let Some(chosen) = d.candidates.get(d.chosen) else {
+                    continue;
+                };
+                let todo = match chosen.kind {
+                    CandidateKind::NotNow => continue,
+                    CandidateKind::Todo => chosen.candidate_id.strip_prefix("todo:").map(str::to_owned),
+                    CandidateKind::Advice => None,
+                };
+                index.insert(d.tip_id.as_uuid(), rows.len());
+                rows.push(Some(Row {
+                    tip_id: d.tip_id.as_uuid(),
+                    user_id: event.user_id,
+                    served_at: d.served_at,
+                    todo,
+                    snoozed: false,
+                    completed_at: None,
+                }));
+            }
+            "TipReacted" => {
+                if let TipEvent::TipReacted {
+                    tip_id,
+                    reaction: Reaction::Snooze,
+                    ..
+                } = decode::<TipEvent>(event)?
+                {
+                    match index.get(&tip_id.as_uuid()).and_then(|i| rows.get_mut(*i)) {
+                        Some(Some(row)) => row.snoozed = true,
+                        Some(None) => {}
+                        None => updates.push(Update::Snoozed(tip_id.as_uuid())),
+                    }
+                }
+            }
+            "TipRewarded" => {
+                if let TipEvent::TipRewarded { tip_id, .. } = decode::<TipEvent>(event)? {
+                    match index.get(&tip_id.as_uuid()).and_then(|i| rows.get_mut(*i)) {
+                        Some(slot) => *slot = None,
+                        None => updates.push(Update::Settled(tip_id.as_uuid())),
+                    }
+                }
+            }
+            "SignalRecorded" => {
+                let SignalsEvent::SignalRecorded { occurred_at, data, .. } = decode(event)?;
+                if let SignalData::Task {
+                    external_id,
+                    completed: true,
+                    ..
+                } = data
+                {
+                    for row in rows.iter_mut().flatten() {
+                        if row.user_id == event.user_id
+                            && row.todo.as_deref() == Some(external_id.as_str())
+                            && row.completed_at.is_none()
+                            && occurred_at >= row.served_at
+                            && occurred_at <= row.served_at + SETTLE_WINDOW
+                        {
+                            row.completed_at = Some(occurred_at);
+                        }
+                    }
+                    updates.push(Update::Completed(
+                        event.user_id,
+                        external_id.as_str().to_owned(),
+                        occurred_at,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Earlier batches' rows first (this batch's rows are not in the table yet).
+    for u in updates {
+        match u {
+            Update::Snoozed(tip) => {
+                sqlx::query("UPDATE reward_pending SET snoozed = true WHERE tip_id = $1")
+                    .bind(tip)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Update::Completed(user, todo, at) => {
+                sqlx::query(
+                    "UPDATE reward_pending SET completed_at = $3 WHERE user_id = $1 AND todo_external_id = $2 \
+                     AND completed_at IS NULL AND $3 >= served_at AND $3 <= served_at + $4::interval",
+                )
+                .bind(user)
+                .bind(todo)
+                .bind(at)
+                .bind(format!("{} seconds", SETTLE_WINDOW.num_seconds()))
+                .execute(&mut *conn)
+                .await?;
+            }
+            Update::Settled(tip) => {
+                sqlx::query("DELETE FROM reward_pending WHERE tip_id = $1")
+                    .bind(tip)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+    }
+    let rows: Vec<Row> = rows.into_iter().flatten().collect();
+    if !rows.is_empty() {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO reward_pending (tip_id, user_id, served_at, todo_external_id, snoozed, completed_at) ",
+        );
+        insert.push_values(&rows, |mut b, r| {
+            b.push_bind(r.tip_id)
+                .push_bind(r.user_id)
+                .push_bind(r.served_at)
+                .push_bind(&r.todo)
+                .push_bind(r.snoozed)
+                .push_bind(r.completed_at);
+        });
+        insert.push(" ON CONFLICT DO NOTHING");
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
