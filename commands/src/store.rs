@@ -227,10 +227,7 @@ impl EventStore {
         }
         let (reply, answer) = oneshot::channel();
         // The same stream always goes to the same writer: two writers never race on one stream.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in request.aggregate_type.bytes().chain(request.aggregate_id.bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let h = oo_domain::ids::fnv1a(request.aggregate_type.bytes().chain(request.aggregate_id.bytes()));
         let queue = &self.queues[(h % self.queues.len() as u64) as usize];
         queue
             .send(Job { request, reply })

@@ -89,6 +89,14 @@ impl fmt::Display for SignalId {
     }
 }
 
+/// FNV-1a, 64 bits: a stable hash for routing and partitioning (streams to writers, users to
+/// subjects, policy names to seeds). Not for anything an adversary chooses against.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

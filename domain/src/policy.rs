@@ -31,6 +31,11 @@ pub trait Policy: Send + Sync {
     fn version(&self) -> &'static str;
     fn params(&self) -> BTreeMap<String, f64>;
     fn distribution(&self, inputs: &Inputs<'_>) -> Scored;
+    /// Whether the distribution depends on the person's model and the prior (callers may skip
+    /// reading them when no policy does).
+    fn uses_model(&self) -> bool {
+        true
+    }
 }
 
 /// Uniformly random over the candidates, "not now" included: the logging policy whose data
@@ -47,6 +52,9 @@ impl Policy for RandomPolicy {
     }
     fn params(&self) -> BTreeMap<String, f64> {
         BTreeMap::new()
+    }
+    fn uses_model(&self) -> bool {
+        false
     }
     fn distribution(&self, inputs: &Inputs<'_>) -> Scored {
         let n = inputs.candidates.len();
@@ -237,9 +245,6 @@ pub enum PolicySpecError {
     BadParam(String),
 }
 
-/// The policies this build knows.
-pub const NAMES: [&str; 3] = ["random", "linucb", "thompson"];
-
 /// A policy from its spec: a name, optionally followed by `:key=value,key=value` to override
 /// hyper-parameters, e.g. `linucb:alpha=0.5,epsilon=0.05`.
 pub fn from_spec(spec: &str) -> Result<Box<dyn Policy>, PolicySpecError> {
@@ -297,11 +302,6 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Policy>, PolicySpecError> {
         }
         other => Err(PolicySpecError::Unknown(other.to_owned())),
     }
-}
-
-/// The policies this build knows, by name, with their default hyper-parameters.
-pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
-    from_spec(name).ok()
 }
 
 /// SplitMix64: a well-mixed 64-bit value from a seed.

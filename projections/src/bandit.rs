@@ -15,7 +15,7 @@ use oo_domain::bandit::{LinearModel, PooledSums};
 use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM, DIM, FEATURE_VERSION, joint};
 use oo_domain::tip::TipEvent;
 use sqlx::{PgConnection, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 pub struct Bandit;
@@ -30,19 +30,15 @@ impl Projection for Bandit {
     fn payloads_of(&self) -> Option<&'static [&'static str]> {
         Some(&["TipServed", "TipRewarded"])
     }
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        self.apply_batch(conn, std::slice::from_ref(event))
+    fn user_tables(&self) -> &'static [&'static str] {
+        &["bandit_pending", "bandit_users"]
     }
-    fn apply_batch<'a>(
+    fn fold<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move { crate::fold_with_shredding!(conn, events, &["bandit_pending", "bandit_users"], fold) })
+        Box::pin(fold(conn, events))
     }
 }
 
@@ -111,7 +107,7 @@ pub fn i64s(bytes: &[u8]) -> Vec<i64> {
         .collect()
 }
 
-/// Folds a batch (with no `UserShredded` in it) and writes it.
+/// Folds a run of events (with no `UserShredded` in it) and writes it.
 async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
     // Tips served in this batch, and the rewards in log order.
     let mut served: HashMap<Uuid, (Uuid, Vec<f64>)> = HashMap::new();
@@ -184,12 +180,12 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
         }
     }
     let mut population = PooledSums::new(DIM);
-    let mut settled_here: Vec<Uuid> = Vec::new();
+    let mut settled_here: HashSet<Uuid> = HashSet::new();
     let mut settled_earlier: Vec<Uuid> = Vec::new();
     for (tip, user, reward) in &rewards {
         let x = match (served.get(tip), pending.get(tip)) {
             (Some((_, x)), _) => {
-                settled_here.push(*tip);
+                settled_here.insert(*tip);
                 x
             }
             (None, Some(x)) => {
@@ -205,17 +201,18 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
         population.add(x, *reward);
     }
     // Pending tips: the new ones still unsettled in, the settled earlier ones out.
-    for tip in served_order.iter().filter(|t| !settled_here.contains(t)) {
-        if let Some((user, x)) = served.get(tip) {
-            sqlx::query(
-                "INSERT INTO bandit_pending (tip_id, user_id, features) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(tip)
-            .bind(user)
-            .bind(f64_bytes(x))
-            .execute(&mut *conn)
-            .await?;
-        }
+    let unsettled: Vec<(&Uuid, &(Uuid, Vec<f64>))> = served_order
+        .iter()
+        .filter(|t| !settled_here.contains(*t))
+        .filter_map(|t| served.get(t).map(|s| (t, s)))
+        .collect();
+    if !unsettled.is_empty() {
+        let mut insert = sqlx::QueryBuilder::new("INSERT INTO bandit_pending (tip_id, user_id, features) ");
+        insert.push_values(&unsettled, |mut b, (tip, (user, x))| {
+            b.push_bind(**tip).push_bind(*user).push_bind(f64_bytes(x));
+        });
+        insert.push(" ON CONFLICT DO NOTHING");
+        insert.build().execute(&mut *conn).await?;
     }
     if !settled_earlier.is_empty() {
         sqlx::query("DELETE FROM bandit_pending WHERE tip_id = ANY($1)")

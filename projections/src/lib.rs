@@ -24,35 +24,48 @@ use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
 use sqlx::PgConnection;
 
-/// A read model: a name, the tables it owns, and how one event changes them.
+/// A read model: a name, the tables it owns, and how a run of events changes them.
 pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns, as defined by the migrations (rebuilds copy them).
     fn tables(&self) -> &'static [&'static str];
-    /// The event types whose payloads `apply` decodes (`None`: all). The others still pass
-    /// through `apply`, with an empty payload.
+    /// The tables holding rows per user (a `user_id` column), purged when a user is shredded.
+    fn user_tables(&self) -> &'static [&'static str] {
+        self.tables()
+    }
+    /// The event types whose payloads `fold` decodes (`None`: all). The others still pass
+    /// through `fold`, with an empty payload.
     fn payloads_of(&self) -> Option<&'static [&'static str]> {
         None
     }
-    /// Applies a batch of events in log order. The default applies them one by one; a
-    /// projection may fold the batch first, as long as the result is the same for any split of
-    /// the log into batches (rebuilds batch differently from the live projector).
-    fn apply_batch<'a>(
+    /// Applies a run of events, in log order, that holds no `UserShredded` ([`apply_batch`]
+    /// handles those). The result must be the same for any split of the log into runs (rebuilds
+    /// batch differently from the live projector). Table names are unqualified so that a rebuild
+    /// can point them at its fresh copies through the search path.
+    fn fold<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [StoredEvent],
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move {
-            for e in events {
-                self.apply(&mut *conn, e).await?;
-            }
-            Ok(())
-        })
+    ) -> BoxFuture<'a, Result<(), ApplyError>>;
+}
+
+/// Applies a batch in log order: folded between `UserShredded` events, at each of which the
+/// user's rows are purged from the projection's user tables — the same result as applying the
+/// events one by one, so a rebuild purges a shredded user again.
+pub async fn apply_batch(
+    projection: &dyn Projection,
+    conn: &mut PgConnection,
+    events: &[StoredEvent],
+) -> Result<(), ApplyError> {
+    let mut start = 0;
+    for (i, e) in events.iter().enumerate() {
+        if e.event_type == "UserShredded" {
+            projection.fold(&mut *conn, &events[start..i]).await?;
+            purge(&mut *conn, projection.user_tables(), e.user_id).await?;
+            start = i + 1;
+        }
     }
-    /// Applies one event. Table names are unqualified so that a rebuild can point them at its
-    /// fresh copies through the search path.
-    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent)
-    -> BoxFuture<'a, Result<(), ApplyError>>;
+    projection.fold(conn, &events[start..]).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,24 +89,10 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     ]
 }
 
-/// Applies a batch with a set-based `fold`, cut at every `UserShredded`: what came before is
-/// folded and written, then the user's rows are purged from `tables` — the same result as applying
-/// the events one by one.
-macro_rules! fold_with_shredding {
-    ($conn:expr, $events:expr, $tables:expr, $fold:path) => {{
-        let events = $events;
-        let mut start = 0;
-        for (i, e) in events.iter().enumerate() {
-            if e.event_type == "UserShredded" {
-                $fold(&mut *$conn, &events[start..i]).await?;
-                crate::purge(&mut *$conn, $tables, e.user_id).await?;
-                start = i + 1;
-            }
-        }
-        $fold(&mut *$conn, &events[start..]).await
-    }};
+/// The names of every projection of this build.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|p| p.name()).collect()
 }
-pub(crate) use fold_with_shredding;
 
 /// Deletes a shredded user's rows.
 pub(crate) async fn purge(conn: &mut PgConnection, tables: &[&str], user_id: uuid::Uuid) -> Result<(), ApplyError> {

@@ -82,26 +82,18 @@ impl Projection for OpenTasks {
     fn payloads_of(&self) -> Option<&'static [&'static str]> {
         Some(&["SignalRecorded"])
     }
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        self.apply_batch(conn, std::slice::from_ref(event))
-    }
-
     /// Folds the batch to the last word on each task, then applies it in three set-based
     /// statements: completions, tasks that restart after a completion, and the rest.
-    fn apply_batch<'a>(
+    fn fold<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move { crate::fold_with_shredding!(conn, events, self.tables(), fold) })
+        Box::pin(fold(conn, events))
     }
 }
 
-/// Folds a batch (with no `UserShredded` in it) and writes it.
+/// Folds a run of events (with no `UserShredded` in it) and writes it.
 async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
     let mut order: Vec<(Uuid, String)> = Vec::new();
     let mut last: HashMap<(Uuid, String), Last<'_>> = HashMap::new();

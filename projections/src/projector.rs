@@ -108,7 +108,7 @@ pub(crate) async fn step_in(
         position: row.try_get("position")?,
     };
     let events = read_after_filtered(conn, cursor, limit, projection.payloads_of()).await?;
-    projection.apply_batch(&mut *conn, &events).await?;
+    crate::apply_batch(projection, &mut *conn, &events).await?;
     if let Some(last) = events.last() {
         cursor = last.cursor;
     }
@@ -147,6 +147,8 @@ pub async fn spawn_all(
 /// others go on.
 pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appended: Arc<Notify>, status: Status) {
     let mut retry: Vec<Option<(tokio::time::Instant, Duration)>> = vec![None; projections.len()];
+    // Whether each projection's position has been reported once: after that, only moves are.
+    let mut reported = vec![false; projections.len()];
     let mut backoff = Duration::from_millis(100);
     loop {
         let notified = appended.notified();
@@ -185,7 +187,11 @@ pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appe
                         Ok((n, cursor)) => {
                             retry[i] = None;
                             most = most.max(n);
-                            status.advanced(name, cursor);
+                            // Waiters wake only when something moved.
+                            if n > 0 || !reported[i] {
+                                reported[i] = true;
+                                status.advanced(name, cursor);
+                            }
                         }
                         Err(msg) => {
                             tracing::error!(projection = name, error = %msg, "projection failed; retrying");
@@ -218,45 +224,6 @@ pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appe
                 let _ = tokio::time::timeout(IDLE_POLL, notified).await;
             }
             tokio::time::sleep(COALESCE).await;
-        }
-    }
-}
-
-/// One projection's loop.
-pub async fn run(pool: PgPool, projection: Arc<dyn Projection>, appended: Arc<Notify>, status: Status) {
-    let name = projection.name();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let notified = appended.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        match step(&pool, projection.as_ref(), name, None, BATCH).await {
-            Ok((n, cursor)) => {
-                backoff = Duration::from_millis(100);
-                status.advanced(name, cursor);
-                if (n as i64) < BATCH {
-                    // Caught up: wait for new events, then let a few more commits land so that
-                    // one transaction carries several of them (each step costs a handful of
-                    // round trips whatever its size).
-                    if n == 0 {
-                        let _ = tokio::time::timeout(IDLE_POLL, notified).await;
-                    }
-                    tokio::time::sleep(COALESCE).await;
-                }
-            }
-            Err(e) => {
-                tracing::error!(projection = name, error = %e, "projection failed; retrying");
-                let msg = e.to_string();
-                let _ = sqlx::query(
-                    "UPDATE checkpoints SET status = 'failed', last_error = $2, updated_at = now() WHERE name = $1",
-                )
-                .bind(name)
-                .bind(msg)
-                .execute(&pool)
-                .await;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
         }
     }
 }

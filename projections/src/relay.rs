@@ -84,12 +84,7 @@ pub fn snake(name: &str) -> String {
 /// A stable partition of the user id, 0..64 (FNV-1a of its bytes), so that consumers can split
 /// work by subject filter.
 pub fn partition(user_id: uuid::Uuid) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user_id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % 64
+    oo_domain::ids::fnv1a(*user_id.as_bytes()) % 64
 }
 
 pub fn subject(e: &StoredEvent) -> String {

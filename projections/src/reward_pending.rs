@@ -48,23 +48,16 @@ impl Projection for RewardPending {
     fn payloads_of(&self) -> Option<&'static [&'static str]> {
         Some(&["TipServed", "TipReacted", "TipRewarded", "SignalRecorded"])
     }
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        self.apply_batch(conn, std::slice::from_ref(event))
-    }
-    fn apply_batch<'a>(
+    fn fold<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move { crate::fold_with_shredding!(conn, events, self.tables(), fold) })
+        Box::pin(fold(conn, events))
     }
 }
 
-/// Folds a batch (with no `UserShredded` in it) and writes it.
+/// Folds a run of events (with no `UserShredded` in it) and writes it.
 async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
     let mut rows: Vec<Option<Row>> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
@@ -79,7 +72,13 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                     continue;
                 };
                 let todo = match chosen.kind {
-                    CandidateKind::NotNow => continue,
+                    // Settled as it is served: never pending (its reward, in this batch, finds
+                    // an empty slot rather than deleting a row that was never written).
+                    CandidateKind::NotNow => {
+                        index.insert(d.tip_id.as_uuid(), rows.len());
+                        rows.push(None);
+                        continue;
+                    }
                     CandidateKind::Todo => chosen.candidate_id.strip_prefix("todo:").map(str::to_owned),
                     CandidateKind::Advice => None,
                 };

@@ -52,23 +52,16 @@ impl Projection for TipLog {
     fn payloads_of(&self) -> Option<&'static [&'static str]> {
         Some(&["TipServed", "TipReacted", "TipRewarded"])
     }
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        self.apply_batch(conn, std::slice::from_ref(event))
-    }
-    fn apply_batch<'a>(
+    fn fold<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        Box::pin(async move { crate::fold_with_shredding!(conn, events, self.tables(), fold) })
+        Box::pin(fold(conn, events))
     }
 }
 
-/// Folds a batch (with no `UserShredded` in it) and writes it.
+/// Folds a run of events (with no `UserShredded` in it) and writes it.
 async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
     let mut rows: Vec<Row> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();

@@ -25,17 +25,22 @@ impl Projection for Witness {
     fn tables(&self) -> &'static [&'static str] {
         &["witness"]
     }
-    fn apply<'a>(
+    fn user_tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn fold<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        event: &'a StoredEvent,
+        events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
         Box::pin(async move {
-            sqlx::query("INSERT INTO witness (event_id, position) VALUES ($1, $2)")
-                .bind(event.event_id)
-                .bind(event.cursor.position)
-                .execute(conn)
-                .await?;
+            for event in events {
+                sqlx::query("INSERT INTO witness (event_id, position) VALUES ($1, $2)")
+                    .bind(event.event_id)
+                    .bind(event.cursor.position)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             Ok(())
         })
     }
