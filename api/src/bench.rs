@@ -187,26 +187,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Starts the real server on a loopback port against `url`, with limits that do not throttle a
 /// benchmark.
 async fn start_server(url: &str) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
-    start_server_with(url, "random", "").await
+    start_server_with(url, |c| c.policy = "random".into()).await
 }
 
 async fn start_server_with(
     url: &str,
-    policy: &str,
-    shadows: &str,
+    adjust: impl FnOnce(&mut ServeConfig),
 ) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     let mut config = ServeConfig::for_database(
         url,
         std::env::temp_dir().join(format!("oo-bench-{}", Uuid::new_v4().simple())),
     );
-    config.policy = policy.to_owned();
-    config.shadow_policies = shadows.to_owned();
     config.dev = true;
     config.db.db_pool = 30;
     config.rate_limit = crate::config::RateLimit {
         per_second: 1_000_000,
         burst: 1_000_000,
     };
+    adjust(&mut config);
     let app = crate::Application::build(config).await?;
     let base = format!("http://{}", app.local_addr()?);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -368,10 +366,8 @@ async fn appends(server: &str, clients: &[usize], seconds: u64, personal: bool) 
 }
 
 async fn wait_for_projections(pool: &PgPool) -> anyhow::Result<()> {
-    let head = oo_commands::store::head(pool).await?;
-    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
     let status = oo_projections::status::Status::default();
-    oo_projections::projector::wait_for(pool, &status, &names, head, Duration::from_secs(600)).await?;
+    crate::wait_for_head(pool, &status, Duration::from_secs(600)).await?;
     Ok(())
 }
 
@@ -403,7 +399,11 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
         history,
     } = load;
     let (db, pool) = BenchDb::create(server).await?;
-    let (base, stop) = start_server_with(&db.url, policy, shadows).await?;
+    let (base, stop) = start_server_with(&db.url, |c| {
+        c.policy = policy.to_owned();
+        c.shadow_policies = shadows.to_owned();
+    })
+    .await?;
     let http = client()?;
     let mut tokens = vec![];
     let mut last_position = String::new();
@@ -598,6 +598,22 @@ async fn user(store: &EventStore, vault: &Vault, email: &str) -> anyhow::Result<
     )
 }
 
+/// Records `signals` for `user` through the real command path.
+async fn record(repo: &Repository<Signals>, user: UserId, signals: Vec<NewSignal>) -> anyhow::Result<()> {
+    repo.execute(
+        &user.to_string(),
+        RecordSignals {
+            user_id: user,
+            signals,
+            at: Utc::now(),
+        },
+        Meta::new(Utc::now()),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
 /// Times `n` one-signal commands. `cold`: each on a new repository (no cached state: the
 /// stream is loaded from its snapshot and the events after it).
 async fn time_commands(
@@ -617,17 +633,7 @@ async fn time_commands(
             warm.clone()
         };
         let started = Instant::now();
-        repo.execute(
-            &user.to_string(),
-            RecordSignals {
-                user_id: user,
-                signals: vec![mood_signal(format!("{label}-{k}"))],
-                at: Utc::now(),
-            },
-            Meta::new(Utc::now()),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        record(&repo, user, vec![mood_signal(format!("{label}-{k}"))]).await?;
         out.push(started.elapsed().as_secs_f64() * 1e3);
     }
     out.sort_by(|a, b| a.total_cmp(b));
@@ -640,33 +646,13 @@ async fn snapshot(server: &str, events: usize) -> anyhow::Result<()> {
     let small = user(&store, &vault, "small@example.org").await?;
     let big = user(&store, &vault, "big@example.org").await?;
     for k in 0..10 {
-        repo.execute(
-            &small.to_string(),
-            RecordSignals {
-                user_id: small,
-                signals: vec![mood_signal(format!("s{k}"))],
-                at: Utc::now(),
-            },
-            Meta::new(Utc::now()),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        record(&repo, small, vec![mood_signal(format!("s{k}"))]).await?;
     }
     let mut written = 0;
     while written < events {
         let n = (events - written).min(1000);
         let signals = (0..n).map(|k| mood_signal(format!("g{}", written + k))).collect();
-        repo.execute(
-            &big.to_string(),
-            RecordSignals {
-                user_id: big,
-                signals,
-                at: Utc::now(),
-            },
-            Meta::new(Utc::now()),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        record(&repo, big, signals).await?;
         written += n;
     }
     let mut rows = vec![];
@@ -925,23 +911,11 @@ async fn relay(server: &str, events: usize, clients: usize, seconds: u64) -> any
     // 3. End to end under append load: the real server with its relay, 64 clients appending one
     // signal per request; a subscriber timestamps each event's arrival.
     let (db, pool) = BenchDb::create(server).await?;
-    let mut config = ServeConfig::for_database(
-        &db.url,
-        std::env::temp_dir().join(format!("oo-bench-{}", Uuid::new_v4().simple())),
-    );
-    config.dev = true;
-    config.db.db_pool = 30;
-    config.nats_url = Some(nats.url.clone());
-    config.rate_limit = crate::config::RateLimit {
-        per_second: 1_000_000,
-        burst: 1_000_000,
-    };
-    let app = crate::Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr()?);
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
+    let (base, stop) = start_server_with(&db.url, |c| {
+        c.policy = "random".into();
+        c.nats_url = Some(nats.url.clone());
+    })
+    .await?;
     let http = self::client()?;
     let mut tokens = vec![];
     for c in 0..clients {
@@ -1022,17 +996,7 @@ async fn fill_log(
             while k < per_user {
                 let n = (per_user - k).min(1000);
                 let signals = (k..k + n).map(|i| make(u, i)).collect();
-                repo.execute(
-                    &id.to_string(),
-                    RecordSignals {
-                        user_id: id,
-                        signals,
-                        at: Utc::now(),
-                    },
-                    Meta::new(Utc::now()),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                record(&repo, id, signals).await?;
                 k += n;
             }
             anyhow::Ok(())

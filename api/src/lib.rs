@@ -76,6 +76,17 @@ pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {
     Ok(key)
 }
 
+/// Waits until every projection has passed the head of the log as it is now (or `timeout`);
+/// returns whether they did.
+pub async fn wait_for_head(
+    pool: &PgPool,
+    status: &oo_projections::status::Status,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let head = oo_commands::store::head(pool).await?;
+    Ok(oo_projections::projector::wait_for(pool, status, &oo_projections::names(), head, timeout).await?)
+}
+
 /// The recommender for a serving policy spec and `;`-separated shadow specs.
 pub fn recommender_of(policy: &str, shadows: &str) -> anyhow::Result<recommender::Recommender> {
     let serving = oo_domain::policy::from_spec(policy).with_context(|| format!("OO_POLICY {policy:?}"))?;

@@ -82,10 +82,27 @@ pub struct Served {
     pub executed: Executed<Tip>,
 }
 
-/// The population's weights, read from the `bandit` projection and kept for `max_age`.
+/// The population's weights, read from the `bandit` projection and kept for `max_age`; one
+/// request refreshes them at a time while the others go on with the previous weights.
 struct PriorCache {
     max_age: Duration,
     current: Mutex<Option<(Instant, Arc<Vec<f64>>)>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// The model of a person nobody has learned anything about yet, shared.
+static FRESH_MODEL: std::sync::LazyLock<Arc<LinearModel>> =
+    std::sync::LazyLock::new(|| Arc::new(LinearModel::new(DIM)));
+
+/// The prior when no policy uses one.
+static NO_PRIOR: std::sync::LazyLock<Arc<Vec<f64>>> = std::sync::LazyLock::new(Arc::default);
+
+/// The serving policy's decision and the shadow policies' picks.
+pub struct Decided {
+    pub scored: Scored,
+    pub chosen: usize,
+    pub seed: u64,
+    pub shadow: Vec<ShadowPick>,
 }
 
 /// The people's models last read, each with its count of rewards (`n`): a model changes only
@@ -115,6 +132,7 @@ impl Recommender {
             prior: PriorCache {
                 max_age: prior_max_age,
                 current: Mutex::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
             },
             models: ModelCache::default(),
         }
@@ -123,18 +141,31 @@ impl Recommender {
     fn learns(&self) -> bool {
         std::iter::once(&self.policy)
             .chain(&self.shadows)
-            .any(|p| p.name() != "random")
+            .any(|p| p.uses_model())
     }
 
-    /// The population's weights (refreshed when older than the cache's age).
+    /// The population's weights (refreshed when older than the cache's age; empty when no
+    /// policy uses them).
     pub async fn prior(&self, pool: &PgPool) -> Result<Arc<Vec<f64>>, ApiError> {
-        if let Ok(guard) = self.prior.current.lock()
-            && let Some((at, theta)) = guard.as_ref()
-            && at.elapsed() < self.prior.max_age
-        {
-            return Ok(theta.clone());
+        if !self.learns() {
+            return Ok(NO_PRIOR.clone());
         }
-        self.refresh_prior(pool).await
+        let current = self.prior.current.lock().ok().and_then(|g| g.clone());
+        match current {
+            Some((at, theta)) if at.elapsed() < self.prior.max_age => Ok(theta),
+            // Stale: one request refreshes, the others keep the previous weights meanwhile.
+            Some((_, theta)) => match self.prior.refreshing.try_lock() {
+                Ok(_guard) => self.refresh_prior(pool).await,
+                Err(_) => Ok(theta),
+            },
+            None => {
+                let _guard = self.prior.refreshing.lock().await;
+                match self.prior.current.lock().ok().and_then(|g| g.clone()) {
+                    Some((_, theta)) => Ok(theta),
+                    None => self.refresh_prior(pool).await,
+                }
+            }
+        }
     }
 
     /// Reads the population's sums again and solves for its weights.
@@ -198,11 +229,11 @@ impl Recommender {
         let settled: Vec<Option<f64>> = person.try_get::<Option<Vec<_>>, _>("rewards")?.unwrap_or_default();
         let model = match person.try_get::<Option<i64>, _>("n")? {
             Some(n) => self.model(pool, uid, n).await?,
-            None => Arc::new(LinearModel::new(DIM)),
+            None => FRESH_MODEL.clone(),
         };
         let tz = overrides
             .time_zone
-            .or_else(|| known_tz.as_deref().and_then(crate::routes::recommend::parse_time_zone));
+            .or_else(|| known_tz.as_deref().and_then(parse_time_zone));
         let local_time = match tz {
             Some(tz) => now.with_timezone(&tz).fixed_offset(),
             None => now.fixed_offset(),
@@ -313,7 +344,7 @@ impl Recommender {
     }
 
     /// What `policy` makes of the prepared candidates.
-    pub fn score(policy: &dyn Policy, prepared: &Prepared, prior: &[f64], seed: u64) -> Scored {
+    fn score(policy: &dyn Policy, prepared: &Prepared, prior: &[f64], seed: u64) -> Scored {
         policy.distribution(&Inputs {
             candidates: &prepared.vectors,
             model: &prepared.model,
@@ -323,7 +354,7 @@ impl Recommender {
     }
 
     /// The serving policy's distribution and the shadow policies' picks, with the served index.
-    pub fn decide(&self, prepared: &Prepared, prior: &[f64], seed: u64) -> (Scored, usize, Vec<ShadowPick>) {
+    pub fn decide(&self, prepared: &Prepared, prior: &[f64], seed: u64) -> Decided {
         let scored = Self::score(self.policy.as_ref(), prepared, prior, seed);
         let chosen = draw(&scored.probabilities, seed);
         let shadows = self
@@ -331,7 +362,7 @@ impl Recommender {
             .iter()
             .map(|p| {
                 // Each shadow draws with its own seed, derived from the decision's.
-                let seed = mix(seed ^ name_hash(p.name()));
+                let seed = mix(seed ^ oo_domain::ids::fnv1a(p.name().bytes()));
                 let s = Self::score(p.as_ref(), prepared, prior, seed);
                 let pick = draw(&s.probabilities, seed);
                 ShadowPick {
@@ -343,21 +374,29 @@ impl Recommender {
                 }
             })
             .collect();
-        (scored, chosen, shadows)
+        Decided {
+            scored,
+            chosen,
+            seed,
+            shadow: shadows,
+        }
     }
 
     /// Appends `TipServed` for the decision (durably) and says what to show.
-    #[allow(clippy::too_many_arguments)]
     pub async fn serve(
+        &self,
         prepared: Prepared,
+        decided: Decided,
         tips: &Repository<Tip>,
         vault: &Vault,
-        policy: &dyn Policy,
-        scored: Scored,
-        chosen: usize,
-        seed: u64,
-        shadow: Vec<ShadowPick>,
     ) -> Result<Served, ApiError> {
+        let Decided {
+            scored,
+            chosen,
+            seed,
+            shadow,
+        } = decided;
+        let policy = self.policy.as_ref();
         let Prepared {
             user_id,
             now,
@@ -429,9 +468,7 @@ impl Recommender {
     }
 }
 
-/// A stable 64-bit hash of a policy's name (FNV-1a).
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// An IANA time zone name, if this build knows it.
+pub(crate) fn parse_time_zone(s: &str) -> Option<chrono_tz::Tz> {
+    s.parse::<chrono_tz::Tz>().ok()
 }

@@ -96,11 +96,10 @@ pub async fn delete_me(State(state): State<AppState>, user: CurrentUser) -> Resu
         Some(c) => c,
         None => state.store.head().await?,
     };
-    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
     let complete = oo_projections::projector::wait_for(
         &state.pool,
         &state.status,
-        &names,
+        &oo_projections::names(),
         target,
         std::time::Duration::from_secs(10),
     )

@@ -5,7 +5,7 @@
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 use crate::json;
-use crate::recommender::{Overrides, Recommender};
+use crate::recommender::Overrides;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -78,10 +78,6 @@ pub struct RecommendResponse {
     pub stale: bool,
 }
 
-pub(crate) fn parse_time_zone(s: &str) -> Option<chrono_tz::Tz> {
-    s.parse::<chrono_tz::Tz>().ok()
-}
-
 /// The next tip, or 204 when the policy chose "not now" (the decision is logged all the same).
 #[utoipa::path(post, path = "/recommend", request_body(content = RecommendRequest, description = "optional"), security(("session" = [])),
     responses((status = 200, body = RecommendResponse), (status = 204, description = "nothing worth showing now"),
@@ -111,7 +107,7 @@ pub async fn recommend(
         .time_zone
         .as_deref()
         .map(|s| {
-            parse_time_zone(s)
+            crate::recommender::parse_time_zone(s)
                 .ok_or_else(|| ApiError::invalid_value("context.time_zone: must be an IANA time zone name"))
         })
         .transpose()?;
@@ -123,8 +119,14 @@ pub async fn recommend(
 
     let mut stale = false;
     if let Some(target) = min_position {
-        let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
-        stale = !oo_projections::projector::wait_for(&state.pool, &state.status, &names, target, MAX_WAIT).await?;
+        stale = !oo_projections::projector::wait_for(
+            &state.pool,
+            &state.status,
+            &oo_projections::names(),
+            target,
+            MAX_WAIT,
+        )
+        .await?;
     }
 
     let now = Utc::now();
@@ -137,18 +139,8 @@ pub async fn recommend(
     let prior = recommender.prior(&state.pool).await?;
     let prepared = recommender.prepare(&state.pool, user.user_id, overrides, now).await?;
     let seed = rand::rngs::OsRng.next_u64();
-    let (scored, chosen, shadow) = recommender.decide(&prepared, &prior, seed);
-    let served = Recommender::serve(
-        prepared,
-        &state.tips,
-        &state.vault,
-        recommender.policy.as_ref(),
-        scored,
-        chosen,
-        seed,
-        shadow,
-    )
-    .await?;
+    let decided = recommender.decide(&prepared, &prior, seed);
+    let served = recommender.serve(prepared, decided, &state.tips, &state.vault).await?;
     state
         .metrics
         .observe_command("serve_tip", started.elapsed().as_secs_f64());

@@ -175,7 +175,7 @@ pub fn parse_signal(i: usize, dto: &SignalDto) -> Result<NewSignal, ApiError> {
                 time_zone: d
                     .time_zone
                     .as_deref()
-                    .map(|tz| match crate::routes::recommend::parse_time_zone(tz) {
+                    .map(|tz| match crate::recommender::parse_time_zone(tz) {
                         Some(_) => TimeZoneName::parse(tz),
                         None => Err(InvalidField {
                             field: "time_zone",

@@ -16,14 +16,14 @@
 pub mod world;
 
 use crate::config::DbConfig;
-use crate::recommender::{Candidate, Overrides, Prepared, Recommender};
+use crate::recommender::{Candidate, Decided, Overrides, Prepared, Recommender};
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use oo_commands::aggregate::{Meta, Repository};
 use oo_commands::store::{EventStore, WriterConfig};
 use oo_commands::vault::{MasterKey, Vault};
-use oo_domain::ids::{SignalId, TipId, UserId};
+use oo_domain::ids::{SignalId, UserId};
 use oo_domain::policy::{Policy, Scored, mix};
 use oo_domain::reward::Reaction;
 use oo_domain::signal::{ExternalId, MoodScore, Place, Priority, SignalData, TaskSource, Text, TimeZoneName};
@@ -32,11 +32,9 @@ use oo_domain::tip::{CandidateKind, Tip, TipCommand};
 use oo_domain::user::Email;
 use oo_projections::status::Status;
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool, Row};
+use sqlx::{PgPool, Row};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use world::{SimCandidate, SimSignal, World};
 
@@ -115,6 +113,9 @@ impl Policy for Oracle {
     fn params(&self) -> BTreeMap<String, f64> {
         BTreeMap::new()
     }
+    fn uses_model(&self) -> bool {
+        false
+    }
     fn distribution(&self, inputs: &oo_domain::policy::Inputs<'_>) -> Scored {
         oo_domain::policy::RandomPolicy.distribution(inputs)
     }
@@ -142,7 +143,6 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
     for spec in &specs {
         // Reported under the whole spec when it carries parameters, so two variants of one
         // policy do not overwrite each other.
-        let name = spec.clone();
         eprintln!(
             "simulating {spec}: {} people, {} days, seed {}",
             args.users, args.days, args.seed
@@ -157,7 +157,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
             started.elapsed().as_secs_f64(),
             result.last_week_mean_reward
         );
-        policies.insert(name, result);
+        policies.insert(spec.clone(), result);
     }
     let report = Report {
         seed: args.seed,
@@ -243,10 +243,8 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-/// The database a policy's run uses: `<database>_sim_<policy>`.
-fn sim_options(base: &str, policy: &str) -> anyhow::Result<(PgConnectOptions, PgConnectOptions, String)> {
-    let opts = PgConnectOptions::from_str(base).context("OO_DATABASE_URL is not a Postgres URL")?;
-    let base_name = opts.get_database().unwrap_or("oo").to_owned();
+/// The URL of the database a policy's run uses: `<database>_sim_<policy>` on the same server.
+fn sim_url(base: &str, policy: &str) -> String {
     let slug: String = policy
         .chars()
         .map(|c| {
@@ -257,33 +255,35 @@ fn sim_options(base: &str, policy: &str) -> anyhow::Result<(PgConnectOptions, Pg
             }
         })
         .collect();
-    let name = format!("{base_name}_sim_{slug}");
-    let admin = opts.clone().database("postgres").disable_statement_logging();
-    Ok((admin, opts.database(&name).disable_statement_logging(), name))
+    let (url, query) = base.split_once('?').map_or((base, None), |(u, q)| (u, Some(q)));
+    let (server, database) = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('/') {
+            Some((host, db)) => (format!("{scheme}://{host}"), db),
+            None => (url.to_owned(), ""),
+        },
+        None => (url.to_owned(), ""),
+    };
+    let database = if database.is_empty() { "oo" } else { database };
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{server}/{database}_sim_{slug}{query}")
 }
 
-async fn fresh_database(base: &str, policy: &str, reset: bool) -> anyhow::Result<PgPool> {
-    let (admin, opts, name) = sim_options(base, policy)?;
-    let admin_pool = PgPoolOptions::new().max_connections(1).connect_with(admin).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&admin_pool)
-        .await?;
-    if exists {
-        if !reset {
-            anyhow::bail!("the database {name} exists; pass --reset to drop it and simulate again");
-        }
-        sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-            .execute(&admin_pool)
-            .await?;
+/// A fresh, migrated database for one policy's run (an existing one only with `--reset`).
+async fn fresh_database(db: &DbConfig, policy: &str, reset: bool) -> anyhow::Result<PgPool> {
+    use sqlx::migrate::MigrateDatabase;
+    let url = sim_url(&db.database_url, policy);
+    if sqlx::Postgres::database_exists(&url).await? {
+        anyhow::ensure!(
+            reset,
+            "the database of {url} exists; pass --reset to drop it and simulate again"
+        );
+        sqlx::Postgres::force_drop_database(&url).await?;
     }
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&admin_pool)
-        .await?;
-    admin_pool.close().await;
-    let pool = PgPoolOptions::new().max_connections(32).connect_with(opts).await?;
-    oo_commands::MIGRATOR.run(&pool).await?;
-    Ok(pool)
+    crate::connect_and_migrate(&DbConfig {
+        database_url: url,
+        ..db.clone()
+    })
+    .await
 }
 
 struct Sim {
@@ -293,23 +293,28 @@ struct Sim {
     vault: Vault,
     status: Status,
     recommender: Recommender,
-    oracle: bool,
     world: Mutex<World>,
     seed: u64,
-    names: Vec<&'static str>,
+}
+
+impl Sim {
+    fn oracle(&self) -> bool {
+        self.recommender.policy.name() == Oracle.name()
+    }
+    fn world(&self) -> anyhow::Result<std::sync::MutexGuard<'_, World>> {
+        self.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))
+    }
 }
 
 async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyResult> {
-    let pool = fresh_database(&args.db.database_url, spec, args.reset).await?;
+    let pool = fresh_database(&args.db, spec, args.reset).await?;
     let store = EventStore::start(pool.clone(), WriterConfig::default());
     let vault = Vault::open(pool.clone(), MasterKey::generate()).await?;
     let status = Status::default();
-    let projections = oo_projections::all();
-    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     let handles =
-        oo_projections::projector::spawn_all(pool.clone(), projections, store.appended(), status.clone()).await?;
-    let oracle = spec == "oracle";
-    let policy: Arc<dyn Policy> = if oracle {
+        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+            .await?;
+    let policy: Arc<dyn Policy> = if spec == Oracle.name() {
         Arc::new(Oracle)
     } else {
         Arc::from(oo_domain::policy::from_spec(spec)?)
@@ -321,10 +326,8 @@ async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyRes
         status,
         // The prior is refreshed explicitly at every hour boundary.
         recommender: Recommender::new(policy, vec![], std::time::Duration::MAX),
-        oracle,
         world: Mutex::new(World::new(args.users, args.seed)),
         seed: args.seed,
-        names,
         pool: pool.clone(),
     });
     let epoch = world::epoch();
@@ -390,20 +393,18 @@ async fn boundary(sim: &Sim, now: DateTime<Utc>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the simulator waits for the projections before it gives up.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(120);
+
 async fn catch_up(sim: &Sim) -> anyhow::Result<()> {
-    let head = oo_commands::store::head(&sim.pool).await?;
-    wait(sim, head).await
+    let ok = crate::wait_for_head(&sim.pool, &sim.status, CATCH_UP).await?;
+    anyhow::ensure!(ok, "the projections did not catch up within 120 s");
+    Ok(())
 }
 
 async fn wait(sim: &Sim, target: oo_commands::cursor::Cursor) -> anyhow::Result<()> {
-    let ok = oo_projections::projector::wait_for(
-        &sim.pool,
-        &sim.status,
-        &sim.names,
-        target,
-        std::time::Duration::from_secs(120),
-    )
-    .await?;
+    let ok =
+        oo_projections::projector::wait_for(&sim.pool, &sim.status, &oo_projections::names(), target, CATCH_UP).await?;
     anyhow::ensure!(ok, "the projections did not catch up within 120 s");
     Ok(())
 }
@@ -485,9 +486,10 @@ fn sim_candidate(c: &Candidate) -> SimCandidate<'_> {
     }
 }
 
-/// The oracle's choice: the candidate with the highest expected reward (the first on ties).
-fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared) -> anyhow::Result<Scored> {
-    let world = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
+/// The oracle's choice: the candidate with the highest expected reward (the first on ties),
+/// served with probability 1.
+fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared) -> anyhow::Result<(Scored, usize)> {
+    let world = sim.world()?;
     let scores: Vec<f64> = prepared
         .candidates
         .iter()
@@ -501,7 +503,7 @@ fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared) -> anyhow::Resul
     }
     let mut probabilities = vec![0.0; scores.len()];
     probabilities[best] = 1.0;
-    Ok(Scored { scores, probabilities })
+    Ok((Scored { scores, probabilities }, best))
 }
 
 /// One person's simulated hour: signals and sessions in time order. The world is asked for the
@@ -514,17 +516,12 @@ async fn person_hour(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let world = |f: &mut dyn FnMut(&mut World)| -> anyhow::Result<()> {
-        let mut w = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
-        f(&mut w);
-        Ok(())
-    };
-    let mut sessions = Vec::new();
-    world(&mut |w| sessions = w.sessions(person, from, to))?;
+    let sessions = sim.world()?.sessions(person, from, to);
     let mut pending: Vec<(DateTime<Utc>, SimSignal)> = Vec::new();
     let mut since = from;
     for at in sessions {
-        world(&mut |w| pending.extend(w.signals(person, since, at)))?;
+        let signals = sim.world()?.signals(person, since, at);
+        pending.extend(signals);
         since = at;
         if let Some(c) = flush(sim, user, person, &mut pending, at).await? {
             wait(sim, c).await?;
@@ -534,7 +531,8 @@ async fn person_hour(
             wait(sim, c).await?;
         }
     }
-    world(&mut |w| pending.extend(w.signals(person, since, to)))?;
+    let signals = sim.world()?.signals(person, since, to);
+    pending.extend(signals);
     flush(sim, user, person, &mut pending, to).await?;
     Ok(())
 }
@@ -554,34 +552,30 @@ async fn session(
         .await
         .map_err(api)?;
     let seed = mix(sim.seed ^ mix(person as u64 ^ mix(at.timestamp_micros() as u64)));
-    let (scored, chosen) = if sim.oracle {
-        let scored = oracle_choice(sim, person, &prepared)?;
-        let chosen = scored.probabilities.iter().position(|p| *p == 1.0).unwrap_or(0);
-        (scored, chosen)
+    let decided = if sim.oracle() {
+        let (scored, chosen) = oracle_choice(sim, person, &prepared)?;
+        Decided {
+            scored,
+            chosen,
+            seed,
+            shadow: vec![],
+        }
     } else {
-        let (scored, chosen, _) = sim.recommender.decide(&prepared, &prior, seed);
-        (scored, chosen)
+        sim.recommender.decide(&prepared, &prior, seed)
     };
     let tips_today = prepared.context.tips_today;
-    let candidate = prepared.candidates[chosen].clone();
-    let served = Recommender::serve(
-        prepared,
-        &sim.tips,
-        &sim.vault,
-        sim.recommender.policy.as_ref(),
-        scored,
-        chosen,
-        seed,
-        vec![],
-    )
-    .await
-    .map_err(api)?;
+    let candidate = prepared.candidates[decided.chosen].clone();
+    let served = sim
+        .recommender
+        .serve(prepared, decided, &sim.tips, &sim.vault)
+        .await
+        .map_err(api)?;
     let mut last = served.executed.cursor;
     if served.kind == CandidateKind::NotNow {
         return Ok(last);
     }
     let response = {
-        let mut world = sim.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))?;
+        let mut world = sim.world()?;
         world.respond(person, sim_candidate(&candidate), at, tips_today, seed)
     };
     if let Some(r) = response.reaction {
@@ -603,7 +597,6 @@ async fn session(
             last = done.cursor;
         }
     }
-    let _: TipId = served.tip_id;
     Ok(last)
 }
 
