@@ -372,13 +372,9 @@ pub async fn projection_tables(pool: &PgPool) -> Vec<(String, Vec<String>)> {
 
 /// Waits until every projection has reached the head of the log.
 pub async fn wait_caught_up(pool: &PgPool) {
-    let head = oo_commands::store::head(pool).await.expect("head");
-    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
-    let ok = oo_projections::projector::wait_for(
+    let ok = oo_api::wait_for_head(
         pool,
         &oo_projections::status::Status::default(),
-        &names,
-        head,
         std::time::Duration::from_secs(30),
     )
     .await

@@ -20,10 +20,13 @@ async fn count(app: &TestApp, sql: &str, user: Uuid) -> i64 {
         .expect("count")
 }
 
+/// The user's rows in every table of every projection that holds rows per user.
 async fn projection_rows(app: &TestApp, user: Uuid) -> i64 {
     let mut n = 0;
-    for t in ["open_tasks", "user_features", "tip_log"] {
-        n += count(app, &format!("SELECT count(*) FROM {t} WHERE user_id = $1"), user).await;
+    for p in oo_projections::all() {
+        for t in p.user_tables() {
+            n += count(app, &format!("SELECT count(*) FROM {t} WHERE user_id = $1"), user).await;
+        }
     }
     n
 }
@@ -181,29 +184,15 @@ async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
     assert_ne!(again, user_id);
 
     // A rebuild purges the deleted user again and equals the live projections.
-    let head = oo_commands::store::head(&app.pool).await.expect("head");
-    let names: Vec<&str> = oo_projections::all().iter().map(|p| p.name()).collect();
+    wait_caught_up(&app.pool).await;
     let status = oo_projections::status::Status::default();
-    assert!(
-        oo_projections::projector::wait_for(&app.pool, &status, &names, head, std::time::Duration::from_secs(10))
-            .await
-            .expect("wait")
-    );
-    let mut before = vec![];
-    for t in ["open_tasks", "user_features", "tip_log"] {
-        let rows = table_rows(&app.pool, t).await;
-        before.push(rows);
-    }
+    let before = projection_tables(&app.pool).await;
     for p in oo_projections::all() {
         oo_projections::rebuild::rebuild(&app.pool, p.as_ref(), &status, |_, _| {})
             .await
             .expect("rebuild");
     }
-    let mut after = vec![];
-    for t in ["open_tasks", "user_features", "tip_log"] {
-        let rows = table_rows(&app.pool, t).await;
-        after.push(rows);
-    }
+    let after = projection_tables(&app.pool).await;
     assert_eq!(after, before);
     assert_eq!(projection_rows(&app, uid).await, 0);
 }

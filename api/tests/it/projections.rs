@@ -235,6 +235,7 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
     let repo: Repository<Signals> = Repository::new(store.clone(), vault.clone());
     let tips: Repository<Tip> = Repository::new(store.clone(), vault.clone());
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut registered = vec![];
     for u in 0..3 {
         let email = Email::parse(&format!("b{u}@example.org")).expect("email");
         let user = oo_commands::identity::find_or_register(&store, &vault, &email, Meta::new(Utc::now()))
@@ -276,7 +277,40 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
         }
         // Decisions and reactions, so that the tip and bandit projections have work too.
         serve_and_react(&tips, user, 25, &mut rng).await;
+        // Completions after the tips, so that snoozed todos get their completion recorded.
+        let completions = (0..3)
+            .map(|t| NewSignal {
+                id: SignalId::parse(&format!("done-{u}-{t}")).expect("id"),
+                occurred_at: Utc::now(),
+                data: SignalData::Task {
+                    source: TaskSource::Manual,
+                    external_id: ExternalId::parse(&format!("t{t}")).expect("id"),
+                    title: Text::parse("title", "Task").expect("text"),
+                    priority: Priority::parse(2).expect("priority"),
+                    due: None,
+                    completed: true,
+                    project: None,
+                },
+            })
+            .collect();
+        repo.execute(
+            &user.to_string(),
+            RecordSignals {
+                user_id: user,
+                signals: completions,
+                at: Utc::now(),
+            },
+            Meta::new(Utc::now()),
+        )
+        .await
+        .expect("recorded");
+        registered.push(user);
     }
+    // One user is deleted: every batch size must cut its batches there and purge them alike.
+    let users: Repository<oo_domain::user::User> = Repository::new(store.clone(), vault.clone());
+    oo_commands::identity::delete_user(&users, &vault, &pool, registered[0], Meta::new(Utc::now()))
+        .await
+        .expect("deleted");
     for p in oo_projections::all() {
         let mut dumps = vec![];
         for (label, limit) in [("one", 1i64), ("seven", 7), ("all", 5000)] {

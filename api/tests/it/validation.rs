@@ -177,6 +177,17 @@ async fn bad_feedback_and_recommend_bodies_are_refused() {
         "invalid_value",
     )
     .await;
+    for context in [json!({"time_zone": "Mars/Olympus_Mons"}), json!({"place": "moon"})] {
+        expect(
+            &app,
+            &token,
+            "/recommend",
+            json!({ "context": context }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        )
+        .await;
+    }
     expect(
         &app,
         &token,
