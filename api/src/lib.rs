@@ -52,8 +52,13 @@ pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<PgPool> {
             .context("cannot create the database")?;
         tracing::info!("created the database");
     }
+    // sqlx pings a connection when it goes back to the pool (not configurable in 0.8), and by
+    // default again when it is taken out: a round trip on each side of every query. The second
+    // ping is dropped; a connection that broke while idle fails its next query, which the pool
+    // then discards.
     let pool = PgPoolOptions::new()
         .max_connections(db.db_pool)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect(&db.database_url)
         .await

@@ -500,13 +500,26 @@ pub fn prepare_event<E: Event>(
     meta: &Meta,
 ) -> Result<NewEvent, sealing::SealError> {
     let event_id = Uuid::now_v7();
-    let mut payload = serde_json::to_value(event).map_err(|_| sealing::SealError::Seal)?;
-    let fields = sealing::split(&mut payload, event.personal_fields());
-    let sealed = if fields.is_empty() {
-        None
+    let personal = event.personal_fields();
+    // Serialised here, in the command's task, so that the writer only copies text.
+    let (payload, sealed) = if personal.is_empty() {
+        (
+            serde_json::to_string(event).map_err(|_| sealing::SealError::Seal)?,
+            None,
+        )
     } else {
-        let key = key.ok_or(sealing::SealError::WrongKey)?;
-        Some(sealing::seal(key, event_id, &fields)?.to_bytes())
+        let mut value = serde_json::to_value(event).map_err(|_| sealing::SealError::Seal)?;
+        let fields = sealing::split(&mut value, personal);
+        let sealed = if fields.is_empty() {
+            None
+        } else {
+            let key = key.ok_or(sealing::SealError::WrongKey)?;
+            Some(sealing::seal(key, event_id, &fields)?.to_bytes())
+        };
+        // `to_string` through `serde_json::to_string` writes into a buffer; `Value`'s `Display`
+        // goes through a formatter, several times slower on a large payload.
+        let payload = serde_json::to_string(&value).map_err(|_| sealing::SealError::Seal)?;
+        (payload, sealed)
     };
     Ok(NewEvent {
         event_id,
@@ -581,7 +594,37 @@ mod tests {
             recorded_at: Utc::now(),
             correlation_id: Uuid::nil(),
             causation_id: None,
+            decoded: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_shared_decoding_is_made_once_per_type() {
+        let e = stored(&json!({"a": 1, "b": [1.5, 2.5]}), None, Uuid::now_v7());
+        let pristine = e.clone();
+        let first = e.decode_shared::<serde_json::Value>().expect("decodes");
+        let again = e.decode_shared::<serde_json::Value>().expect("decodes");
+        assert!(
+            std::sync::Arc::ptr_eq(&first, &again),
+            "the second reader shares the first decoding"
+        );
+        assert_eq!(*first, json!({"a": 1, "b": [1.5, 2.5]}));
+        // Another type decodes anew, and the shared one stays.
+        let map = e
+            .decode_shared::<std::collections::BTreeMap<String, serde_json::Value>>()
+            .expect("decodes");
+        assert_eq!(map.len(), 2);
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &e.decode_shared::<serde_json::Value>().expect("decodes")
+        ));
+        // A clone carries the decoding with it; equality ignores it.
+        let copy = e.clone();
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &copy.decode_shared::<serde_json::Value>().expect("decodes")
+        ));
+        assert_eq!(pristine, e, "equality ignores whether the payload was decoded");
     }
 
     #[test]

@@ -18,9 +18,9 @@
 
 use crate::cursor::Cursor;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgDatabaseError;
-use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{Acquire, PgConnection, PgPool, Postgres, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,8 @@ pub struct NewEvent {
     pub event_type: &'static str,
     pub schema_version: i32,
     pub user_id: Uuid,
-    pub payload: Value,
+    /// The public payload, already serialised (JSON text): the writer only copies it.
+    pub payload: String,
     pub sealed: Option<Vec<u8>>,
     pub occurred_at: DateTime<Utc>,
     pub correlation_id: Uuid,
@@ -282,6 +283,9 @@ pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
 
 impl Writer {
     async fn run(mut self) {
+        // The writer keeps one connection between batches: sqlx pings a connection each time it
+        // goes back to the pool, a round trip per commit that a held connection does not pay.
+        let mut conn: Option<PoolConnection<Postgres>> = None;
         loop {
             let jobs = {
                 let rx = &mut self.queue;
@@ -299,27 +303,63 @@ impl Writer {
                 }
                 jobs
             };
-            self.write_batch(jobs).await;
+            self.write_batch(&mut conn, jobs).await;
         }
     }
 
-    async fn write_batch(&self, jobs: Vec<Job>) {
+    /// The held connection, or a new one from the pool.
+    async fn connection<'c>(
+        &self,
+        held: &'c mut Option<PoolConnection<Postgres>>,
+    ) -> Result<&'c mut PoolConnection<Postgres>, StoreError> {
+        if held.is_none() {
+            *held = Some(self.pool.acquire().await.map_err(StoreError::from_sqlx)?);
+        }
+        held.as_mut()
+            .ok_or_else(|| StoreError::Unexpected("no connection".into()))
+    }
+
+    /// Runs `requests` in one transaction on the held connection. After an error the connection
+    /// is given back (the pool discards it if it is broken) and the next batch takes another.
+    async fn transact(
+        &self,
+        held: &mut Option<PoolConnection<Postgres>>,
+        requests: &[&AppendRequest],
+        reserved: &HashMap<StreamKey, i64>,
+        alone_check: bool,
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        // Without signal ids to claim, a batch is one INSERT: atomic on its own, so it commits
+        // without BEGIN and COMMIT (two round trips fewer per commit).
+        let one_statement = !alone_check && requests.iter().all(|r| r.events.iter().all(|e| e.dedup_key.is_none()));
+        let result = async {
+            let conn = self.connection(held).await?;
+            if one_statement {
+                return write_jobs(conn, requests, reserved).await;
+            }
+            let mut tx = conn.begin().await.map_err(StoreError::from_sqlx)?;
+            let results = if alone_check {
+                alone(&mut tx, requests[0]).await?
+            } else {
+                write_jobs(&mut tx, requests, reserved).await?
+            };
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(results)
+        }
+        .await;
+        if result.is_err() {
+            *held = None;
+        }
+        result
+    }
+
+    async fn write_batch(&self, held: &mut Option<PoolConnection<Postgres>>, jobs: Vec<Job>) {
         self.metrics
             .append_requests
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         // Reserve sequences for order-independent streams after what this process already has.
         let reserved: HashMap<StreamKey, i64> = self.last_seq.lock().map(|m| m.clone_subset(&jobs)).unwrap_or_default();
         let requests: Vec<&AppendRequest> = jobs.iter().map(|j| &j.request).collect();
-        let outcome = match self.pool.begin().await {
-            Ok(mut tx) => match write_jobs(&mut tx, &requests, &reserved).await {
-                Ok(results) => match tx.commit().await {
-                    Ok(()) => Ok(results),
-                    Err(e) => Err(StoreError::from_sqlx(e)),
-                },
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(StoreError::from_sqlx(e)),
-        };
+        let outcome = self.transact(held, &requests, &reserved, false).await;
         match outcome {
             Ok(results) => {
                 self.metrics.commits.fetch_add(1, Ordering::Relaxed);
@@ -330,17 +370,11 @@ impl Writer {
                 // conflict fails only its own request.
                 self.forget(&jobs);
                 for job in jobs {
-                    let result = match self.pool.begin().await {
-                        Ok(mut tx) => match alone(&mut tx, &job.request).await {
-                            Ok(mut r) => match tx.commit().await {
-                                Ok(()) => r
-                                    .pop()
-                                    .unwrap_or_else(|| Err(StoreError::Unexpected("no outcome".into()))),
-                                Err(e) => Err(StoreError::from_sqlx(e)),
-                            },
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(StoreError::from_sqlx(e)),
+                    let result = match self.transact(held, &[&job.request], &HashMap::new(), true).await {
+                        Ok(mut r) => r
+                            .pop()
+                            .unwrap_or_else(|| Err(StoreError::Unexpected("no outcome".into()))),
+                        Err(e) => Err(e),
                     };
                     if result.is_ok() {
                         self.metrics.commits.fetch_add(1, Ordering::Relaxed);
@@ -444,7 +478,8 @@ async fn alone(
     write_jobs(conn, &[request], &baseline).await
 }
 
-/// Writes several requests in the caller's transaction. Returns one outcome per request: a
+/// Writes several requests in the caller's transaction (with no signal ids to claim, in one
+/// INSERT, which may run on its own). Returns one outcome per request: a
 /// request whose exact expectation is already broken inside the batch gets `Conflict` and writes
 /// nothing; a constraint violation from outside fails the whole call (the caller rolls back).
 async fn write_jobs(
@@ -591,7 +626,7 @@ impl Columns {
         self.event_type.push(e.event_type);
         self.schema_version.push(e.schema_version);
         self.user_id.push(e.user_id);
-        self.payload.push(e.payload.to_string());
+        self.payload.push(e.payload.clone());
         self.sealed.push(e.sealed.clone());
         self.occurred_at.push(e.occurred_at);
         self.correlation_id.push(e.correlation_id);
@@ -617,6 +652,26 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
+    /// The payload decoded once by [`StoredEvent::decode_shared`], for the readers that follow.
+    pub decoded: DecodedOnce,
+}
+
+/// A payload decoded once and shared by every reader of the same `StoredEvent` (the projector's
+/// projections read the same batch). Equality and debug output ignore it: it is derived from
+/// `payload`.
+#[derive(Clone, Default)]
+pub struct DecodedOnce(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl PartialEq for DecodedOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DecodedOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecodedOnce")
+    }
 }
 
 const SELECT_EVENTS: &str = "SELECT tx_id::text AS tx, position, event_id, aggregate_type, aggregate_id, sequence, \
@@ -642,6 +697,7 @@ fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error>
         recorded_at: row.try_get("recorded_at")?,
         correlation_id: row.try_get("correlation_id")?,
         causation_id: row.try_get("causation_id")?,
+        decoded: DecodedOnce::default(),
     })
 }
 
@@ -680,6 +736,32 @@ pub async fn read_after_filtered(
     }
     let rows = query.fetch_all(conn).await?;
     rows.iter().map(stored_event).collect()
+}
+
+/// The `UserShredded` events after `after` (their positions and users), up to `limit`, from
+/// committed transactions older than every transaction still in flight (as [`read_after`]), so
+/// that a consumer can move its cursor to the last one without skipping a later deletion.
+pub async fn read_shredded_after(
+    conn: &mut PgConnection,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<(Cursor, Uuid)>, sqlx::Error> {
+    let rows: Vec<(String, i64, Uuid)> = sqlx::query_as(
+        "SELECT tx_id::text, position, user_id FROM events \
+         WHERE event_type = 'UserShredded' AND (tx_id, position) > ($1::text::xid8, $2) \
+         AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3",
+    )
+    .bind(after.tx_id.to_string())
+    .bind(after.position)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(tx, position, user)| {
+            let tx_id = tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Ok((Cursor { tx_id, position }, user))
+        })
+        .collect()
 }
 
 /// Every event of one user, in the global order (for exports; committed events only).
@@ -728,6 +810,23 @@ impl StoredEvent {
     /// The public payload decoded into `T`.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(&self.payload)
+    }
+
+    /// The public payload decoded into `T` once: later calls for the same `T` share the first
+    /// decoding (a call for another type decodes anew).
+    pub fn decode_shared<T>(&self) -> Result<std::sync::Arc<T>, serde_json::Error>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        if let Some(done) = self.decoded.0.get() {
+            if let Ok(t) = done.clone().downcast::<T>() {
+                return Ok(t);
+            }
+            return self.decode().map(std::sync::Arc::new);
+        }
+        let t = std::sync::Arc::new(self.decode::<T>()?);
+        let _ = self.decoded.0.set(t.clone());
+        Ok(t)
     }
 }
 

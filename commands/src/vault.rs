@@ -370,7 +370,10 @@ pub async fn rotate_master_key(pool: &PgPool, old: &MasterKey, new: &MasterKey) 
 
 /// Drops from `vault`'s cache the key of every user shredded from now on — by this process or
 /// another one serving the same database — so that no process keeps a destroyed key in memory.
-/// Runs until aborted, from `from` (the head of the log when the cache was empty).
+/// Runs until aborted, from `from` (the head of the log when the cache was empty). Looks after
+/// each commit of this process, at most every [`SHREDDING_POLL_MIN`], and every
+/// [`SHREDDING_POLL_MAX`] in any case (another process's deletions); the process that shreds a
+/// user drops the key itself at once.
 pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, from: crate::cursor::Cursor) {
     let mut cursor = from;
     loop {
@@ -378,23 +381,27 @@ pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, 
         tokio::pin!(notified);
         notified.as_mut().enable();
         let batch = match vault.pool.acquire().await {
-            Ok(mut conn) => crate::store::read_after_filtered(&mut conn, cursor, 1000, Some(&["UserShredded"])).await,
+            Ok(mut conn) => crate::store::read_shredded_after(&mut conn, cursor, 1000).await,
             Err(e) => Err(e),
         };
         match batch {
-            Ok(events) => {
-                for e in &events {
-                    if e.event_type == "UserShredded" {
-                        vault.forget(UserId::from_uuid(e.user_id));
-                    }
+            Ok(shredded) => {
+                for (at, user) in &shredded {
+                    vault.forget(UserId::from_uuid(*user));
+                    cursor = *at;
                 }
-                if let Some(last) = events.last() {
-                    cursor = last.cursor;
+                if shredded.len() == 1000 {
                     continue;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading deletions failed; retrying"),
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
+        tokio::time::sleep(SHREDDING_POLL_MIN).await;
+        let _ = tokio::time::timeout(SHREDDING_POLL_MAX, notified).await;
     }
 }
+
+/// The shortest pause between two looks for deletions.
+pub const SHREDDING_POLL_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest pause between two looks for deletions.
+pub const SHREDDING_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(500);
