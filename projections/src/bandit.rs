@@ -8,7 +8,7 @@
 //! the person's model and pending tips; the population keeps its sums, which hold no one's
 //! personal data and which a rebuild computes the same way.
 
-use crate::{ApplyError, Projection, decode};
+use crate::{ApplyError, Projection, decode_shared};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
 use oo_domain::bandit::{LinearModel, PooledSums};
@@ -116,7 +116,8 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
     for event in events {
         match event.event_type.as_str() {
             "TipServed" => {
-                let TipEvent::TipServed(d) = decode::<TipEvent>(event)? else {
+                let tip = decode_shared::<TipEvent>(event)?;
+                let TipEvent::TipServed(d) = &*tip else {
                     continue;
                 };
                 let Some(chosen) = d.candidates.get(d.chosen) else {
@@ -133,8 +134,8 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                 served_order.push(tip);
             }
             "TipRewarded" => {
-                if let TipEvent::TipRewarded { tip_id, reward, .. } = decode::<TipEvent>(event)? {
-                    rewards.push((tip_id.as_uuid(), event.user_id, reward));
+                if let TipEvent::TipRewarded { tip_id, reward, .. } = &*decode_shared::<TipEvent>(event)? {
+                    rewards.push((tip_id.as_uuid(), event.user_id, *reward));
                 }
             }
             _ => {}

@@ -59,9 +59,14 @@ impl Delta {
     }
 }
 
+/// One upsert for a whole batch: row `i` of the arrays is one user's delta, and that user's 24
+/// hourly counters are elements `24(i-1)+1 ..= 24i` of the flat `$8`.
 const UPSERT: &str = "INSERT INTO user_features (user_id, signals_task, signals_habit, signals_calendar, signals_mood, \
     signals_context, tasks_completed, activity_by_hour, latest_mood, latest_mood_at, place, time_zone, tips_served, last_signal_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+    SELECT u, st, sh, sc, sm, sx, tc, ($8::int8[])[(i - 1) * 24 + 1 : i * 24], lm, lma, pl, tz, ts, lsa \
+    FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $9::int2[], \
+        $10::timestamptz[], $11::text[], $12::text[], $13::int8[], $14::timestamptz[]) \
+        WITH ORDINALITY AS t(u, st, sh, sc, sm, sx, tc, lm, lma, pl, tz, ts, lsa, i) \
     ON CONFLICT (user_id) DO UPDATE SET \
     signals_task = user_features.signals_task + EXCLUDED.signals_task, \
     signals_habit = user_features.signals_habit + EXCLUDED.signals_habit, \
@@ -119,25 +124,48 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
             delta.signal(occurred_at, &data);
         }
     }
-    for user in order {
-        let Some(d) = deltas.remove(&user) else { continue };
-        sqlx::query(UPSERT)
-            .bind(user)
-            .bind(d.by_kind[0])
-            .bind(d.by_kind[1])
-            .bind(d.by_kind[2])
-            .bind(d.by_kind[3])
-            .bind(d.by_kind[4])
-            .bind(d.tasks_completed)
-            .bind(d.activity.to_vec())
-            .bind(d.mood.map(|(m, _)| m))
-            .bind(d.mood.map(|(_, at)| at))
-            .bind(d.place)
-            .bind(d.time_zone)
-            .bind(d.tips_served)
-            .bind(d.last_signal_at)
-            .execute(&mut *conn)
-            .await?;
+    if order.is_empty() {
+        return Ok(());
     }
+    // Column arrays, users in the order they first appear (each user once, so the upsert never
+    // touches a row twice).
+    let n = order.len();
+    let mut by_kind: [Vec<i64>; 5] = Default::default();
+    let (mut completed, mut activity) = (Vec::with_capacity(n), Vec::with_capacity(n * 24));
+    let (mut mood, mut mood_at) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut place, mut time_zone) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut tips, mut last_signal) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for user in &order {
+        let d = deltas.remove(user).unwrap_or_default();
+        for (k, column) in by_kind.iter_mut().enumerate() {
+            column.push(d.by_kind[k]);
+        }
+        completed.push(d.tasks_completed);
+        activity.extend_from_slice(&d.activity);
+        mood.push(d.mood.map(|(m, _)| m));
+        mood_at.push(d.mood.map(|(_, at)| at));
+        place.push(d.place);
+        time_zone.push(d.time_zone);
+        tips.push(d.tips_served);
+        last_signal.push(d.last_signal_at);
+    }
+    let [task, habit, calendar, moods, context] = by_kind;
+    sqlx::query(UPSERT)
+        .bind(&order)
+        .bind(task)
+        .bind(habit)
+        .bind(calendar)
+        .bind(moods)
+        .bind(context)
+        .bind(completed)
+        .bind(activity)
+        .bind(mood)
+        .bind(mood_at)
+        .bind(place)
+        .bind(time_zone)
+        .bind(tips)
+        .bind(last_signal)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

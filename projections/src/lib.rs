@@ -112,3 +112,14 @@ pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &StoredEvent) -> Res
         reason: e.to_string(),
     })
 }
+
+/// Decodes an event's public payload once for every projection of a round that reads it.
+pub(crate) fn decode_shared<E>(event: &StoredEvent) -> Result<std::sync::Arc<E>, ApplyError>
+where
+    E: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    event.decode_shared().map_err(|e| ApplyError::Poisoned {
+        event_id: event.event_id,
+        reason: e.to_string(),
+    })
+}

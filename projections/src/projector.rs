@@ -1,13 +1,16 @@
-//! The projector: one loop feeding every projection ([`run_group`]), each projection reading the
-//! log in the safe global order in batches from its own checkpoint and applying a batch and that
-//! checkpoint in the round's transaction — so a crash anywhere neither loses nor double-applies
-//! an event.
+//! The projector: one loop feeding every projection ([`run_group`]). Each round reads the log
+//! once, in the safe global order, from the furthest-behind checkpoint, and applies to each
+//! projection the part after its own checkpoint, together with that checkpoint, in the round's
+//! one transaction — so a crash anywhere neither loses nor double-applies an event. Rounds
+//! coalesce commits under load and start at once when a reader waits for a position
+//! ([`wait_for`]). [`step`] applies one projection alone (rebuilds).
 
 use crate::status::Status;
 use crate::{ApplyError, Projection};
 use oo_commands::cursor::Cursor;
-use oo_commands::store::read_after_filtered;
-use sqlx::{PgPool, Row};
+use oo_commands::store::{StoredEvent, read_after_filtered};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgPool, Postgres, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -18,9 +21,11 @@ pub const BATCH: i64 = 500;
 /// How long an idle projector waits for a notification before it looks again (events from other
 /// processes, or held back behind a transaction still in flight).
 const IDLE_POLL: Duration = Duration::from_millis(50);
-/// How long a caught-up projector lets events accumulate before its next batch: the price, in
-/// read-your-writes latency, of not paying a transaction per commit under load.
-const COALESCE: Duration = Duration::from_millis(3);
+/// How long a caught-up projector lets events accumulate before its next round, unless a reader
+/// waits for a position ([`Status::hurry`], rung by [`wait_for`]): under load a round then
+/// carries tens of events instead of a few, and costs its dozen statements that much less often,
+/// while read-your-writes does not wait for it.
+const COALESCE: Duration = Duration::from_millis(20);
 
 /// A checkpoint as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,92 +145,208 @@ pub async fn spawn_all(
     Ok(vec![tokio::spawn(run_group(pool, projections, appended, status))])
 }
 
-/// One loop feeding several projections: each round applies every projection's next batch, each
-/// with its own checkpoint, in one transaction — one commit per round instead of one per
-/// projection. Each projection runs inside a savepoint, so a projection that fails (a poisoned
-/// event) is rolled back alone, reported `failed`, and retried with its own backoff while the
-/// others go on.
+/// One loop feeding several projections. Each round, in one transaction on a connection the
+/// loop keeps (sqlx pings a connection each time it goes back to the pool):
+/// - locks the checkpoints of the projections due this round, in name order;
+/// - reads the log once, from the furthest-behind checkpoint, with the payloads any of them
+///   decodes (a projection far ahead of that read reads on its own);
+/// - applies to each projection the part of the batch after its own checkpoint;
+/// - moves the checkpoints of those that applied something, in one statement, and commits
+///   (without waiting for the flush: a lost round is read again from the checkpoints it left);
+/// - waits for new events, and lets [`COALESCE`] more commits land unless a reader hurries it.
+///
+/// A projection that fails (a poisoned event) rolls the round back; it is reported `failed` and
+/// retried with its own backoff, and the round runs again at once without it, so the others go
+/// on. (Savepoints would isolate it without the second run, at two round trips per projection
+/// on every round; failures are rare and rounds are many.)
 pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appended: Arc<Notify>, status: Status) {
     let mut retry: Vec<Option<(tokio::time::Instant, Duration)>> = vec![None; projections.len()];
     // Whether each projection's position has been reported once: after that, only moves are.
     let mut reported = vec![false; projections.len()];
     let mut backoff = Duration::from_millis(100);
+    let mut held: Option<PoolConnection<Postgres>> = None;
+    let hurry = status.hurried();
     loop {
         let notified = appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = tokio::time::Instant::now();
-        let round = async {
-            let mut tx = pool.begin().await?;
-            let mut outcomes = Vec::with_capacity(projections.len());
-            for (i, p) in projections.iter().enumerate() {
-                if retry[i].is_some_and(|(at, _)| at > now) {
-                    continue;
-                }
-                let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-                match step_in(&mut savepoint, p.as_ref(), p.name(), None, BATCH).await {
-                    Ok(done) => {
-                        savepoint.commit().await?;
-                        outcomes.push((i, Ok(done)));
-                    }
-                    Err(e) => {
-                        savepoint.rollback().await?;
-                        outcomes.push((i, Err(e.to_string())));
-                    }
-                }
+        let due: Vec<usize> = (0..projections.len())
+            .filter(|i| retry[*i].is_none_or(|(at, _)| at <= now))
+            .collect();
+        let outcomes = match round(&pool, &mut held, &projections, &due).await {
+            Ok(outcomes) => outcomes,
+            Err(RoundError::Projection { index, message }) => {
+                let name = projections[index].name();
+                tracing::error!(projection = name, error = %message, "projection failed; retrying");
+                let _ = sqlx::query(
+                    "UPDATE checkpoints SET status = 'failed', last_error = $2, updated_at = now() WHERE name = $1",
+                )
+                .bind(name)
+                .bind(message)
+                .execute(&pool)
+                .await;
+                let wait = retry[index].map_or(Duration::from_millis(100), |(_, w)| {
+                    (w * 2).min(Duration::from_secs(10))
+                });
+                retry[index] = Some((tokio::time::Instant::now() + wait, wait));
+                continue;
             }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(outcomes)
-        };
-        let mut most = 0usize;
-        match round.await {
-            Ok(outcomes) => {
-                backoff = Duration::from_millis(100);
-                for (i, outcome) in outcomes {
-                    let name = projections[i].name();
-                    match outcome {
-                        Ok((n, cursor)) => {
-                            retry[i] = None;
-                            most = most.max(n);
-                            // Waiters wake only when something moved.
-                            if n > 0 || !reported[i] {
-                                reported[i] = true;
-                                status.advanced(name, cursor);
-                            }
-                        }
-                        Err(msg) => {
-                            tracing::error!(projection = name, error = %msg, "projection failed; retrying");
-                            let _ = sqlx::query(
-                                "UPDATE checkpoints SET status = 'failed', last_error = $2, updated_at = now() WHERE name = $1",
-                            )
-                            .bind(name)
-                            .bind(msg)
-                            .execute(&pool)
-                            .await;
-                            let wait = retry[i].map_or(Duration::from_millis(100), |(_, w)| {
-                                (w * 2).min(Duration::from_secs(10))
-                            });
-                            retry[i] = Some((tokio::time::Instant::now() + wait, wait));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
+            Err(RoundError::Db(e)) => {
+                held = None;
                 tracing::error!(error = %e, "the projector's round failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut most = 0usize;
+        for (i, n, cursor) in outcomes {
+            retry[i] = None;
+            most = most.max(n);
+            // Waiters wake only when something moved.
+            if n > 0 || !reported[i] {
+                reported[i] = true;
+                status.advanced(projections[i].name(), cursor);
             }
         }
         if (most as i64) < BATCH {
             // Caught up: wait for new events, then let a few more commits land so that one
             // round carries several of them.
             if most == 0 {
-                let _ = tokio::time::timeout(IDLE_POLL, notified).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = notified => {}
+                    _ = hurry.notified() => continue,
+                }
             }
-            tokio::time::sleep(COALESCE).await;
+            tokio::select! {
+                _ = tokio::time::sleep(COALESCE) => {}
+                _ = hurry.notified() => {}
+            }
         }
     }
+}
+
+/// Why a round of [`run_group`] was rolled back.
+enum RoundError {
+    /// The database failed (the connection is given up).
+    Db(sqlx::Error),
+    /// `projections[index]` could not apply its part of the batch.
+    Projection { index: usize, message: String },
+}
+
+impl From<sqlx::Error> for RoundError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+/// One round of [`run_group`] for the projections `due` (indices into `projections`): for each,
+/// its index, how many events it applied and where its checkpoint stands.
+async fn round(
+    pool: &PgPool,
+    held: &mut Option<PoolConnection<Postgres>>,
+    projections: &[Arc<dyn Projection>],
+    due: &[usize],
+) -> Result<Vec<(usize, usize, Cursor)>, RoundError> {
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    if held.is_none() {
+        *held = Some(pool.acquire().await?);
+    }
+    let Some(conn) = held.as_mut() else {
+        return Ok(Vec::new());
+    };
+    // Projections are derived from the log, and the checkpoints commit with them: if a crash
+    // loses the last commits, rows and checkpoints roll back together and the events are
+    // applied again. So the commit need not wait for the disk (atomic and ordered, not durable).
+    let mut tx = conn.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
+    let names: Vec<&str> = due.iter().map(|i| projections[*i].name()).collect();
+    // Locking the checkpoints serialises each projection's writers (a rebuild's swap included).
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT name, tx_id::text, position FROM public.checkpoints WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+    )
+    .bind(&names)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut at: Vec<Cursor> = Vec::with_capacity(due.len());
+    for name in &names {
+        let (_, tx_id, position) = rows
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("no checkpoint named {name}")))?;
+        at.push(Cursor {
+            tx_id: tx_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            position: *position,
+        });
+    }
+    let from = at.iter().copied().min().unwrap_or(Cursor::START);
+    let payloads = union_of_payloads(due.iter().map(|i| projections[*i].payloads_of()));
+    let shared = read_after_filtered(&mut tx, from, BATCH, payloads.as_deref()).await?;
+    let shared_end = shared.last().map(|e| e.cursor);
+
+    let mut outcomes = Vec::with_capacity(due.len());
+    let mut moved: (Vec<&str>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
+    for (k, i) in due.iter().copied().enumerate() {
+        let p = projections[i].as_ref();
+        // A full read that ends before this projection's checkpoint tells nothing of what
+        // follows it: this one reads on its own.
+        let own;
+        let events: &[StoredEvent] = if shared.len() as i64 == BATCH && shared_end.is_some_and(|end| end <= at[k]) {
+            own = read_after_filtered(&mut tx, at[k], BATCH, p.payloads_of()).await?;
+            &own
+        } else {
+            &shared[shared.partition_point(|e| e.cursor <= at[k])..]
+        };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            outcomes.push((i, 0, at[k]));
+            continue;
+        };
+        if let Err(e) = crate::apply_batch(p, &mut tx, events).await {
+            tx.rollback().await?;
+            return Err(RoundError::Projection {
+                index: i,
+                message: e.to_string(),
+            });
+        }
+        moved.0.push(p.name());
+        moved.1.push(last.tx_id.to_string());
+        moved.2.push(last.position);
+        moved.3.push(events.len() as i64);
+        outcomes.push((i, events.len(), last));
+    }
+    if !moved.0.is_empty() {
+        sqlx::query(
+            "UPDATE public.checkpoints c SET tx_id = m.tx::xid8, position = m.position, \
+               events_applied = c.events_applied + m.n, \
+               status = CASE WHEN c.status = 'failed' THEN 'live' ELSE c.status END, last_error = NULL, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS m(name, tx, position, n) WHERE c.name = m.name",
+        )
+        .bind(&moved.0)
+        .bind(&moved.1)
+        .bind(&moved.2)
+        .bind(&moved.3)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The event types whose payloads any of the projections decodes (`None`: all).
+fn union_of_payloads<'a>(each: impl Iterator<Item = Option<&'a [&'static str]>>) -> Option<Vec<&'static str>> {
+    let mut all: Vec<&'static str> = Vec::new();
+    for types in each {
+        for t in types? {
+            if !all.contains(t) {
+                all.push(t);
+            }
+        }
+    }
+    Some(all)
 }
 
 /// Waits until every named checkpoint has passed `target`, or until `timeout`. Returns whether
@@ -249,6 +370,7 @@ pub async fn wait_for(
         if status.passed(names, target) {
             return Ok(true);
         }
+        status.hurry();
         if ask_database {
             let rows: Vec<(String, i64)> =
                 sqlx::query_as("SELECT tx_id::text, position FROM checkpoints WHERE name = ANY($1)")

@@ -7,7 +7,7 @@
 //! batch says of them (a tip served and settled within one batch is never written); snoozes,
 //! completions and settlements of earlier batches' tips are applied as statements, in log order.
 
-use crate::{ApplyError, Projection, decode};
+use crate::{ApplyError, Projection, decode, decode_shared};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
@@ -65,7 +65,8 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
     for event in events {
         match event.event_type.as_str() {
             "TipServed" => {
-                let TipEvent::TipServed(d) = decode::<TipEvent>(event)? else {
+                let tip = decode_shared::<TipEvent>(event)?;
+                let TipEvent::TipServed(d) = &*tip else {
                     continue;
                 };
                 let Some(chosen) = d.candidates.get(d.chosen) else {
@@ -97,7 +98,7 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                     tip_id,
                     reaction: Reaction::Snooze,
                     ..
-                } = decode::<TipEvent>(event)?
+                } = &*decode_shared::<TipEvent>(event)?
                 {
                     match index.get(&tip_id.as_uuid()).and_then(|i| rows.get_mut(*i)) {
                         Some(Some(row)) => row.snoozed = true,
@@ -107,7 +108,7 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                 }
             }
             "TipRewarded" => {
-                if let TipEvent::TipRewarded { tip_id, .. } = decode::<TipEvent>(event)? {
+                if let TipEvent::TipRewarded { tip_id, .. } = &*decode_shared::<TipEvent>(event)? {
                     match index.get(&tip_id.as_uuid()).and_then(|i| rows.get_mut(*i)) {
                         Some(slot) => *slot = None,
                         None => updates.push(Update::Settled(tip_id.as_uuid())),

@@ -30,6 +30,9 @@ pub struct Status {
     rebuilds: Arc<Mutex<HashMap<String, RebuildProgress>>>,
     checkpoints: Arc<Mutex<HashMap<String, Cursor>>>,
     progress: Arc<Notify>,
+    /// Rung by a reader waiting for a position: the projector starts its next round at once
+    /// instead of letting more commits accumulate.
+    hurry: Arc<Notify>,
     relay_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -73,6 +76,16 @@ impl Status {
             .lock()
             .map(|m| names.iter().all(|n| m.get(*n).is_some_and(|c| *c >= target)))
             .unwrap_or(false)
+    }
+
+    /// Asks this process's projector for a round now: someone waits for a position. (A permit is
+    /// kept if the projector is busy, so the round after the current one starts at once.)
+    pub fn hurry(&self) {
+        self.hurry.notify_one();
+    }
+
+    pub(crate) fn hurried(&self) -> Arc<Notify> {
+        self.hurry.clone()
     }
 
     /// Notified whenever a projector advances.

@@ -4,7 +4,7 @@
 //! same batch says of them (a "not now" and its reward come in one command); reactions and
 //! rewards to tips of earlier batches are applied as updates, in log order.
 
-use crate::{ApplyError, Projection, decode};
+use crate::{ApplyError, Projection, decode_shared};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
@@ -70,7 +70,7 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
         if event.aggregate_type != "tip" {
             continue;
         }
-        match decode::<TipEvent>(event)? {
+        match &*decode_shared::<TipEvent>(event)? {
             TipEvent::TipServed(d) => {
                 let chosen = d.candidates.get(d.chosen).ok_or_else(|| ApplyError::Poisoned {
                     event_id: event.event_id,
@@ -107,9 +107,9 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                     row.first_reaction = row.first_reaction.or(Some(reaction.as_str()));
                     row.last_reaction = Some(reaction.as_str());
                     row.reactions += 1;
-                    row.reacted_at = row.reacted_at.or(Some(reacted_at));
+                    row.reacted_at = row.reacted_at.or(Some(*reacted_at));
                 }
-                None => updates.push(Update::Reacted(tip_id.as_uuid(), reaction.as_str(), reacted_at)),
+                None => updates.push(Update::Reacted(tip_id.as_uuid(), reaction.as_str(), *reacted_at)),
             },
             TipEvent::TipRewarded {
                 tip_id,
@@ -119,15 +119,15 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                 ..
             } => match index.get(&tip_id.as_uuid()).and_then(|i| rows.get_mut(*i)) {
                 Some(row) => {
-                    row.reward = Some(reward);
+                    row.reward = Some(*reward);
                     row.settled_by = Some(settled_by.as_str());
-                    row.rewarded_at = Some(settled_at);
+                    row.rewarded_at = Some(*settled_at);
                 }
                 None => updates.push(Update::Rewarded(
                     tip_id.as_uuid(),
-                    reward,
+                    *reward,
                     settled_by.as_str(),
-                    settled_at,
+                    *settled_at,
                 )),
             },
         }
