@@ -38,29 +38,62 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-impl FromRequestParts<AppState> for CurrentUser {
-    type Rejection = ApiError;
+/// The session token a request carries (bearer or cookie), not yet checked against the
+/// sessions table: for `POST /recommend`, which checks it in the same query that reads the
+/// person ([`crate::recommender::Person::Session`]). 401 when there is none.
+#[derive(Debug, Clone)]
+pub struct SessionToken(pub String);
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+impl SessionToken {
+    fn of(parts: &Parts) -> Result<Self, ApiError> {
         let token = bearer(parts)
             .or_else(|| cookie(parts, SESSION_COOKIE))
             .ok_or_else(ApiError::unauthorized)?;
         if token.is_empty() || token.len() > 200 {
             return Err(ApiError::unauthorized());
         }
-        let (user_id, session_id) = oo_commands::identity::authenticate(&state.pool, token, chrono::Utc::now())
+        Ok(Self(token.to_owned()))
+    }
+}
+
+impl FromRequestParts<AppState> for SessionToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        Self::of(parts)
+    }
+}
+
+/// The per-user rate limit: 429 with `Retry-After` past it.
+pub fn admit(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
+    if let Err(not_until) = state.limiter.check_key(&user_id.as_uuid()) {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many requests; slow down",
+        )
+        .with_retry_after(wait.as_secs().max(1)));
+    }
+    Ok(())
+}
+
+impl CurrentUser {
+    /// Checks a session token against the sessions table and the rate limit.
+    pub async fn authenticate(state: &AppState, token: &SessionToken) -> Result<Self, ApiError> {
+        let (user_id, session_id) = oo_commands::identity::authenticate(&state.pool, &token.0, chrono::Utc::now())
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        if let Err(not_until) = state.limiter.check_key(&user_id.as_uuid()) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::RateLimited,
-                "too many requests; slow down",
-            )
-            .with_retry_after(wait.as_secs().max(1)));
-        }
+        admit(state, user_id)?;
         Ok(Self { user_id, session_id })
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::authenticate(state, &SessionToken::of(parts)?).await
     }
 }
 

@@ -37,6 +37,47 @@ pub struct Overrides {
     pub time_zone: Option<chrono_tz::Tz>,
 }
 
+/// Whom a decision is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Person<'a> {
+    /// A user already known (the simulator, or a request authenticated beforehand).
+    Known(UserId),
+    /// The holder of a session token, checked in the same query that reads the person
+    /// ([`oo_commands::identity::SESSION_QUERY`]): one round trip instead of two.
+    Session(&'a str),
+}
+
+/// What the recommender reads of a person, from `person` (a subquery naming `user_id`, with
+/// parameters `$1` and `$2`). `$3` is the reaction-mix window, `$4` whether a model is read, `$5`
+/// the feature version and `$6` the most todos.
+fn person_query(person: &str) -> String {
+    format!(
+        "SELECT u.user_id, f.latest_mood, f.latest_mood_at, f.place, f.time_zone, f.activity_by_hour, \
+                t.served, t.rewards, b.n, \
+                o.k, o.external_ids, o.sources, o.priorities, o.dues, o.first_seen, o.title_event_ids, o.sealed \
+         FROM ({person}) u \
+         LEFT JOIN user_features f ON f.user_id = u.user_id \
+         LEFT JOIN bandit_users b ON $4 AND b.user_id = u.user_id AND b.feature_version = $5 \
+         CROSS JOIN LATERAL ( \
+             SELECT array_agg(x.served_at ORDER BY x.served_at DESC) AS served, \
+                    array_agg(x.reward ORDER BY x.served_at DESC) AS rewards \
+             FROM (SELECT served_at, reward FROM tip_log WHERE user_id = u.user_id AND chosen_kind <> 'not_now' \
+                   ORDER BY served_at DESC LIMIT $3) x) t \
+         CROSS JOIN LATERAL ( \
+             SELECT array_agg(y.k) AS k, array_agg(y.external_id) AS external_ids, array_agg(y.source) AS sources, \
+                    array_agg(y.priority) AS priorities, array_agg(y.due) AS dues, array_agg(y.first_seen_at) AS first_seen, \
+                    array_agg(y.title_event_id) AS title_event_ids, array_agg(y.sealed) AS sealed \
+             FROM (SELECT external_id, source, priority, due, first_seen_at, title_event_id, sealed, \
+                          row_number() OVER (ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at, external_id) AS k \
+                   FROM open_tasks WHERE user_id = u.user_id ORDER BY k LIMIT $6) y) o"
+    )
+}
+
+static PERSON_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| person_query("SELECT $1::uuid AS user_id, $2::timestamptz AS asked_at"));
+static PERSON_BY_SESSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| person_query(oo_commands::identity::SESSION_QUERY));
+
 /// An open todo as a candidate.
 #[derive(Debug, Clone)]
 pub struct Todo {
@@ -179,43 +220,34 @@ impl Recommender {
         Ok(theta)
     }
 
-    /// Reads what is known of the person and builds the candidates and their features.
+    /// Reads what is known of the person and builds the candidates and their features. `None`
+    /// when `person` is a session that is not (or no longer) valid.
     pub async fn prepare(
         &self,
         pool: &PgPool,
-        user_id: UserId,
+        person: Person<'_>,
         overrides: Overrides,
         now: DateTime<Utc>,
-    ) -> Result<Prepared, ApiError> {
-        let uid = user_id.as_uuid();
+    ) -> Result<Option<Prepared>, ApiError> {
         // What is known of the person — features, the latest tips that showed something (today's
-        // count and the recent reaction mix) and their model — in one round trip, beside the
-        // todos.
-        let person_query = sqlx::query(
-            "SELECT f.latest_mood, f.latest_mood_at, f.place, f.time_zone, f.activity_by_hour, \
-                    t.served, t.rewards, b.n \
-             FROM (SELECT $1::uuid AS user_id) u \
-             LEFT JOIN user_features f ON f.user_id = u.user_id \
-             LEFT JOIN bandit_users b ON $3 AND b.user_id = u.user_id AND b.feature_version = $4 \
-             CROSS JOIN LATERAL ( \
-                 SELECT array_agg(x.served_at ORDER BY x.served_at DESC) AS served, \
-                        array_agg(x.reward ORDER BY x.served_at DESC) AS rewards \
-                 FROM (SELECT served_at, reward FROM tip_log WHERE user_id = u.user_id AND chosen_kind <> 'not_now' \
-                       ORDER BY served_at DESC LIMIT $2) x) t",
-        )
-        .bind(uid)
+        // count and the recent reaction mix), their model's reward count and their open todos —
+        // in one round trip, which for a session also checks it.
+        let row = match person {
+            Person::Known(user) => sqlx::query(&PERSON_BY_ID).bind(user.as_uuid()),
+            Person::Session(token) => sqlx::query(&PERSON_BY_SESSION).bind(oo_commands::identity::hash_token(token)),
+        }
+        .bind(now)
         .bind(REACTION_MIX_WINDOW as i64)
         .bind(self.learns())
         .bind(FEATURE_VERSION as i32)
-        .fetch_one(pool);
-        let todos_query = sqlx::query(
-            "SELECT external_id, source, priority, due, first_seen_at, title_event_id, sealed FROM open_tasks \
-             WHERE user_id = $1 ORDER BY priority DESC, due ASC NULLS LAST, first_seen_at, external_id LIMIT $2",
-        )
-        .bind(uid)
         .bind(MAX_TODOS)
-        .fetch_all(pool);
-        let (person, rows) = tokio::try_join!(person_query, todos_query)?;
+        .fetch_optional(pool)
+        .await?;
+        let Some(person) = row else {
+            return Ok(None);
+        };
+        let uid: Uuid = person.try_get("user_id")?;
+        let user_id = UserId::from_uuid(uid);
 
         let mood: Option<i16> = person.try_get("latest_mood")?;
         let mood_at: Option<DateTime<Utc>> = person.try_get("latest_mood_at")?;
@@ -261,19 +293,58 @@ impl Recommender {
             tips_today,
         };
 
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(rows.len() + 20);
-        for r in rows {
-            let priority = Priority::parse(i64::from(r.try_get::<i16, _>("priority")?)).map_err(ApiError::internal)?;
-            candidates.push(Candidate::Todo(Todo {
-                external_id: r.try_get("external_id")?,
-                source: r.try_get("source")?,
-                priority,
-                due: r.try_get("due")?,
-                first_seen_at: r.try_get("first_seen_at")?,
-                title_event_id: r.try_get("title_event_id")?,
-                sealed: r.try_get("sealed")?,
-            }));
+        // The todos' columns, each aggregated in whatever order the rows came; `k` is each row's
+        // rank (priority, then due date, then age), by which they are put back in order.
+        let rank: Vec<i64> = person.try_get::<Option<_>, _>("k")?.unwrap_or_default();
+        let external_ids: Vec<String> = person.try_get::<Option<_>, _>("external_ids")?.unwrap_or_default();
+        let sources: Vec<String> = person.try_get::<Option<_>, _>("sources")?.unwrap_or_default();
+        let priorities: Vec<i16> = person.try_get::<Option<_>, _>("priorities")?.unwrap_or_default();
+        let dues: Vec<Option<DateTime<Utc>>> = person.try_get::<Option<_>, _>("dues")?.unwrap_or_default();
+        let first_seen: Vec<DateTime<Utc>> = person.try_get::<Option<_>, _>("first_seen")?.unwrap_or_default();
+        let title_event_ids: Vec<Uuid> = person.try_get::<Option<_>, _>("title_event_ids")?.unwrap_or_default();
+        let sealed: Vec<Option<Vec<u8>>> = person.try_get::<Option<_>, _>("sealed")?.unwrap_or_default();
+        let todos = rank.len();
+        if [
+            external_ids.len(),
+            sources.len(),
+            priorities.len(),
+            dues.len(),
+            first_seen.len(),
+            title_event_ids.len(),
+            sealed.len(),
+        ]
+        .iter()
+        .any(|n| *n != todos)
+        {
+            return Err(ApiError::internal(
+                "open todos came back with columns of different lengths",
+            ));
         }
+        let mut ranked: Vec<(i64, Todo)> = Vec::with_capacity(todos);
+        let columns = external_ids
+            .into_iter()
+            .zip(sources)
+            .zip(priorities)
+            .zip(dues)
+            .zip(first_seen)
+            .zip(title_event_ids)
+            .zip(sealed)
+            .zip(rank);
+        for (((((((external_id, source), priority), due), first_seen_at), title_event_id), sealed), k) in columns {
+            let todo = Todo {
+                external_id,
+                source,
+                priority: Priority::parse(i64::from(priority)).map_err(ApiError::internal)?,
+                due,
+                first_seen_at,
+                title_event_id,
+                sealed,
+            };
+            ranked.push((k, todo));
+        }
+        ranked.sort_by_key(|(k, _)| *k);
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(todos + 20);
+        candidates.extend(ranked.into_iter().map(|(_, t)| Candidate::Todo(t)));
         let (part, weekend) = (context.day_part(), context.is_weekend());
         candidates.extend(
             advice::library()
@@ -312,7 +383,7 @@ impl Recommender {
             .collect();
         let context_vector = context.vector().to_vec();
         let vectors = logged.iter().map(|c| joint(&c.features, &context_vector)).collect();
-        Ok(Prepared {
+        Ok(Some(Prepared {
             user_id,
             now,
             context,
@@ -321,7 +392,7 @@ impl Recommender {
             vectors,
             context_vector,
             model,
-        })
+        }))
     }
 
     /// The person's model with `n` rewards learned: from the cache, or read once.

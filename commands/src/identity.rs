@@ -159,23 +159,26 @@ pub async fn start_session(
     })
 }
 
-/// The user and session a token stands for, if it is valid now. A session of a user whose key is
-/// gone (deleted, or being deleted) is not: a session row written while a deletion ran cannot
-/// outlive it.
+/// The live session of a token: `$1` the token's hash ([`hash_token`]), `$2` the time now. A
+/// session counts only while it is unrevoked and unexpired and its user still has a key: a
+/// session row written while a deletion ran cannot outlive it. Queries that authenticate as
+/// they read use it as a subquery.
+pub const SESSION_QUERY: &str = "SELECT s.user_id, s.session_id FROM sessions s \
+    WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+    AND EXISTS (SELECT 1 FROM key_vault k WHERE k.user_id = s.user_id)";
+
+/// The user and session a token stands for, if it is valid now ([`SESSION_QUERY`]).
 pub async fn authenticate(
     pool: &PgPool,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<(UserId, SessionId)>, StoreError> {
-    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT s.user_id, s.session_id FROM sessions s WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
-         AND EXISTS (SELECT 1 FROM key_vault k WHERE k.user_id = s.user_id)",
-    )
-    .bind(hash_token(token))
-    .bind(now)
-    .fetch_optional(pool)
-    .await
-    .map_err(StoreError::from_sqlx)?;
+    let row: Option<(Uuid, Uuid)> = sqlx::query_as(SESSION_QUERY)
+        .bind(hash_token(token))
+        .bind(now)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
     Ok(row.map(|(u, s)| (UserId::from_uuid(u), SessionId::from_uuid(s))))
 }
 

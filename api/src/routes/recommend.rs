@@ -2,10 +2,10 @@
 //! [`Recommender`](crate::recommender::Recommender), which gathers the candidates, scores them,
 //! draws one with a logged seed and appends `TipServed` (durably) before this answers.
 
-use crate::auth::CurrentUser;
+use crate::auth::{CurrentUser, SessionToken};
 use crate::error::ApiError;
 use crate::json;
-use crate::recommender::Overrides;
+use crate::recommender::{Overrides, Person};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -78,19 +78,15 @@ pub struct RecommendResponse {
     pub stale: bool,
 }
 
-/// The next tip, or 204 when the policy chose "not now" (the decision is logged all the same).
-#[utoipa::path(post, path = "/recommend", request_body(content = RecommendRequest, description = "optional"), security(("session" = [])),
-    responses((status = 200, body = RecommendResponse), (status = 204, description = "nothing worth showing now"),
-      (status = 400, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
-      (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
-pub async fn recommend(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let req: RecommendRequest = json::parse_optional(&headers, &body)?.unwrap_or_default();
+/// What a request asks for, validated.
+struct Asked {
+    min_position: Option<Cursor>,
+    overrides: Overrides,
+}
+
+/// Parses and validates the optional body: 400 for malformed JSON, 422 for values out of range.
+fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Asked, ApiError> {
+    let req: RecommendRequest = json::parse_optional(headers, body)?.unwrap_or_default();
     let ctx_in = req.context.unwrap_or_default();
     let place = ctx_in
         .place
@@ -103,7 +99,7 @@ pub async fn recommend(
         .map(oo_domain::signal::MoodScore::parse)
         .transpose()
         .map_err(|e| ApiError::invalid_value(format!("context.mood: {}", e.message)))?;
-    let tz_in = ctx_in
+    let time_zone = ctx_in
         .time_zone
         .as_deref()
         .map(|s| {
@@ -116,28 +112,64 @@ pub async fn recommend(
         .as_deref()
         .map(|p| Cursor::decode(p).map_err(|_| ApiError::invalid_value("min_position: not a position of this log")))
         .transpose()?;
+    Ok(Asked {
+        min_position,
+        overrides: Overrides { place, mood, time_zone },
+    })
+}
 
-    let mut stale = false;
-    if let Some(target) = min_position {
-        stale = !oo_projections::projector::wait_for(
-            &state.pool,
-            &state.status,
-            &oo_projections::names(),
-            target,
-            MAX_WAIT,
-        )
-        .await?;
-    }
-
+/// The next tip, or 204 when the policy chose "not now" (the decision is logged all the same).
+#[utoipa::path(post, path = "/recommend", request_body(content = RecommendRequest, description = "optional"), security(("session" = [])),
+    responses((status = 200, body = RecommendResponse), (status = 204, description = "nothing worth showing now"),
+      (status = 400, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
+      (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
+pub async fn recommend(
+    State(state): State<AppState>,
+    token: SessionToken,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let asked = parse(&headers, &body);
     let now = Utc::now();
-    let overrides = Overrides {
-        place,
-        mood,
-        time_zone: tz_in,
-    };
     let recommender = &state.recommender;
+    let (prepared, min_position) = match asked {
+        Ok(Asked {
+            min_position: Some(target),
+            overrides,
+        }) => {
+            // Read-your-writes: authenticated first, so that nobody without a session can make
+            // the server wait; then the person is read once the projections have caught up.
+            let user = CurrentUser::authenticate(&state, &token).await?;
+            let reached = oo_projections::projector::wait_for(
+                &state.pool,
+                &state.status,
+                &oo_projections::names(),
+                target,
+                MAX_WAIT,
+            )
+            .await?;
+            let prepared = recommender
+                .prepare(&state.pool, Person::Known(user.user_id), overrides, now)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            (prepared, Some(reached))
+        }
+        asked => {
+            // The common case: the session is checked by the query that reads the person. A
+            // request with a bad body is still refused with 401 first when its session is bad.
+            let overrides = asked.as_ref().map(|a| a.overrides).unwrap_or_default();
+            let prepared = recommender
+                .prepare(&state.pool, Person::Session(&token.0), overrides, now)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            crate::auth::admit(&state, prepared.user_id)?;
+            asked?;
+            (prepared, None)
+        }
+    };
+    let stale = min_position.is_some_and(|reached| !reached);
     let prior = recommender.prior(&state.pool).await?;
-    let prepared = recommender.prepare(&state.pool, user.user_id, overrides, now).await?;
     let seed = rand::rngs::OsRng.next_u64();
     let decided = recommender.decide(&prepared, &prior, seed);
     let served = recommender.serve(prepared, decided, &state.tips, &state.vault).await?;

@@ -16,7 +16,7 @@
 pub mod world;
 
 use crate::config::DbConfig;
-use crate::recommender::{Candidate, Decided, Overrides, Prepared, Recommender};
+use crate::recommender::{Candidate, Decided, Overrides, Person, Prepared, Recommender};
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -548,9 +548,10 @@ async fn session(
     let prior = sim.recommender.prior(&sim.pool).await.map_err(api)?;
     let prepared = sim
         .recommender
-        .prepare(&sim.pool, user, Overrides::default(), at)
+        .prepare(&sim.pool, Person::Known(user), Overrides::default(), at)
         .await
-        .map_err(api)?;
+        .map_err(api)?
+        .ok_or_else(|| anyhow::anyhow!("a known person came back unknown"))?;
     let seed = mix(sim.seed ^ mix(person as u64 ^ mix(at.timestamp_micros() as u64)));
     let decided = if sim.oracle() {
         let (scored, chosen) = oracle_choice(sim, person, &prepared)?;

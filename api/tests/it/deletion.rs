@@ -86,6 +86,11 @@ async fn deleting_an_account_shreds_it_and_leaves_other_users_untouched() {
         "the session ended"
     );
     assert_eq!(
+        app.send(Method::POST, "/recommend", Some(&token), None).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the session ended for /recommend too"
+    );
+    assert_eq!(
         count(&app, "SELECT count(*) FROM key_vault WHERE user_id = $1", uid).await,
         0,
         "the key is destroyed"

@@ -254,6 +254,28 @@ async fn the_per_user_rate_limit_answers_429_with_retry_after() {
         StatusCode::OK,
         "the limit is per user"
     );
+    // `/recommend` authenticates inside its one query and is limited the same way; a limited
+    // request is refused before its body is looked at.
+    let (quick, _) = app.login("quick@example.org").await;
+    let mut statuses = vec![];
+    for _ in 0..4 {
+        statuses.push(
+            app.send(
+                Method::POST,
+                "/recommend",
+                Some(&quick),
+                Some(json!({"min_position": 7})),
+            )
+            .await,
+        );
+    }
+    assert_eq!(statuses[0].status, StatusCode::BAD_REQUEST, "{:?}", statuses[0].body);
+    assert_eq!(statuses[0].body["code"], "invalid_body");
+    let limited = statuses
+        .iter()
+        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .expect("a 429 on /recommend within 4 quick requests");
+    assert_eq!(limited.body["code"], "rate_limited");
 }
 
 #[tokio::test]
