@@ -480,6 +480,7 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     let total = rate * seconds;
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu_before = machine_cpu();
     let start = tokio::time::Instant::now();
     let mut handles = Vec::with_capacity(total as usize);
     for i in 0..total {
@@ -509,6 +510,9 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
         let _ = h.await;
     }
     let achieved = total as f64 / start.elapsed().as_secs_f64();
+    let cpu = machine_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(&before));
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort_by(|a, b| a.total_cmp(b));
     wait_for_projections(&pool).await?;
@@ -531,6 +535,14 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
         percentile(&l, 99.0),
         l.last().copied().unwrap_or(f64::NAN)
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "machine CPU during the open loop (server, load generator, projector and Postgres): {:.0} % busy of {} cores, {:.2} ms of CPU per request",
+            cpu.busy_share * 100.0,
+            cpu.cores,
+            cpu.busy_seconds * 1e3 / total as f64
+        );
+    }
 
     // Closed loop: maximum throughput.
     let count = Arc::new(AtomicU64::new(0));
@@ -568,6 +580,52 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     let _ = stop.send(());
     db.drop_db(pool).await;
     Ok(())
+}
+
+/// The machine's CPU counters (`/proc/stat`, Linux): busy and total time over all cores.
+#[derive(Debug, Clone, Copy)]
+struct MachineCpu {
+    busy_ticks: u64,
+    total_ticks: u64,
+    cores: usize,
+}
+
+/// How busy the machine was between two readings.
+struct CpuUse {
+    busy_share: f64,
+    busy_seconds: f64,
+    cores: usize,
+}
+
+impl MachineCpu {
+    fn since(&self, before: &MachineCpu) -> CpuUse {
+        let busy = self.busy_ticks.saturating_sub(before.busy_ticks) as f64;
+        let total = self.total_ticks.saturating_sub(before.total_ticks).max(1) as f64;
+        // The kernel counts in USER_HZ, 100 per second on Linux.
+        CpuUse {
+            busy_share: busy / total,
+            busy_seconds: busy / 100.0,
+            cores: self.cores,
+        }
+    }
+}
+
+fn machine_cpu() -> Option<MachineCpu> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    Some(MachineCpu {
+        busy_ticks: total - idle,
+        total_ticks: total,
+        cores,
+    })
 }
 
 fn mood_signal(id: String) -> NewSignal {
