@@ -199,7 +199,8 @@ async fn start_server_with(
         std::env::temp_dir().join(format!("oo-bench-{}", Uuid::new_v4().simple())),
     );
     config.dev = true;
-    config.db.db_pool = 30;
+    // The pool `oo serve` gets by default on this machine.
+    config.db.db_pool = crate::config::default_db_pool();
     config.rate_limit = crate::config::RateLimit {
         per_second: 1_000_000,
         burst: 1_000_000,

@@ -12,8 +12,9 @@ pub struct DbConfig {
     /// Postgres connection URL (default: the local socket, database `oo`, the current OS user).
     #[arg(long, env = "OO_DATABASE_URL", default_value = "postgres:///oo")]
     pub database_url: String,
-    /// Connections in the pool.
-    #[arg(long, env = "OO_DB_POOL", default_value_t = 32)]
+    /// Connections in the pool (default: four per core, at least 8). Three are held for good by
+    /// the two writers and the projector.
+    #[arg(long, env = "OO_DB_POOL", default_value_t = default_db_pool())]
     pub db_pool: u32,
     /// Where development mode keeps what it generates (the dev master key).
     #[arg(long, env = "OO_DATA_DIR", default_value = ".oo")]
@@ -22,6 +23,15 @@ pub struct DbConfig {
     /// development key is generated into the data directory, with a warning.
     #[arg(long, env = "OO_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+}
+
+/// Four connections per core, at least 8. More connections than that do not make Postgres
+/// faster on a small machine: they let more backends compete for the same cores, and a request
+/// preempted there holds everything behind it (on two cores, 30 connections gave `/recommend` a
+/// p99 of 11–16 ms at 1,000 req/s where 8 gave 8–9 ms; docs/benchmarks.md).
+pub fn default_db_pool() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+    (4 * cores).max(8)
 }
 
 /// `oo serve`.
