@@ -307,18 +307,6 @@ impl Writer {
         }
     }
 
-    /// The held connection, or a new one from the pool.
-    async fn connection<'c>(
-        &self,
-        held: &'c mut Option<PoolConnection<Postgres>>,
-    ) -> Result<&'c mut PoolConnection<Postgres>, StoreError> {
-        if held.is_none() {
-            *held = Some(self.pool.acquire().await.map_err(StoreError::from_sqlx)?);
-        }
-        held.as_mut()
-            .ok_or_else(|| StoreError::Unexpected("no connection".into()))
-    }
-
     /// Runs `requests` in one transaction on the held connection. After an error the connection
     /// is given back (the pool discards it if it is broken) and the next batch takes another.
     async fn transact(
@@ -332,7 +320,7 @@ impl Writer {
         // without BEGIN and COMMIT (two round trips fewer per commit).
         let one_statement = !alone_check && requests.iter().all(|r| r.events.iter().all(|e| e.dedup_key.is_none()));
         let result = async {
-            let conn = self.connection(held).await?;
+            let conn = held_connection(&self.pool, held).await.map_err(StoreError::from_sqlx)?;
             if one_statement {
                 return write_jobs(conn, requests, reserved).await;
             }
@@ -634,6 +622,20 @@ impl Columns {
     }
 }
 
+/// The connection a loop keeps between rounds (`held`), taken from the pool when it has none.
+/// The loop sets `held` to `None` after an error, so a broken connection goes back to the pool
+/// (which discards it) and the next round takes another.
+pub async fn held_connection<'c>(
+    pool: &PgPool,
+    held: &'c mut Option<PoolConnection<Postgres>>,
+) -> Result<&'c mut PoolConnection<Postgres>, sqlx::Error> {
+    let conn = match held.take() {
+        Some(conn) => conn,
+        None => pool.acquire().await?,
+    };
+    Ok(held.insert(conn))
+}
+
 /// An event as stored, with its place in the global order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -653,14 +655,14 @@ pub struct StoredEvent {
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
     /// The payload decoded once by [`StoredEvent::decode_shared`], for the readers that follow.
-    pub decoded: DecodedOnce,
+    pub(crate) decoded: DecodedOnce,
 }
 
 /// A payload decoded once and shared by every reader of the same `StoredEvent` (the projector's
 /// projections read the same batch). Equality and debug output ignore it: it is derived from
 /// `payload`.
 #[derive(Clone, Default)]
-pub struct DecodedOnce(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+pub(crate) struct DecodedOnce(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
 
 impl PartialEq for DecodedOnce {
     fn eq(&self, _: &Self) -> bool {
@@ -708,6 +710,11 @@ pub async fn read_after(conn: &mut PgConnection, after: Cursor, limit: i64) -> R
     read_after_filtered(conn, after, limit, None).await
 }
 
+/// The events after the cursor `($1, $2)`, at most `$3`, from transactions older than every
+/// transaction still in flight, in the global order (see [`read_after`]).
+const AFTER_IN_SAFE_ORDER: &str = "(tx_id, position) > ($1::text::xid8, $2) \
+    AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3";
+
 /// Like [`read_after`], but fetches payloads only for the event types in `payloads_of` (the
 /// others come with an empty `payload`): a consumer that ignores large events need not pay for
 /// reading them.
@@ -724,8 +731,7 @@ pub async fn read_after_filtered(
     let sql = format!(
         "SELECT tx_id::text AS tx, position, event_id, aggregate_type, aggregate_id, sequence, event_type, schema_version, \
          user_id, {payload}, sealed, occurred_at, recorded_at, correlation_id, causation_id FROM events \
-         WHERE (tx_id, position) > ($1::text::xid8, $2) \
-         AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3"
+         WHERE {AFTER_IN_SAFE_ORDER}"
     );
     let mut query = sqlx::query(&sql)
         .bind(after.tx_id.to_string())
@@ -746,16 +752,15 @@ pub async fn read_shredded_after(
     after: Cursor,
     limit: i64,
 ) -> Result<Vec<(Cursor, Uuid)>, sqlx::Error> {
-    let rows: Vec<(String, i64, Uuid)> = sqlx::query_as(
-        "SELECT tx_id::text, position, user_id FROM events \
-         WHERE event_type = 'UserShredded' AND (tx_id, position) > ($1::text::xid8, $2) \
-         AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3",
-    )
-    .bind(after.tx_id.to_string())
-    .bind(after.position)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let sql = format!(
+        "SELECT tx_id::text, position, user_id FROM events WHERE event_type = 'UserShredded' AND {AFTER_IN_SAFE_ORDER}"
+    );
+    let rows: Vec<(String, i64, Uuid)> = sqlx::query_as(&sql)
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.into_iter()
         .map(|(tx, position, user)| {
             let tx_id = tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;

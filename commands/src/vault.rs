@@ -397,7 +397,7 @@ pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, 
             Err(e) => tracing::warn!(error = %e, "reading deletions failed; retrying"),
         }
         tokio::time::sleep(SHREDDING_POLL_MIN).await;
-        let _ = tokio::time::timeout(SHREDDING_POLL_MAX, notified).await;
+        let _ = tokio::time::timeout(SHREDDING_POLL_MAX - SHREDDING_POLL_MIN, notified).await;
     }
 }
 

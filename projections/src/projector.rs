@@ -8,7 +8,7 @@
 use crate::status::Status;
 use crate::{ApplyError, Projection};
 use oo_commands::cursor::Cursor;
-use oo_commands::store::{StoredEvent, read_after_filtered};
+use oo_commands::store::{StoredEvent, held_connection, read_after_filtered};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgPool, Postgres, Row};
 use std::sync::Arc;
@@ -254,12 +254,7 @@ async fn round(
     if due.is_empty() {
         return Ok(Vec::new());
     }
-    if held.is_none() {
-        *held = Some(pool.acquire().await?);
-    }
-    let Some(conn) = held.as_mut() else {
-        return Ok(Vec::new());
-    };
+    let conn = held_connection(pool, held).await?;
     // Projections are derived from the log, and the checkpoints commit with them: if a crash
     // loses the last commits, rows and checkpoints roll back together and the events are
     // applied again. So the commit need not wait for the disk (atomic and ordered, not durable).

@@ -134,6 +134,12 @@ pub async fn recommend(
     let now = Utc::now();
     let recommender = &state.recommender;
     let (prepared, min_position) = match asked {
+        // A bad body is refused after the session and the rate limit (401 and 429 come first),
+        // without reading the person.
+        Err(e) => {
+            CurrentUser::authenticate(&state, &token).await?;
+            return Err(e);
+        }
         Ok(Asked {
             min_position: Some(target),
             overrides,
@@ -155,16 +161,16 @@ pub async fn recommend(
                 .ok_or_else(ApiError::unauthorized)?;
             (prepared, Some(reached))
         }
-        asked => {
-            // The common case: the session is checked by the query that reads the person. A
-            // request with a bad body is still refused with 401 first when its session is bad.
-            let overrides = asked.as_ref().map(|a| a.overrides).unwrap_or_default();
+        Ok(Asked {
+            min_position: None,
+            overrides,
+        }) => {
+            // The common case: the session is checked by the query that reads the person.
             let prepared = recommender
                 .prepare(&state.pool, Person::Session(&token.0), overrides, now)
                 .await?
                 .ok_or_else(ApiError::unauthorized)?;
             crate::auth::admit(&state, prepared.user_id)?;
-            asked?;
             (prepared, None)
         }
     };

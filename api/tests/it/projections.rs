@@ -227,6 +227,81 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
     );
 }
 
+/// The projector reads the log once per round from the furthest-behind checkpoint: projections
+/// that start far apart (one caught up alone, the others at the start of a log longer than a
+/// round's read) each apply every event exactly once and end equal to a clean rebuild.
+#[tokio::test]
+async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
+    let (_, pool) = fresh_db(&server_url()).await;
+    let store = EventStore::start(pool.clone(), WriterConfig::default());
+    let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
+    let repo: Repository<Signals> = Repository::new(store.clone(), vault.clone());
+    let email = Email::parse("apart@example.org").expect("email");
+    let (user, _) = oo_commands::identity::find_or_register(&store, &vault, &email, Meta::new(Utc::now()))
+        .await
+        .expect("user");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let commands = (oo_projections::projector::BATCH as usize) / 10 + 30;
+    for c in 0..commands {
+        let signals = (0..10).map(|k| signal(c * 10 + k, &mut rng)).collect();
+        repo.execute(
+            &user.to_string(),
+            RecordSignals {
+                user_id: user,
+                signals,
+                at: Utc::now(),
+            },
+            Meta::new(Utc::now()),
+        )
+        .await
+        .expect("recorded");
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert!(
+        total > oo_projections::projector::BATCH,
+        "the log is longer than one read"
+    );
+    // One projection is brought to the head alone; the others have not started.
+    let ahead = oo_projections::all()
+        .into_iter()
+        .find(|p| p.name() == "features")
+        .expect("features");
+    oo_projections::projector::ensure_checkpoint(&pool, ahead.name())
+        .await
+        .expect("checkpoint");
+    while oo_projections::projector::step(&pool, ahead.as_ref(), ahead.name(), None, 97)
+        .await
+        .expect("step")
+        .0
+        > 0
+    {}
+    let status = Status::default();
+    let handles =
+        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+            .await
+            .expect("spawn");
+    wait_caught_up(&pool).await;
+    for h in &handles {
+        h.abort();
+    }
+    for c in oo_projections::projector::checkpoints(&pool)
+        .await
+        .expect("checkpoints")
+    {
+        assert_eq!(c.events_applied, total, "{} applied every event once", c.name);
+    }
+    let live = projection_tables(&pool).await;
+    for p in oo_projections::all() {
+        oo_projections::rebuild::rebuild(&pool, p.as_ref(), &status, |_, _| {})
+            .await
+            .expect("rebuild");
+    }
+    assert_eq!(projection_tables(&pool).await, live, "equal to a clean rebuild");
+}
+
 #[tokio::test]
 async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
     let (_, pool) = fresh_db(&server_url()).await;
