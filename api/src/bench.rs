@@ -482,6 +482,8 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
     let errors = Arc::new(AtomicU64::new(0));
     let cpu_before = machine_cpu();
+    let scraped_before = scrape(&http, &base).await?;
+    let probe = StallProbe::start();
     let start = tokio::time::Instant::now();
     let mut handles = Vec::with_capacity(total as usize);
     for i in 0..total {
@@ -511,6 +513,8 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
         let _ = h.await;
     }
     let achieved = total as f64 / start.elapsed().as_secs_f64();
+    let stalls = probe.stop().await;
+    let scraped_after = scrape(&http, &base).await?;
     let cpu = machine_cpu()
         .zip(cpu_before)
         .map(|(after, before)| after.since(&before));
@@ -544,6 +548,29 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
             cpu.busy_seconds * 1e3 / total as f64
         );
     }
+    println!("{stalls}");
+    let server_side = [
+        (
+            "/recommend in the server",
+            "oo_http_request_duration_seconds",
+            &[r#"path="/recommend""#][..],
+        ),
+        ("its durable appends", "oo_append_duration_seconds", &[]),
+        ("the writer's batches", "oo_append_commit_duration_seconds", &[]),
+    ]
+    .map(|(what, name, labels)| {
+        let h = Buckets::of(&scraped_after, name, labels).since(&Buckets::of(&scraped_before, name, labels));
+        format!(
+            "{what}: {} with p99 ≤ {:.1} ms and {} over 8 ms",
+            h.count(),
+            h.quantile_bound(0.99) * 1e3,
+            h.over(0.008)
+        )
+    });
+    println!(
+        "server side during the open loop (bucket bounds of /metrics): {}",
+        server_side.join("; ")
+    );
 
     // Closed loop: maximum throughput.
     let count = Arc::new(AtomicU64::new(0));
@@ -581,6 +608,149 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     let _ = stop.send(());
     db.drop_db(pool).await;
     Ok(())
+}
+
+async fn scrape(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    Ok(http.get(format!("{base}/metrics")).send().await?.text().await?)
+}
+
+/// One histogram's cumulative buckets, read from the Prometheus text format.
+struct Buckets(Vec<(f64, u64)>);
+
+impl Buckets {
+    /// The `<name>_bucket` lines of the series whose other labels include `labels` (as written,
+    /// e.g. `path="/recommend"`).
+    fn of(text: &str, name: &str, labels: &[&str]) -> Buckets {
+        let prefix = format!("{name}_bucket{{");
+        Buckets(
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix.as_str()))
+                .filter_map(|rest| {
+                    let (set, value) = rest.split_once("} ")?;
+                    let pairs: Vec<&str> = set.split(',').collect();
+                    if !labels.iter().all(|l| pairs.contains(l)) {
+                        return None;
+                    }
+                    let le = pairs.iter().find_map(|p| p.strip_prefix("le=\""))?.strip_suffix('"')?;
+                    let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                    Some((bound, value.trim().parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    fn since(&self, before: &Buckets) -> Buckets {
+        Buckets(
+            self.0
+                .iter()
+                .map(|(le, n)| {
+                    let earlier = before.0.iter().find(|(b, _)| b == le).map_or(0, |(_, m)| *m);
+                    (*le, n.saturating_sub(earlier))
+                })
+                .collect(),
+        )
+    }
+
+    fn count(&self) -> u64 {
+        self.0.last().map_or(0, |(_, n)| *n)
+    }
+
+    /// The smallest bound under which at least `q` of the observations fall.
+    fn quantile_bound(&self, q: f64) -> f64 {
+        let want = (self.count() as f64 * q).ceil() as u64;
+        self.0.iter().find(|(_, n)| *n >= want).map_or(f64::NAN, |(le, _)| *le)
+    }
+
+    fn over(&self, bound: f64) -> u64 {
+        let under = self.0.iter().find(|(le, _)| *le == bound).map_or(0, |(_, n)| *n);
+        self.count().saturating_sub(under)
+    }
+}
+
+/// Lateness of 1 ms sleeps during a measurement, seen by an OS thread of its own (what the
+/// machine does to any thread: other processes, the hypervisor) and by a task on the server's
+/// runtime (that, plus anything holding a worker thread). A tail that both see is the machine's;
+/// one that only the runtime sees is ours.
+struct StallProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Lateness>,
+    task: tokio::task::JoinHandle<Lateness>,
+}
+
+#[derive(Default)]
+struct Lateness {
+    samples: u64,
+    over_5ms: u64,
+    max_ms: f64,
+}
+
+impl Lateness {
+    fn add(&mut self, late: Duration) {
+        let ms = late.as_secs_f64() * 1e3;
+        self.samples += 1;
+        self.over_5ms += u64::from(ms > 5.0);
+        self.max_ms = self.max_ms.max(ms);
+    }
+}
+
+struct Stalls {
+    thread: Lateness,
+    runtime: Lateness,
+}
+
+impl std::fmt::Display for Stalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lateness of 1 ms sleeps: an OS thread max {:.2} ms ({} of {} over 5 ms), a runtime task max {:.2} ms ({} of {} over 5 ms)",
+            self.thread.max_ms,
+            self.thread.over_5ms,
+            self.thread.samples,
+            self.runtime.max_ms,
+            self.runtime.over_5ms,
+            self.runtime.samples
+        )
+    }
+}
+
+impl StallProbe {
+    const TICK: Duration = Duration::from_millis(1);
+
+    fn start() -> StallProbe {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut l = Lateness::default();
+            while !s.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                std::thread::sleep(Self::TICK);
+                l.add(t.elapsed().saturating_sub(Self::TICK));
+            }
+            l
+        });
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut l = Lateness::default();
+            while !s.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                tokio::time::sleep(Self::TICK).await;
+                // The timer wheel rounds up to its 1 ms resolution: up to a further 1 ms is its
+                // own, not a stall.
+                l.add(t.elapsed().saturating_sub(Self::TICK * 2));
+            }
+            l
+        });
+        StallProbe { stop, thread, task }
+    }
+
+    async fn stop(self) -> Stalls {
+        self.stop.store(true, Ordering::Relaxed);
+        let runtime = self.task.await.unwrap_or_default();
+        let thread = tokio::task::spawn_blocking(move || self.thread.join().unwrap_or_default())
+            .await
+            .unwrap_or_default();
+        Stalls { thread, runtime }
+    }
 }
 
 /// The machine's CPU counters (`/proc/stat`, Linux): busy and total time over all cores.
@@ -1089,5 +1259,24 @@ fn rebuild_signal(u: usize, i: usize) -> NewSignal {
         id: SignalId::parse(&format!("u{u}-{i}")).expect("valid id"),
         occurred_at: Utc::now(),
         data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Buckets;
+
+    #[test]
+    fn buckets_are_read_from_the_text_format_by_labels_and_subtracted() {
+        let before = "x_bucket{le=\"0.001\",path=\"/a\"} 1\nx_bucket{le=\"0.008\",path=\"/a\"} 2\nx_bucket{le=\"+Inf\",path=\"/a\"} 2\nx_bucket{le=\"0.001\",path=\"/b\"} 7\n";
+        let after = "x_bucket{le=\"0.001\",path=\"/a\"} 50\nx_bucket{le=\"0.008\",path=\"/a\"} 100\nx_bucket{le=\"+Inf\",path=\"/a\"} 102\nx_bucket{le=\"0.001\",path=\"/b\"} 9\nx_sum{path=\"/a\"} 3\n";
+        let a = [r#"path="/a""#];
+        let h = Buckets::of(after, "x", &a).since(&Buckets::of(before, "x", &a));
+        assert_eq!(h.0, vec![(0.001, 49), (0.008, 98), (f64::INFINITY, 100)]);
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.quantile_bound(0.49), 0.001);
+        assert_eq!(h.quantile_bound(0.98), 0.008);
+        assert_eq!(h.quantile_bound(0.99), f64::INFINITY);
+        assert_eq!(h.over(0.008), 2);
     }
 }

@@ -93,6 +93,24 @@ impl Collector for StoreCollector {
             let c = ConstCounter::new(value.load(Ordering::Relaxed));
             c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
+        let histograms = [
+            (
+                "oo_append_duration_seconds",
+                "Appends from the writer's queue to their durable commit",
+                &self.store.append_seconds,
+            ),
+            (
+                "oo_append_commit_duration_seconds",
+                "The writer's batches on the database (insert and durable commit)",
+                &self.store.commit_seconds,
+            ),
+        ];
+        for (name, help, durations) in histograms {
+            let (sum, count, buckets) = durations.buckets();
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Histogram)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
+        }
         let snap = self.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
         let mut family = encoder.encode_descriptor(
             "oo_projection_lag_events",

@@ -199,6 +199,27 @@ async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer
     ] {
         assert!(metrics.contains(name), "{name} in /metrics");
     }
+    // The writer's histograms: every append and every batch observed once, buckets cumulative.
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().expect("a count")))
+            .unwrap_or_else(|| panic!("{line} in /metrics"))
+    };
+    for h in ["oo_append_duration_seconds", "oo_append_commit_duration_seconds"] {
+        let count = value(&format!("{h}_count "));
+        assert!(count >= 1, "{h} observed the append of /signals");
+        assert_eq!(
+            value(&format!("{h}_bucket{{le=\"+Inf\"}} ")),
+            count,
+            "{h}'s buckets are cumulative"
+        );
+        assert!(value(&format!("{h}_bucket{{le=\"0.0005\"}} ")) <= count);
+    }
+    assert!(
+        value("oo_append_duration_seconds_count ") >= value("oo_append_commit_duration_seconds_count "),
+        "a batch holds one append or more"
+    );
     let unknown = app.send(reqwest::Method::GET, "/nope", None, None).await;
     assert_eq!(
         (unknown.status, unknown.body["code"].as_str()),
