@@ -60,12 +60,29 @@ pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<PgPool> {
         .max_connections(db.db_pool)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&db.database_url)
+        .connect_with(connect_options(&db.database_url)?)
         .await
         .context("cannot connect to Postgres")?;
     oo_commands::MIGRATOR.run(&pool).await.context("migrations failed")?;
     Ok(pool)
 }
+
+/// The URL's options, plus `backend_flush_after` (unless the URL sets it): our connections
+/// write many data pages when they evict them from a small `shared_buffers`, and left to itself
+/// the kernel writes those out in bursts every few seconds, during which the WAL flush that every
+/// durable append waits on takes tens of milliseconds. Asking for the writes early, every 256 kB,
+/// keeps that flush short (docs/adr/0010-smooth-writeback.md).
+pub fn connect_options(url: &str) -> anyhow::Result<sqlx::postgres::PgConnectOptions> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().context("not a Postgres URL")?;
+    Ok(if url.contains("backend_flush_after") {
+        options
+    } else {
+        options.options([("backend_flush_after", BACKEND_FLUSH_AFTER)])
+    })
+}
+
+/// What [`connect_options`] sets `backend_flush_after` to.
+pub const BACKEND_FLUSH_AFTER: &str = "256kB";
 
 /// Loads the master key, warning loudly when it is a development key.
 pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {

@@ -226,3 +226,17 @@ async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
 }
+
+#[tokio::test]
+async fn connections_ask_for_early_writeback_unless_the_url_says_otherwise() {
+    let (url, pool) = fresh_db(&server_url()).await;
+    let show = || sqlx::query_scalar::<_, String>("SHOW backend_flush_after");
+    assert_eq!(
+        show().fetch_one(&pool).await.expect("shown"),
+        oo_api::BACKEND_FLUSH_AFTER
+    );
+    let own = format!("{url}?options=-c%20backend_flush_after%3D64kB");
+    let options = oo_api::connect_options(&own).expect("a URL");
+    let other = sqlx::PgPool::connect_with(options).await.expect("connected");
+    assert_eq!(show().fetch_one(&other).await.expect("shown"), "64kB");
+}
