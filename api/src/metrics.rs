@@ -1,6 +1,7 @@
 //! Prometheus metrics: HTTP requests and latency by matched path, command latency, and — read at
-//! scrape time — appends, commits, duplicates, conflicts, projector lag and the age of the oldest
-//! open transaction (which holds every reader of the log back).
+//! scrape time — appends, commits, duplicates, conflicts, the writer's append and batch latency
+//! histograms, projector lag and the age of the oldest open transaction (which holds every reader
+//! of the log back).
 
 use oo_commands::store::StoreMetrics;
 use prometheus_client::collector::Collector;
