@@ -485,6 +485,7 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
     let errors = Arc::new(AtomicU64::new(0));
     let cpu_before = machine_cpu();
+    let io_before = io_pressure();
     let scraped_before = scrape(&http, &base).await?;
     let probe = StallProbe::start();
     let start = tokio::time::Instant::now();
@@ -521,6 +522,13 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     let cpu = machine_cpu()
         .zip(cpu_before)
         .map(|(after, before)| after.since(&before));
+    let io = io_pressure().zip(io_before).map(|((some, full), (some0, full0))| {
+        let span = seconds as f64 * 1e6;
+        (
+            some.saturating_sub(some0) as f64 / span,
+            full.saturating_sub(full0) as f64 / span,
+        )
+    });
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort_by(|a, b| a.total_cmp(b));
     wait_for_projections(&pool).await?;
@@ -552,6 +560,13 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
         );
     }
     println!("{stalls}");
+    if let Some((some, full)) = io {
+        println!(
+            "I/O pressure during the open loop (/proc/pressure/io): some task waiting on I/O {:.1} % of the time, every task {:.1} %",
+            some * 100.0,
+            full * 100.0
+        );
+    }
     let server_side = [
         (
             "/recommend in the server",
@@ -800,6 +815,21 @@ fn machine_cpu() -> Option<MachineCpu> {
         total_ticks: total,
         cores,
     })
+}
+
+/// The machine's I/O pressure stall counters (Linux PSI): microseconds in which some task, and in
+/// which every non-idle task, waited on I/O.
+fn io_pressure() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/pressure/io").ok()?;
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.starts_with(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse()
+            .ok()
+    };
+    Some((total("some")?, total("full")?))
 }
 
 fn mood_signal(id: String) -> NewSignal {
