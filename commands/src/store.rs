@@ -734,13 +734,19 @@ impl std::fmt::Debug for DecodedOnce {
 const SELECT_EVENTS: &str = "SELECT tx_id::text AS tx, position, event_id, aggregate_type, aggregate_id, sequence, \
     event_type, schema_version, user_id, payload::text AS payload, sealed, occurred_at, recorded_at, correlation_id, causation_id FROM events";
 
+/// A position as queries return it: `tx_id::text` (an `xid8`, which sqlx does not decode) and
+/// `position`.
+pub fn cursor_of(tx: &str, position: i64) -> Result<Cursor, sqlx::Error> {
+    Ok(Cursor {
+        tx_id: tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        position,
+    })
+}
+
 fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
     let tx: String = row.try_get("tx")?;
     Ok(StoredEvent {
-        cursor: Cursor {
-            tx_id: tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            position: row.try_get("position")?,
-        },
+        cursor: cursor_of(&tx, row.try_get("position")?)?,
         event_id: row.try_get("event_id")?,
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
@@ -817,10 +823,7 @@ pub async fn read_shredded_after(
         .fetch_all(conn)
         .await?;
     rows.into_iter()
-        .map(|(tx, position, user)| {
-            let tx_id = tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            Ok((Cursor { tx_id, position }, user))
-        })
+        .map(|(tx, position, user)| Ok((cursor_of(&tx, position)?, user)))
         .collect()
 }
 

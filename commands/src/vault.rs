@@ -381,7 +381,7 @@ pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, 
         tokio::pin!(notified);
         notified.as_mut().enable();
         let batch = match vault.pool.acquire().await {
-            Ok(mut conn) => crate::store::read_shredded_after(&mut conn, cursor, 1000).await,
+            Ok(mut conn) => crate::store::read_shredded_after(&mut conn, cursor, SHREDDED_PAGE).await,
             Err(e) => Err(e),
         };
         match batch {
@@ -390,7 +390,7 @@ pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, 
                     vault.forget(UserId::from_uuid(*user));
                     cursor = *at;
                 }
-                if shredded.len() == 1000 {
+                if shredded.len() as i64 == SHREDDED_PAGE {
                     continue;
                 }
             }
@@ -401,6 +401,8 @@ pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, 
     }
 }
 
+/// The most deletions read at one look; a full page is followed at once by the next.
+const SHREDDED_PAGE: i64 = 1000;
 /// The shortest pause between two looks for deletions.
 pub const SHREDDING_POLL_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 /// The longest pause between two looks for deletions.

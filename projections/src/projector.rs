@@ -8,7 +8,7 @@
 use crate::status::Status;
 use crate::{ApplyError, Projection};
 use oo_commands::cursor::Cursor;
-use oo_commands::store::{StoredEvent, held_connection, read_after_filtered};
+use oo_commands::store::{StoredEvent, cursor_of, held_connection, read_after_filtered};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgPool, Postgres, Row};
 use std::sync::Arc;
@@ -118,18 +118,49 @@ pub(crate) async fn step_in(
         cursor = last.cursor;
     }
     if !events.is_empty() {
-        sqlx::query(
-            "UPDATE public.checkpoints SET tx_id = $2::text::xid8, position = $3, events_applied = events_applied + $4, \
-             status = CASE WHEN status = 'failed' THEN 'live' ELSE status END, last_error = NULL, updated_at = now() WHERE name = $1",
-        )
-        .bind(checkpoint)
-        .bind(cursor.tx_id.to_string())
-        .bind(cursor.position)
-        .bind(events.len() as i64)
-        .execute(&mut *conn)
-        .await?;
+        let mut moved = Moved::default();
+        moved.push(checkpoint, cursor, events.len());
+        moved.apply(conn).await?;
     }
     Ok((events.len(), cursor))
+}
+
+/// Checkpoints to move in one statement: each to where its projection now stands, with the
+/// events it applied; a `failed` one is `live` again.
+#[derive(Default)]
+struct Moved<'a> {
+    names: Vec<&'a str>,
+    tx_ids: Vec<String>,
+    positions: Vec<i64>,
+    applied: Vec<i64>,
+}
+
+impl<'a> Moved<'a> {
+    fn push(&mut self, name: &'a str, to: Cursor, applied: usize) {
+        self.names.push(name);
+        self.tx_ids.push(to.tx_id.to_string());
+        self.positions.push(to.position);
+        self.applied.push(applied as i64);
+    }
+
+    async fn apply(self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE public.checkpoints c SET tx_id = m.tx::xid8, position = m.position, \
+               events_applied = c.events_applied + m.n, \
+               status = CASE WHEN c.status = 'failed' THEN 'live' ELSE c.status END, last_error = NULL, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS m(name, tx, position, n) WHERE c.name = m.name",
+        )
+        .bind(&self.names)
+        .bind(&self.tx_ids)
+        .bind(&self.positions)
+        .bind(&self.applied)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Runs every projection in one loop until the handle is aborted (see [`run_group`]).
@@ -273,10 +304,7 @@ async fn round(
             .iter()
             .find(|(n, _, _)| n == name)
             .ok_or_else(|| sqlx::Error::Protocol(format!("no checkpoint named {name}")))?;
-        at.push(Cursor {
-            tx_id: tx_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            position: *position,
-        });
+        at.push(cursor_of(tx_id, *position)?);
     }
     let from = at.iter().copied().min().unwrap_or(Cursor::START);
     let payloads = union_of_payloads(due.iter().map(|i| projections[*i].payloads_of()));
@@ -284,7 +312,7 @@ async fn round(
     let shared_end = shared.last().map(|e| e.cursor);
 
     let mut outcomes = Vec::with_capacity(due.len());
-    let mut moved: (Vec<&str>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut moved = Moved::default();
     for (k, i) in due.iter().copied().enumerate() {
         let p = projections[i].as_ref();
         // A full read that ends before this projection's checkpoint tells nothing of what
@@ -307,26 +335,10 @@ async fn round(
                 message: e.to_string(),
             });
         }
-        moved.0.push(p.name());
-        moved.1.push(last.tx_id.to_string());
-        moved.2.push(last.position);
-        moved.3.push(events.len() as i64);
+        moved.push(p.name(), last, events.len());
         outcomes.push((i, events.len(), last));
     }
-    if !moved.0.is_empty() {
-        sqlx::query(
-            "UPDATE public.checkpoints c SET tx_id = m.tx::xid8, position = m.position, \
-               events_applied = c.events_applied + m.n, \
-               status = CASE WHEN c.status = 'failed' THEN 'live' ELSE c.status END, last_error = NULL, updated_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS m(name, tx, position, n) WHERE c.name = m.name",
-        )
-        .bind(&moved.0)
-        .bind(&moved.1)
-        .bind(&moved.2)
-        .bind(&moved.3)
-        .execute(&mut *tx)
-        .await?;
-    }
+    moved.apply(&mut tx).await?;
     tx.commit().await?;
     Ok(outcomes)
 }

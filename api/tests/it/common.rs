@@ -324,10 +324,20 @@ impl PrivateCluster {
 
     /// Stops the server (fast shutdown: open connections are cut).
     pub fn stop(&self) {
+        self.stop_with("fast");
+    }
+
+    /// Crashes the server (immediate shutdown: no checkpoint, and WAL that was not yet written
+    /// out of shared memory is lost; recovery replays the rest at the next start).
+    pub fn crash(&self) {
+        self.stop_with("immediate");
+    }
+
+    fn stop_with(&self, mode: &str) {
         let data = self.dir.join("data");
         let out = as_postgres(
             &self.bin.join("pg_ctl"),
-            &["-D", data.to_str().expect("path"), "-m", "fast", "-w", "stop"],
+            &["-D", data.to_str().expect("path"), "-m", mode, "-w", "stop"],
         )
         .output()
         .expect("pg_ctl runs");
@@ -379,7 +389,18 @@ pub async fn wait_caught_up(pool: &PgPool) {
     )
     .await
     .expect("wait");
-    assert!(ok, "projections did not reach the head of the log");
+    if !ok {
+        let head = oo_commands::store::head(pool).await.expect("head");
+        let checkpoints = oo_projections::projector::checkpoints(pool).await.expect("checkpoints");
+        let sessions: Vec<String> = sqlx::query_scalar(
+            "SELECT concat_ws(' | ', state, wait_event_type || ':' || wait_event, 'in transaction for ' || (now() - xact_start)::text, left(query, 120)) \
+             FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("activity");
+        panic!("projections did not reach the head of the log ({head:?}): {checkpoints:#?}\nsessions: {sessions:#?}");
+    }
 }
 
 /// A private NATS JetStream server (Debian's nats-server) on its own port and store directory.

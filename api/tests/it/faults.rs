@@ -53,6 +53,19 @@ async fn requests_fail_with_503_while_postgres_is_down_and_recover_without_a_res
 
 #[tokio::test]
 async fn a_postgres_restart_under_load_answers_200_or_503_and_acknowledges_only_what_was_stored() {
+    restart_under_load(PrivateCluster::stop).await;
+}
+
+/// An append is acknowledged only once its commit is durable: a Postgres crash (immediate
+/// shutdown, which loses WAL still in shared memory) keeps every acknowledged signal.
+#[tokio::test]
+async fn a_postgres_crash_under_load_keeps_everything_acknowledged() {
+    restart_under_load(PrivateCluster::crash).await;
+}
+
+/// Appends from eight clients while `halt` takes Postgres down and it starts again: every
+/// answer is 200, 503 or 409, and every acknowledged signal is in the log afterwards.
+async fn restart_under_load(halt: fn(&PrivateCluster)) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let cluster = PrivateCluster::start();
@@ -100,7 +113,7 @@ async fn a_postgres_restart_under_load_answers_200_or_503_and_acknowledges_only_
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cluster.stop();
+    halt(&cluster);
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.start_server();
     let before = acked.lock().expect("lock").len();

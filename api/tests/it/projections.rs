@@ -136,6 +136,49 @@ fn signal(i: usize, rng: &mut rand::rngs::StdRng) -> NewSignal {
     }
 }
 
+/// Records `signals` for `user` through the real command path.
+async fn record(repo: &Repository<Signals>, user: UserId, signals: Vec<NewSignal>) {
+    repo.execute(
+        &user.to_string(),
+        RecordSignals {
+            user_id: user,
+            signals,
+            at: Utc::now(),
+        },
+        Meta::new(Utc::now()),
+    )
+    .await
+    .expect("recorded");
+}
+
+/// Every checkpoint has applied each of the log's events exactly once, and the live tables
+/// equal a clean rebuild of every projection.
+async fn assert_applied_once_and_equal_to_a_rebuild(pool: &sqlx::PgPool, status: &Status, context: &str) {
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    let checkpoints = oo_projections::projector::checkpoints(pool).await.expect("checkpoints");
+    for c in &checkpoints {
+        assert_eq!(
+            c.events_applied, total,
+            "{} applied every event exactly once ({context}): {checkpoints:?}",
+            c.name
+        );
+    }
+    let live = projection_tables(pool).await;
+    for p in oo_projections::all() {
+        oo_projections::rebuild::rebuild(pool, p.as_ref(), status, |_, _| {})
+            .await
+            .expect("rebuild");
+    }
+    assert_eq!(
+        projection_tables(pool).await,
+        live,
+        "the projections equal a clean rebuild ({context})"
+    );
+}
+
 #[tokio::test]
 async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
     let (_, pool) = fresh_db(&server_url()).await;
@@ -160,17 +203,7 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
             for c in 0..200 {
                 let user = users[c % users.len()];
                 let signals = (0..10).map(|k| signal(c * 10 + k, &mut rng)).collect();
-                repo.execute(
-                    &user.to_string(),
-                    RecordSignals {
-                        user_id: user,
-                        signals,
-                        at: Utc::now(),
-                    },
-                    Meta::new(Utc::now()),
-                )
-                .await
-                .expect("recorded");
+                record(&repo, user, signals).await;
             }
         })
     };
@@ -200,31 +233,7 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
     for h in &handles {
         h.abort();
     }
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    let checkpoints = oo_projections::projector::checkpoints(&pool)
-        .await
-        .expect("checkpoints");
-    for c in &checkpoints {
-        assert_eq!(
-            c.events_applied, total,
-            "{} applied every event exactly once after {kills} kills: {checkpoints:?}",
-            c.name
-        );
-    }
-    let live = projection_tables(&pool).await;
-    for p in oo_projections::all() {
-        oo_projections::rebuild::rebuild(&pool, p.as_ref(), &status, |_, _| {})
-            .await
-            .expect("rebuild");
-    }
-    assert_eq!(
-        projection_tables(&pool).await,
-        live,
-        "the killed-and-restarted projections equal a clean rebuild"
-    );
+    assert_applied_once_and_equal_to_a_rebuild(&pool, &status, &format!("after {kills} kills")).await;
 }
 
 /// The projector reads the log once per round from the furthest-behind checkpoint: projections
@@ -244,17 +253,7 @@ async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
     let commands = (oo_projections::projector::BATCH as usize) / 10 + 30;
     for c in 0..commands {
         let signals = (0..10).map(|k| signal(c * 10 + k, &mut rng)).collect();
-        repo.execute(
-            &user.to_string(),
-            RecordSignals {
-                user_id: user,
-                signals,
-                at: Utc::now(),
-            },
-            Meta::new(Utc::now()),
-        )
-        .await
-        .expect("recorded");
+        record(&repo, user, signals).await;
     }
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
@@ -287,19 +286,7 @@ async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
     for h in &handles {
         h.abort();
     }
-    for c in oo_projections::projector::checkpoints(&pool)
-        .await
-        .expect("checkpoints")
-    {
-        assert_eq!(c.events_applied, total, "{} applied every event once", c.name);
-    }
-    let live = projection_tables(&pool).await;
-    for p in oo_projections::all() {
-        oo_projections::rebuild::rebuild(&pool, p.as_ref(), &status, |_, _| {})
-            .await
-            .expect("rebuild");
-    }
-    assert_eq!(projection_tables(&pool).await, live, "equal to a clean rebuild");
+    assert_applied_once_and_equal_to_a_rebuild(&pool, &status, "starting apart").await;
 }
 
 #[tokio::test]
@@ -338,17 +325,7 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
                     s
                 })
                 .collect();
-            repo.execute(
-                &user.to_string(),
-                RecordSignals {
-                    user_id: user,
-                    signals,
-                    at: Utc::now(),
-                },
-                Meta::new(Utc::now()),
-            )
-            .await
-            .expect("recorded");
+            record(&repo, user, signals).await;
         }
         // Decisions and reactions, so that the tip and bandit projections have work too.
         serve_and_react(&tips, user, 25, &mut rng).await;
@@ -368,17 +345,7 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
                 },
             })
             .collect();
-        repo.execute(
-            &user.to_string(),
-            RecordSignals {
-                user_id: user,
-                signals: completions,
-                at: Utc::now(),
-            },
-            Meta::new(Utc::now()),
-        )
-        .await
-        .expect("recorded");
+        record(&repo, user, completions).await;
         registered.push(user);
     }
     // One user is deleted: every batch size must cut its batches there and purge them alike.
