@@ -67,22 +67,38 @@ pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-/// The URL's options, plus `backend_flush_after` (unless the URL sets it): our connections
-/// write many data pages when they evict them from a small `shared_buffers`, and left to itself
-/// the kernel writes those out in bursts every few seconds, during which the WAL flush that every
-/// durable append waits on takes tens of milliseconds. Asking for the writes early, every 256 kB,
-/// keeps that flush short (docs/adr/0010-smooth-writeback.md).
+/// The URL's options, plus the session settings of [`SESSION_SETTINGS`] that the URL does not
+/// set itself:
+/// - `backend_flush_after`: our connections write many data pages when they evict them from a
+///   small `shared_buffers`, and left to itself the kernel writes those out in bursts every few
+///   seconds, during which the WAL flush that every durable append waits on takes tens of
+///   milliseconds. Asking for the writes early, every 256 kB, keeps that flush short
+///   (docs/adr/0010-smooth-writeback.md).
+/// - `idle_in_transaction_session_timeout`: a task cancelled while sqlx 0.8 is opening a
+///   transaction (a client that hangs up, a projector stopped) can put a connection back in the
+///   pool with the server still inside that transaction. Until the connection is used again it
+///   holds back every reader of the log (which reads only below the oldest open transaction).
+///   None of our transactions waits on anything but the database, so the server ends any that
+///   sits idle this long.
 pub fn connect_options(url: &str) -> anyhow::Result<sqlx::postgres::PgConnectOptions> {
     let options: sqlx::postgres::PgConnectOptions = url.parse().context("not a Postgres URL")?;
-    Ok(if url.contains("backend_flush_after") {
+    let ours: Vec<(&str, &str)> = SESSION_SETTINGS
+        .iter()
+        .copied()
+        .filter(|(name, _)| !url.contains(name))
+        .collect();
+    Ok(if ours.is_empty() {
         options
     } else {
-        options.options([("backend_flush_after", BACKEND_FLUSH_AFTER)])
+        options.options(ours)
     })
 }
 
-/// What [`connect_options`] sets `backend_flush_after` to.
-pub const BACKEND_FLUSH_AFTER: &str = "256kB";
+/// The session settings [`connect_options`] adds.
+pub const SESSION_SETTINGS: [(&str, &str); 2] = [
+    ("backend_flush_after", "256kB"),
+    ("idle_in_transaction_session_timeout", "10s"),
+];
 
 /// Loads the master key, warning loudly when it is a development key.
 pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {

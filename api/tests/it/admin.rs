@@ -228,15 +228,22 @@ async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer
 }
 
 #[tokio::test]
-async fn connections_ask_for_early_writeback_unless_the_url_says_otherwise() {
+async fn connections_get_our_session_settings_unless_the_url_says_otherwise() {
     let (url, pool) = fresh_db(&server_url()).await;
-    let show = || sqlx::query_scalar::<_, String>("SHOW backend_flush_after");
-    assert_eq!(
-        show().fetch_one(&pool).await.expect("shown"),
-        oo_api::BACKEND_FLUSH_AFTER
-    );
+    async fn show(pool: &sqlx::PgPool, name: &str) -> String {
+        let sql = format!("SHOW {name}");
+        sqlx::query_scalar(&sql).fetch_one(pool).await.expect("shown")
+    }
+    for (name, value) in oo_api::SESSION_SETTINGS {
+        assert_eq!(show(&pool, name).await, value, "{name}");
+    }
     let own = format!("{url}?options=-c%20backend_flush_after%3D64kB");
     let options = oo_api::connect_options(&own).expect("a URL");
     let other = sqlx::PgPool::connect_with(options).await.expect("connected");
-    assert_eq!(show().fetch_one(&other).await.expect("shown"), "64kB");
+    assert_eq!(show(&other, "backend_flush_after").await, "64kB");
+    assert_eq!(
+        show(&other, "idle_in_transaction_session_timeout").await,
+        "10s",
+        "the settings the URL does not name are still ours"
+    );
 }
