@@ -369,15 +369,15 @@ impl Writer {
         reserved: &HashMap<StreamKey, i64>,
         alone_check: bool,
     ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
-        // Always an explicit transaction, even for one INSERT. sqlx 0.8 can hand out a connection
-        // whose server-side transaction is still open: a `begin` cancelled after its BEGIN was
-        // sent, before the answer, leaves the server in the transaction and sqlx believing it is
-        // not (its rollback guard checks a depth not yet raised). An autocommit INSERT on such a
-        // connection would be acknowledged and never committed; BEGIN there joins the open
-        // transaction and our COMMIT ends it. Such connections are ended by the server after
-        // `idle_in_transaction_session_timeout` (`oo_api::connect_options`).
+        // Without signal ids to claim, a batch is one INSERT: atomic on its own, so it commits
+        // without BEGIN and COMMIT (two round trips fewer per commit). That is safe because the
+        // held connection starts clean ([`held_connection`]) and only this writer uses it.
+        let one_statement = !alone_check && requests.iter().all(|r| r.events.iter().all(|e| e.dedup_key.is_none()));
         let result = async {
             let conn = held_connection(&self.pool, held).await.map_err(StoreError::from_sqlx)?;
+            if one_statement {
+                return write_jobs(conn, requests, reserved).await;
+            }
             let mut tx = conn.begin().await.map_err(StoreError::from_sqlx)?;
             let results = if alone_check {
                 alone(&mut tx, requests[0]).await?
@@ -522,7 +522,8 @@ async fn alone(
     write_jobs(conn, &[request], &baseline).await
 }
 
-/// Writes several requests in the caller's transaction. Returns one outcome per request: a
+/// Writes several requests in the caller's transaction (with no signal ids to claim, in one
+/// INSERT, which may run on its own). Returns one outcome per request: a
 /// request whose exact expectation is already broken inside the batch gets `Conflict` and writes
 /// nothing; a constraint violation from outside fails the whole call (the caller rolls back).
 async fn write_jobs(
@@ -680,13 +681,24 @@ impl Columns {
 /// The connection a loop keeps between rounds (`held`), taken from the pool when it has none.
 /// The loop sets `held` to `None` after an error, so a broken connection goes back to the pool
 /// (which discards it) and the next round takes another.
+///
+/// A connection taken from the pool is first rolled back. sqlx 0.8 can return a connection to
+/// the pool with the server still inside a transaction: a `begin` cancelled after its BEGIN was
+/// sent leaves sqlx believing there is none (its rollback guard checks a depth not yet raised).
+/// A statement run there in autocommit would never commit, and a writer would acknowledge it.
+/// One `ROLLBACK` per connection taken (not per batch) makes the held connection clean; the
+/// server warns "no transaction in progress" when there was none.
 pub async fn held_connection<'c>(
     pool: &PgPool,
     held: &'c mut Option<PoolConnection<Postgres>>,
 ) -> Result<&'c mut PoolConnection<Postgres>, sqlx::Error> {
     let conn = match held.take() {
         Some(conn) => conn,
-        None => pool.acquire().await?,
+        None => {
+            let mut conn = pool.acquire().await?;
+            sqlx::Executor::execute(&mut *conn, "ROLLBACK").await?;
+            conn
+        }
     };
     Ok(held.insert(conn))
 }

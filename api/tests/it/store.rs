@@ -257,3 +257,35 @@ async fn concurrent_reactions_to_one_tip_conflict_retry_and_settle_once() {
         "one reaction, one reward"
     );
 }
+
+/// A pooled connection can come back still inside a server-side transaction that sqlx does not
+/// know of (here a raw `BEGIN`; in practice a `begin` cancelled mid-flight). A held connection
+/// (the writer's, the projector's) starts clean, so what it writes in autocommit is committed.
+#[tokio::test]
+async fn a_held_connection_starts_outside_any_transaction_left_open() {
+    let (url, _) = fresh_db(&server_url()).await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(oo_api::connect_options(&url).expect("url"))
+        .await
+        .expect("pool");
+    {
+        let mut conn = one.acquire().await.expect("conn");
+        sqlx::Executor::execute(&mut *conn, "BEGIN").await.expect("begin");
+    }
+    let mut held = None;
+    let conn = oo_commands::store::held_connection(&one, &mut held)
+        .await
+        .expect("held");
+    sqlx::Executor::execute(&mut **conn, "CREATE TABLE written_in_autocommit (x int)")
+        .await
+        .expect("create");
+    drop(held);
+    one.close().await;
+    let other = sqlx::PgPool::connect(&url).await.expect("pool");
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('written_in_autocommit') IS NOT NULL")
+        .fetch_one(&other)
+        .await
+        .expect("query");
+    assert!(exists, "the autocommit statement on the held connection was committed");
+}
