@@ -486,6 +486,7 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     let errors = Arc::new(AtomicU64::new(0));
     let cpu_before = machine_cpu();
     let io_before = io_pressure();
+    let pg_before = PgWrites::read(&pool).await?;
     let scraped_before = scrape(&http, &base).await?;
     let probe = StallProbe::start();
     let start = tokio::time::Instant::now();
@@ -518,6 +519,7 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     }
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     let stalls = probe.stop().await;
+    let pg_after = PgWrites::read(&pool).await?;
     let scraped_after = scrape(&http, &base).await?;
     let cpu = machine_cpu()
         .zip(cpu_before)
@@ -560,6 +562,7 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
         );
     }
     println!("{stalls}");
+    println!("{}", pg_after.report_since(&pg_before, total));
     if let Some((some, full)) = io {
         println!(
             "I/O pressure during the open loop (/proc/pressure/io): some task waiting on I/O {:.1} % of the time, every task {:.1} %",
@@ -819,6 +822,63 @@ fn machine_cpu() -> Option<MachineCpu> {
 
 /// The machine's I/O pressure stall counters (Linux PSI): microseconds in which some task, and in
 /// which every non-idle task, waited on I/O.
+/// What Postgres wrote during a measurement, from its cumulative statistics (`pg_stat_wal`,
+/// `pg_stat_bgwriter`): server-wide, so only meaningful while the bench is all that runs.
+#[derive(Debug, Clone, Copy)]
+struct PgWrites {
+    wal_bytes: f64,
+    wal_records: i64,
+    wal_fpi: i64,
+    wal_syncs: i64,
+    checkpoints: i64,
+    buffers_checkpoint: i64,
+    buffers_clean: i64,
+    buffers_backend: i64,
+}
+
+impl PgWrites {
+    async fn read(pool: &PgPool) -> anyhow::Result<PgWrites> {
+        let (wal_bytes, wal_records, wal_fpi, wal_syncs): (f64, i64, i64, i64) =
+            sqlx::query_as("SELECT wal_bytes::float8, wal_records, wal_fpi, wal_sync FROM pg_stat_wal")
+                .fetch_one(pool)
+                .await?;
+        let (checkpoints, buffers_checkpoint, buffers_clean, buffers_backend): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint, buffers_clean, buffers_backend \
+                 FROM pg_stat_bgwriter",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(PgWrites {
+            wal_bytes,
+            wal_records,
+            wal_fpi,
+            wal_syncs,
+            checkpoints,
+            buffers_checkpoint,
+            buffers_clean,
+            buffers_backend,
+        })
+    }
+
+    /// One line: per request, and the data pages written by whom.
+    fn report_since(&self, before: &PgWrites, requests: u64) -> String {
+        let per = |d: i64| d as f64 / requests.max(1) as f64;
+        format!(
+            "Postgres during the open loop (pg_stat_wal, pg_stat_bgwriter): {:.2} KB of WAL per request in {:.1} records \
+             ({:.2} full-page images), {:.2} WAL flushes per request, {} checkpoints; data pages written by the \
+             checkpointer {}, the background writer {}, backends {}",
+            (self.wal_bytes - before.wal_bytes) / requests.max(1) as f64 / 1024.0,
+            per(self.wal_records - before.wal_records),
+            per(self.wal_fpi - before.wal_fpi),
+            per(self.wal_syncs - before.wal_syncs),
+            self.checkpoints - before.checkpoints,
+            self.buffers_checkpoint - before.buffers_checkpoint,
+            self.buffers_clean - before.buffers_clean,
+            self.buffers_backend - before.buffers_backend,
+        )
+    }
+}
+
 fn io_pressure() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/pressure/io").ok()?;
     let total = |kind: &str| {
