@@ -508,18 +508,33 @@ pub fn prepare_event<E: Event>(
             None,
         )
     } else {
-        let mut value = serde_json::to_value(event).map_err(|_| sealing::SealError::Seal)?;
-        let fields = sealing::split(&mut value, personal);
+        let (public, fields) = match event.redacted(sealing::SEALED) {
+            Some((copy, taken)) => (
+                serde_json::to_string(&copy).map_err(|_| sealing::SealError::Seal)?,
+                taken
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(p, v)| (p.to_owned(), v))
+                    .collect(),
+            ),
+            None => {
+                let mut value = serde_json::to_value(event).map_err(|_| sealing::SealError::Seal)?;
+                let fields = sealing::split(&mut value, personal);
+                // `to_string` writes into a buffer; `Value`'s `Display` goes through a
+                // formatter, several times slower on a large payload.
+                (
+                    serde_json::to_string(&value).map_err(|_| sealing::SealError::Seal)?,
+                    fields,
+                )
+            }
+        };
         let sealed = if fields.is_empty() {
             None
         } else {
             let key = key.ok_or(sealing::SealError::WrongKey)?;
             Some(sealing::seal(key, event_id, &fields)?.to_bytes())
         };
-        // `to_string` through `serde_json::to_string` writes into a buffer; `Value`'s `Display`
-        // goes through a formatter, several times slower on a large payload.
-        let payload = serde_json::to_string(&value).map_err(|_| sealing::SealError::Seal)?;
-        (payload, sealed)
+        (public, sealed)
     };
     Ok(NewEvent {
         event_id,
@@ -625,6 +640,50 @@ mod tests {
             &copy.decode_shared::<serde_json::Value>().expect("decodes")
         ));
         assert_eq!(pristine, e, "equality ignores whether the payload was decoded");
+    }
+
+    #[test]
+    fn a_tip_served_sealed_through_its_copy_stores_what_a_json_tree_would() {
+        use oo_domain::tip::{CandidateKind, Decision, LoggedCandidate, TipEvent};
+        let user = UserId::from_uuid(Uuid::from_u128(7));
+        let event = TipEvent::TipServed(Box::new(Decision {
+            tip_id: oo_domain::ids::TipId::from_uuid(Uuid::from_u128(9)),
+            user_id: user,
+            served_at: Utc::now(),
+            candidates: (0..3)
+                .map(|i| LoggedCandidate {
+                    candidate_id: format!("todo:t{i}"),
+                    kind: CandidateKind::Todo,
+                    features: vec![1.0 / (i as f64 + 3.0), 0.25],
+                })
+                .collect(),
+            chosen: 1,
+            policy: "linucb".into(),
+            policy_version: "2".into(),
+            feature_version: 2,
+            score: 0.125,
+            propensity: 0.7,
+            distribution: vec![0.1, 0.7, 0.2],
+            seed: 42,
+            shadow: vec![],
+            title: "Call \"mum\" é".into(),
+            body: "".into(),
+            params: [("alpha".to_owned(), 0.5)].into(),
+            context: vec![1.0, -0.5],
+        }));
+        assert!(event.redacted(sealing::SEALED).is_some(), "the shortcut is taken");
+        let key = DataKey::generate();
+        let meta = Meta::new(Utc::now());
+        let new = prepare_event(&event, user, Utc::now(), None, Some(&key), &meta).expect("prepared");
+        // The generic path: the fields taken out of a JSON tree of the whole event.
+        let mut tree = serde_json::to_value(&event).expect("serialises");
+        let fields = sealing::split(&mut tree, event.personal_fields());
+        // The same JSON; only the key order differs (a tree sorts keys, the copy keeps the struct's).
+        let stored: serde_json::Value = serde_json::from_str(&new.payload).expect("JSON");
+        assert_eq!(stored, tree);
+        let sealed = Sealed::from_bytes(new.sealed.as_deref().expect("sealed")).expect("envelope");
+        assert_eq!(sealing::open(&key, new.event_id, &sealed).expect("opens"), fields);
+        assert_eq!(fields.len(), 2, "title and body, the empty body included");
     }
 
     #[test]
