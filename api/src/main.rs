@@ -43,7 +43,10 @@ enum Keys {
 }
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_env("OO_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // Postgres's notices are left out by default: `store::held_connection`'s ROLLBACK draws
+    // "there is no transaction in progress" each time a connection is taken from the pool.
+    let filter = EnvFilter::try_from_env("OO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sqlx::postgres::notice=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
