@@ -555,9 +555,11 @@ async fn recommend(server: &str, load: &Load, policy: &str, shadows: &str) -> an
     );
     if let Some(cpu) = cpu {
         println!(
-            "machine CPU during the open loop (server, load generator, projector and Postgres): {:.0} % busy of {} cores, {:.2} ms of CPU per request",
+            "machine CPU during the open loop (server, load generator, projector and Postgres): {:.0} % busy of {} cores \
+             ({:.1} % stolen by the hypervisor besides), {:.2} ms of CPU per request",
             cpu.busy_share * 100.0,
             cpu.cores,
+            cpu.stolen_share * 100.0,
             cpu.busy_seconds * 1e3 / total as f64
         );
     }
@@ -778,6 +780,7 @@ impl StallProbe {
 #[derive(Debug, Clone, Copy)]
 struct MachineCpu {
     busy_ticks: u64,
+    stolen_ticks: u64,
     total_ticks: u64,
     cores: usize,
 }
@@ -785,6 +788,8 @@ struct MachineCpu {
 /// How busy the machine was between two readings.
 struct CpuUse {
     busy_share: f64,
+    /// The share of the time the hypervisor ran something else on our virtual cores.
+    stolen_share: f64,
     busy_seconds: f64,
     cores: usize,
 }
@@ -796,6 +801,7 @@ impl MachineCpu {
         // The kernel counts in USER_HZ, 100 per second on Linux.
         CpuUse {
             busy_share: busy / total,
+            stolen_share: self.stolen_ticks.saturating_sub(before.stolen_ticks) as f64 / total,
             busy_seconds: busy / 100.0,
             cores: self.cores,
         }
@@ -806,22 +812,22 @@ fn machine_cpu() -> Option<MachineCpu> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal ...
+    // user nice system idle iowait irq softirq steal ...; busy is ours, steal is not.
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    let stolen = ticks.get(7).copied().unwrap_or(0);
     let cores = stat
         .lines()
         .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
         .count();
     Some(MachineCpu {
-        busy_ticks: total - idle,
+        busy_ticks: total - idle - stolen,
+        stolen_ticks: stolen,
         total_ticks: total,
         cores,
     })
 }
 
-/// The machine's I/O pressure stall counters (Linux PSI): microseconds in which some task, and in
-/// which every non-idle task, waited on I/O.
 /// What Postgres wrote during a measurement, from its cumulative statistics (`pg_stat_wal`,
 /// `pg_stat_bgwriter`): server-wide, so only meaningful while the bench is all that runs.
 #[derive(Debug, Clone, Copy)]
@@ -879,6 +885,8 @@ impl PgWrites {
     }
 }
 
+/// The machine's I/O pressure stall counters (Linux PSI): microseconds in which some task, and in
+/// which every non-idle task, waited on I/O.
 fn io_pressure() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/pressure/io").ok()?;
     let total = |kind: &str| {
