@@ -63,11 +63,13 @@ impl LinearModel {
         }
         let u = self.a_inv_times(x);
         let denom = 1.0 + x.iter().zip(&u).map(|(x, u)| x * u).sum::<f64>();
+        // `(uᵢ uⱼ) / denom` is the same number for (i, j) and (j, i): A⁻¹ stays exactly
+        // symmetric, so that storing its upper triangle loses nothing.
         for i in 0..d {
-            let ui = u[i] / denom;
-            let row = &mut self.a_inv[i * d..(i + 1) * d];
-            for (a, uj) in row.iter_mut().zip(&u) {
-                *a -= ui * uj;
+            for j in i..d {
+                let v = self.a_inv[i * d + j] - u[i] * u[j] / denom;
+                self.a_inv[i * d + j] = v;
+                self.a_inv[j * d + i] = v;
             }
         }
         for (b, x) in self.b.iter_mut().zip(x) {
@@ -161,6 +163,33 @@ impl PooledSums {
             None => vec![0.0; d],
         }
     }
+}
+
+/// The upper triangle of a symmetric `d × d` matrix (row-major, `i ≤ j`): `d (d + 1) / 2`
+/// values, how the bandit stores `A⁻¹` and `Σ x xᵀ`.
+pub fn upper_triangle<T: Copy>(m: &[T], d: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(d * (d + 1) / 2);
+    for i in 0..d {
+        out.extend_from_slice(&m[i * d + i..(i + 1) * d]);
+    }
+    out
+}
+
+/// The symmetric `d × d` matrix whose upper triangle is `t`; `None` when `t` has another length.
+pub fn from_upper_triangle<T: Copy + Default>(t: &[T], d: usize) -> Option<Vec<T>> {
+    if t.len() != d * (d + 1) / 2 {
+        return None;
+    }
+    let mut m = vec![T::default(); d * d];
+    let mut k = 0;
+    for i in 0..d {
+        for j in i..d {
+            m[i * d + j] = t[k];
+            m[j * d + i] = t[k];
+            k += 1;
+        }
+    }
+    Some(m)
 }
 
 /// The lower-triangular `L` with `L Lᵀ = m` for a symmetric positive definite `m` (row-major),
@@ -290,6 +319,34 @@ mod tests {
             .sum();
         assert!((m.variance(x) - var).abs() < 1e-9);
         assert_eq!(m.n, 40);
+    }
+
+    #[test]
+    fn a_inverse_kept_by_sherman_morrison_is_exactly_symmetric_and_its_triangle_holds_it_all() {
+        let d = 7;
+        let mut m = LinearModel::new(d);
+        for (x, r) in sample(d, 60) {
+            m.update(&x, r);
+        }
+        for i in 0..d {
+            for j in 0..d {
+                assert_eq!(m.a_inv[i * d + j].to_bits(), m.a_inv[j * d + i].to_bits(), "({i}, {j})");
+            }
+        }
+        let t = upper_triangle(&m.a_inv, d);
+        assert_eq!(t.len(), d * (d + 1) / 2);
+        assert_eq!(from_upper_triangle(&t, d), Some(m.a_inv.clone()));
+        assert_eq!(from_upper_triangle(&t[1..], d), None);
+    }
+
+    #[test]
+    fn pooled_sums_are_exactly_symmetric() {
+        let d = 5;
+        let mut p = PooledSums::new(d);
+        for (x, r) in sample(d, 30) {
+            p.add(&x, r);
+        }
+        assert_eq!(from_upper_triangle(&upper_triangle(&p.xx, d), d), Some(p.xx));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `bandit`: what the linear bandits have learned — each person's ridge model (`A⁻¹`, `b`,
-//! count) and the population's pooled sums, the prior of every person's model.
+//! count) and the population's pooled sums, the prior of every person's model. The two
+//! symmetric matrices, `A⁻¹` and `Σ x xᵀ`, are stored as their upper triangles.
 //!
 //! It learns only from `TipServed` (the chosen candidate's features and the context, kept in
 //! `bandit_pending` until the reward settles: the two factors of the joint vector, 18 doubles
@@ -12,7 +13,7 @@
 use crate::{ApplyError, Projection, decode_shared};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
-use oo_domain::bandit::{LinearModel, PooledSums};
+use oo_domain::bandit::{LinearModel, PooledSums, from_upper_triangle, upper_triangle};
 use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM, DIM, FEATURE_VERSION, joint};
 use oo_domain::tip::TipEvent;
 use sqlx::{PgConnection, Row};
@@ -63,23 +64,34 @@ pub async fn load_population(conn: &mut PgConnection) -> Result<PooledSums, sqlx
         .fetch_optional(&mut *conn)
         .await?;
     Ok(match row {
-        Some(r) => PooledSums {
-            dim: r.try_get::<i32, _>("dim")? as usize,
-            xx: i64s(&r.try_get::<Vec<u8>, _>("xx")?),
-            xr: i64s(&r.try_get::<Vec<u8>, _>("xr")?),
-            n: r.try_get("n")?,
-        },
+        Some(r) => {
+            let dim = r.try_get::<i32, _>("dim")? as usize;
+            PooledSums {
+                dim,
+                xx: symmetric(i64s(&r.try_get::<Vec<u8>, _>("xx")?), dim),
+                xr: i64s(&r.try_get::<Vec<u8>, _>("xr")?),
+                n: r.try_get("n")?,
+            }
+        }
         None => PooledSums::new(DIM),
     })
 }
 
 fn model_of(r: &sqlx::postgres::PgRow) -> Result<LinearModel, sqlx::Error> {
+    let dim = r.try_get::<i32, _>("dim")? as usize;
     Ok(LinearModel {
-        dim: r.try_get::<i32, _>("dim")? as usize,
-        a_inv: f64s(&r.try_get::<Vec<u8>, _>("a_inv")?),
+        dim,
+        a_inv: symmetric(f64s(&r.try_get::<Vec<u8>, _>("a_inv")?), dim),
         b: f64s(&r.try_get::<Vec<u8>, _>("b")?),
         n: r.try_get::<i64, _>("n")? as u64,
     })
+}
+
+/// A symmetric matrix as stored: its upper triangle (`upper_triangle`), half the bytes of the
+/// whole, which a settled reward rewrites. A whole matrix, as earlier versions stored it, reads
+/// as it is.
+fn symmetric<T: Copy + Default>(stored: Vec<T>, dim: usize) -> Vec<T> {
+    from_upper_triangle(&stored, dim).unwrap_or(stored)
 }
 
 /// Doubles as stored: little-endian bytes.
@@ -276,7 +288,7 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
         .bind(user)
         .bind(FEATURE_VERSION as i32)
         .bind(m.dim as i32)
-        .bind(f64_bytes(&m.a_inv))
+        .bind(f64_bytes(&upper_triangle(&m.a_inv, m.dim)))
         .bind(f64_bytes(&m.b))
         .bind(m.n as i64)
         .execute(&mut *conn)
@@ -291,7 +303,7 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
         )
         .bind(FEATURE_VERSION as i32)
         .bind(DIM as i32)
-        .bind(i64_bytes(&total.xx))
+        .bind(i64_bytes(&upper_triangle(&total.xx, total.dim)))
         .bind(i64_bytes(&total.xr))
         .bind(total.n)
         .execute(&mut *conn)
@@ -315,6 +327,21 @@ mod tests {
         assert_eq!(
             read.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             direct.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_matrix_reads_from_its_triangle_and_a_whole_one_as_it_is() {
+        let mut m = LinearModel::new(3);
+        m.update(&[1.0, 0.5, -0.25], 1.0);
+        let stored = f64s(&f64_bytes(&upper_triangle(&m.a_inv, 3)));
+        assert_eq!(stored.len(), 6);
+        assert_eq!(symmetric(stored, 3), m.a_inv);
+        let whole: Vec<f64> = (0..9).map(f64::from).collect();
+        assert_eq!(
+            symmetric(whole.clone(), 3),
+            whole,
+            "earlier rows: not symmetric, kept as stored"
         );
     }
 
