@@ -23,7 +23,7 @@ use oo_commands::store::{EventStore, WriterConfig};
 use oo_commands::vault::{MasterKey, Vault};
 use oo_domain::ids::{SignalId, UserId};
 use oo_domain::signal::{ExternalId, MoodScore, Priority, SignalData, TaskSource, Text};
-use oo_domain::signals::{NewSignal, RecordSignals, Signals};
+use oo_domain::signals::{NewSignal, Signals};
 use oo_domain::user::Email;
 use serde_json::json;
 use sqlx::PgPool;
@@ -930,17 +930,9 @@ async fn user(store: &EventStore, vault: &Vault, email: &str) -> anyhow::Result<
 
 /// Records `signals` for `user` through the real command path.
 async fn record(repo: &Repository<Signals>, user: UserId, signals: Vec<NewSignal>) -> anyhow::Result<()> {
-    repo.execute(
-        &user.to_string(),
-        RecordSignals {
-            user_id: user,
-            signals,
-            at: Utc::now(),
-        },
-        Meta::new(Utc::now()),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    repo.record(user, signals, Meta::new(Utc::now()))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 

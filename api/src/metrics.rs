@@ -1,16 +1,17 @@
-//! Prometheus metrics: HTTP requests and latency by matched path, command latency, and — read at
-//! scrape time — appends, commits, duplicates, conflicts, the writer's append and batch latency
-//! histograms, projector lag and the age of the oldest open transaction (which holds every reader
-//! of the log back).
+//! Prometheus metrics: HTTP requests and latency by matched path, command latency, the writer's
+//! append and batch latency (histograms the store fills), and — read at scrape time — appends,
+//! commits, duplicates, conflicts, projector lag and the age of the oldest open transaction
+//! (which holds every reader of the log back).
 
 use oo_commands::store::StoreMetrics;
+use oo_commands::store::latency_histogram;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -94,24 +95,6 @@ impl Collector for StoreCollector {
             let c = ConstCounter::new(value.load(Ordering::Relaxed));
             c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
-        let histograms = [
-            (
-                "oo_append_duration_seconds",
-                "Appends from the writer's queue to their durable commit",
-                &self.store.append_seconds,
-            ),
-            (
-                "oo_append_commit_duration_seconds",
-                "The writer's batches on the database (insert and durable commit)",
-                &self.store.commit_seconds,
-            ),
-        ];
-        for (name, help, durations) in histograms {
-            let (sum, count, buckets) = durations.buckets();
-            encoder
-                .encode_descriptor(name, help, None, MetricType::Histogram)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
-        }
         let snap = self.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
         let mut family = encoder.encode_descriptor(
             "oo_projection_lag_events",
@@ -152,11 +135,6 @@ impl Collector for StoreCollector {
     }
 }
 
-/// 0.5 ms to about 16 s.
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-}
-
 impl Metrics {
     pub fn new(store: Arc<StoreMetrics>) -> Self {
         let mut registry = Registry::default();
@@ -178,6 +156,16 @@ impl Metrics {
             "oo_command_duration_seconds",
             "Command latency (load, decide, durable append)",
             command_duration.clone(),
+        );
+        registry.register(
+            "oo_append_duration_seconds",
+            "Appends from the writer's queue to their durable commit",
+            store.append_seconds.clone(),
+        );
+        registry.register(
+            "oo_append_commit_duration_seconds",
+            "The writer's batches on the database (insert and durable commit)",
+            store.commit_seconds.clone(),
         );
         let snapshot = Arc::new(Mutex::new(ScrapeSnapshot::default()));
         registry.register_collector(Box::new(StoreCollector {

@@ -426,6 +426,23 @@ where
     }
 }
 
+impl Repository<oo_domain::signals::Signals> {
+    /// Records `signals` for `user` on their stream, as of `meta.now`.
+    pub async fn record(
+        &self,
+        user: UserId,
+        signals: Vec<oo_domain::signals::NewSignal>,
+        meta: Meta,
+    ) -> Result<Executed<oo_domain::signals::Signals>, CommandError<oo_domain::signals::SignalsError>> {
+        let command = oo_domain::signals::RecordSignals {
+            user_id: user,
+            signals,
+            at: meta.now,
+        };
+        self.execute(&user.to_string(), command, meta).await
+    }
+}
+
 impl<A> Repository<A>
 where
     A: Stream,

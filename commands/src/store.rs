@@ -18,6 +18,7 @@
 
 use crate::cursor::Cursor;
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgDatabaseError;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres, Row, Transaction};
@@ -116,8 +117,8 @@ fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
     }
 }
 
-/// Counters the API exports as metrics.
-#[derive(Debug, Default)]
+/// Counters and histograms the API exports as metrics.
+#[derive(Debug)]
 pub struct StoreMetrics {
     pub events_appended: AtomicU64,
     pub append_requests: AtomicU64,
@@ -125,55 +126,28 @@ pub struct StoreMetrics {
     pub duplicates: AtomicU64,
     pub conflicts: AtomicU64,
     /// How long each append waited, from the queue to the durable commit.
-    pub append_seconds: Durations,
+    pub append_seconds: Histogram,
     /// How long each of the writer's batches took on the database (insert and commit).
-    pub commit_seconds: Durations,
+    pub commit_seconds: Histogram,
 }
 
-/// A histogram of durations, lock-free: [`Durations::BOUNDS`] are the upper bounds of its
-/// buckets (0.5 ms doubling to about 16 s), the last bucket is everything longer.
-#[derive(Debug, Default)]
-pub struct Durations {
-    counts: [AtomicU64; Durations::BOUNDS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl Durations {
-    pub const BOUNDS: [f64; 16] = {
-        let mut b = [0.0005; 16];
-        let mut i = 1;
-        while i < b.len() {
-            b[i] = b[i - 1] * 2.0;
-            i += 1;
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self {
+            events_appended: AtomicU64::new(0),
+            append_requests: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            append_seconds: latency_histogram(),
+            commit_seconds: latency_histogram(),
         }
-        b
-    };
-
-    pub fn observe(&self, d: std::time::Duration) {
-        let s = d.as_secs_f64();
-        let i = Self::BOUNDS.iter().position(|b| s <= *b).unwrap_or(Self::BOUNDS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
     }
+}
 
-    /// The sum in seconds, the count, and each bucket's own count with its upper bound (the form
-    /// `prometheus_client`'s encoder takes, which writes `f64::MAX` as `+Inf`).
-    pub fn buckets(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let buckets: Vec<(f64, u64)> = self
-            .counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                (
-                    Self::BOUNDS.get(i).copied().unwrap_or(f64::MAX),
-                    c.load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        (self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count, buckets)
-    }
+/// The buckets of every latency histogram oO exports: 0.5 ms doubling to about 16 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 struct Job {
@@ -288,7 +262,7 @@ impl EventStore {
         let answered = answer
             .await
             .map_err(|_| StoreError::Unexpected("the writer dropped a request".into()))?;
-        self.metrics.append_seconds.observe(asked.elapsed());
+        self.metrics.append_seconds.observe(asked.elapsed().as_secs_f64());
         answered
     }
 
@@ -403,7 +377,7 @@ impl Writer {
         let requests: Vec<&AppendRequest> = jobs.iter().map(|j| &j.request).collect();
         let started = std::time::Instant::now();
         let outcome = self.transact(held, &requests, &reserved, false).await;
-        self.metrics.commit_seconds.observe(started.elapsed());
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(results) => {
                 self.metrics.commits.fetch_add(1, Ordering::Relaxed);
@@ -921,30 +895,4 @@ pub async fn count_after(pool: &PgPool, after: Cursor) -> Result<i64, sqlx::Erro
         .bind(after.position)
         .fetch_one(pool)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Durations;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_fall_in_the_first_bucket_whose_bound_holds_them() {
-        let d = Durations::default();
-        for ms in [0.2, 0.5, 0.9, 3.0, 8.0, 9.0, 20_000.0] {
-            d.observe(Duration::from_secs_f64(ms / 1e3));
-        }
-        let (sum, count, buckets) = d.buckets();
-        assert_eq!(count, 7);
-        assert!((sum - 20.0216).abs() < 1e-6, "{sum}");
-        let at = |bound: f64| buckets.iter().find(|(b, _)| *b == bound).map(|(_, n)| *n);
-        assert_eq!(at(0.0005), Some(2));
-        assert_eq!(at(0.001), Some(1));
-        assert_eq!(at(0.004), Some(1));
-        assert_eq!(at(0.008), Some(1));
-        assert_eq!(at(0.016), Some(1));
-        assert_eq!(at(f64::MAX), Some(1), "longer than the last bound");
-        assert_eq!(buckets.len(), Durations::BOUNDS.len() + 1);
-        assert_eq!(Durations::BOUNDS[15], 0.0005 * 32768.0);
-    }
 }

@@ -17,6 +17,7 @@ use oo_domain::bandit::{LinearModel, PooledSums, from_upper_triangle, upper_tria
 use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM, DIM, FEATURE_VERSION, joint};
 use oo_domain::tip::TipEvent;
 use sqlx::{PgConnection, Row};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -125,11 +126,7 @@ pub fn i64s(bytes: &[u8]) -> Vec<i64> {
 /// bit. Storing the joint vector itself (80 doubles) made this table a sixth of the WAL each
 /// decision writes.
 pub fn pending_bytes(candidate: &[f64], context: &[f64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 * (candidate.len() + context.len()));
-    for x in candidate.iter().chain(context) {
-        out.extend(x.to_le_bytes());
-    }
-    out
+    f64_bytes(&[candidate, context].concat())
 }
 
 /// The joint vector of a pending tip: from its two factors, or as stored whole by earlier
@@ -146,12 +143,10 @@ pub fn pending_vector(bytes: &[u8]) -> Option<Vec<f64>> {
     }
 }
 
-/// A tip served in the batch being folded.
+/// A tip served in the batch being folded: whose, and the chosen vector as `bandit_pending`
+/// keeps it ([`pending_bytes`]); only a tip settled in the same batch needs the joint vector.
 struct Served {
     user: Uuid,
-    /// The chosen candidate's joint vector.
-    x: Vec<f64>,
-    /// Its two factors, as `bandit_pending` keeps them ([`pending_bytes`]).
     stored: Vec<u8>,
 }
 
@@ -182,7 +177,6 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
                     tip,
                     Served {
                         user: event.user_id,
-                        x: joint(&chosen.features, &d.context),
                         stored: pending_bytes(&chosen.features, &d.context),
                     },
                 );
@@ -241,22 +235,23 @@ async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), App
     let mut settled_here: HashSet<Uuid> = HashSet::new();
     let mut settled_earlier: Vec<Uuid> = Vec::new();
     for (tip, user, reward) in &rewards {
-        let x = match (served.get(tip), pending.get(tip)) {
-            (Some(Served { x, .. }), _) => {
+        let x: Cow<'_, [f64]> = match (served.get(tip), pending.get(tip)) {
+            (Some(s), _) => {
                 settled_here.insert(*tip);
-                x
+                let Some(x) = pending_vector(&s.stored) else { continue };
+                Cow::Owned(x)
             }
             (None, Some(x)) => {
                 settled_earlier.push(*tip);
-                x
+                Cow::Borrowed(x)
             }
             (None, None) => continue,
         };
         models
             .entry(*user)
             .or_insert_with(|| LinearModel::new(DIM))
-            .update(x, *reward);
-        population.add(x, *reward);
+            .update(&x, *reward);
+        population.add(&x, *reward);
     }
     // Pending tips: the new ones still unsettled in, the settled earlier ones out.
     let unsettled: Vec<(&Uuid, &Served)> = served_order

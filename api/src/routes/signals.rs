@@ -15,7 +15,7 @@ use oo_domain::ids::SignalId;
 use oo_domain::signal::{
     ExternalId, InvalidField, MoodScore, Place, Priority, SignalData, SignalKind, TaskSource, Text, TimeZoneName,
 };
-use oo_domain::signals::{MAX_SIGNALS_PER_COMMAND, NewSignal, RecordSignals, SignalsError};
+use oo_domain::signals::{MAX_SIGNALS_PER_COMMAND, NewSignal, SignalsError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -218,15 +218,9 @@ pub async fn post_signals(
         .map(|(i, s)| parse_signal(i, s))
         .collect::<Result<Vec<_>, _>>()?;
     let total = signals.len();
-    let now = Utc::now();
-    let command = RecordSignals {
-        user_id: user.user_id,
-        signals,
-        at: now,
-    };
     let executed = state
         .signals
-        .execute(&user.user_id.to_string(), command, Meta::new(now))
+        .record(user.user_id, signals, Meta::new(Utc::now()))
         .await
         .map_err(|e| {
             command_error(e, |d| match d {

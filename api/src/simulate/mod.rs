@@ -27,7 +27,7 @@ use oo_domain::ids::{SignalId, UserId};
 use oo_domain::policy::{Policy, Scored, mix};
 use oo_domain::reward::Reaction;
 use oo_domain::signal::{ExternalId, MoodScore, Place, Priority, SignalData, TaskSource, Text, TimeZoneName};
-use oo_domain::signals::{NewSignal, RecordSignals, Signals};
+use oo_domain::signals::{NewSignal, Signals};
 use oo_domain::tip::{CandidateKind, Tip, TipCommand};
 use oo_domain::user::Email;
 use oo_projections::status::Status;
@@ -462,15 +462,7 @@ async fn flush(
     }
     let done = sim
         .signals
-        .execute(
-            &user.to_string(),
-            RecordSignals {
-                user_id: user,
-                signals,
-                at,
-            },
-            Meta::new(at),
-        )
+        .record(user, signals, Meta::new(at))
         .await
         .map_err(|e| anyhow::anyhow!("signals: {e}"))?;
     Ok(done.cursor)

@@ -8,7 +8,7 @@ use oo_commands::store::{EventStore, WriterConfig};
 use oo_commands::vault::{MasterKey, Vault};
 use oo_domain::ids::{SignalId, UserId};
 use oo_domain::signal::{ExternalId, MoodScore, Place, Priority, SignalData, TaskSource, Text};
-use oo_domain::signals::{NewSignal, RecordSignals, Signals};
+use oo_domain::signals::{NewSignal, Signals};
 use oo_domain::tip::Tip;
 use oo_domain::user::Email;
 use oo_projections::status::Status;
@@ -138,17 +138,9 @@ fn signal(i: usize, rng: &mut rand::rngs::StdRng) -> NewSignal {
 
 /// Records `signals` for `user` through the real command path.
 async fn record(repo: &Repository<Signals>, user: UserId, signals: Vec<NewSignal>) {
-    repo.execute(
-        &user.to_string(),
-        RecordSignals {
-            user_id: user,
-            signals,
-            at: Utc::now(),
-        },
-        Meta::new(Utc::now()),
-    )
-    .await
-    .expect("recorded");
+    repo.record(user, signals, Meta::new(Utc::now()))
+        .await
+        .expect("recorded");
 }
 
 /// Every checkpoint has applied each of the log's events exactly once, and the live tables

@@ -11,7 +11,7 @@ use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM, FEATURE_VERSION};
 use oo_domain::ids::{SignalId, TipId, UserId};
 use oo_domain::reward::Reaction;
 use oo_domain::signal::{ExternalId, Priority, SignalData, TaskSource, Text};
-use oo_domain::signals::{NewSignal, RecordSignals, Signals};
+use oo_domain::signals::{NewSignal, Signals};
 use oo_domain::tip::{CandidateKind, Decision, LoggedCandidate, Tip, TipCommand};
 use oo_domain::user::Email;
 use oo_projections::status::Status;
@@ -205,15 +205,7 @@ async fn complete(signals: &Repository<Signals>, user: UserId, todo: &str, at: D
         },
     };
     signals
-        .execute(
-            &user.to_string(),
-            RecordSignals {
-                user_id: user,
-                signals: vec![signal],
-                at: Utc::now(),
-            },
-            Meta::new(Utc::now()),
-        )
+        .record(user, vec![signal], Meta::new(Utc::now()))
         .await
         .expect("recorded");
 }
