@@ -177,6 +177,10 @@ pub struct Tip {
     #[serde(default)]
     pub served_at: Option<DateTime<Utc>>,
     pub reactions: Vec<Reaction>,
+    /// When the first reaction, if it was a snooze, came: a completion upgrades only a snooze
+    /// made within the settle window.
+    #[serde(default)]
+    pub snoozed_at: Option<DateTime<Utc>>,
     pub reward: Option<f64>,
 }
 
@@ -201,7 +205,10 @@ impl Tip {
             reaction,
             reacted_at: at,
         }];
-        if self.reward.is_none() && reaction.settles() {
+        // Past the window an unsettled tip belongs to the join (a timeout, or a completion after
+        // a snooze made in time): the late reaction is recorded and settles nothing, so the
+        // reward does not depend on when the join passes.
+        if self.reward.is_none() && reaction.settles() && self.in_window(at) {
             events.push(TipEvent::TipRewarded {
                 tip_id,
                 user_id,
@@ -211,6 +218,14 @@ impl Tip {
             });
         }
         Ok(events)
+    }
+}
+
+impl Tip {
+    /// Whether `at` falls within the settle window of serving (a tip without a known serving
+    /// time, from a stored state older than the field, counts as within).
+    fn in_window(&self, at: DateTime<Utc>) -> bool {
+        self.served_at.is_none_or(|s| at < s + SETTLE_WINDOW)
     }
 }
 
@@ -280,8 +295,12 @@ impl Aggregate for Tip {
                 let in_window = self
                     .served_at
                     .is_some_and(|s| *completed_at >= s && *completed_at <= s + SETTLE_WINDOW);
-                let snoozed_todo =
-                    self.chosen_kind == Some(CandidateKind::Todo) && self.reactions.as_slice() == [Reaction::Snooze];
+                // The first reaction was a snooze made within the window (a state stored before
+                // `snoozed_at` existed has none: its snooze counts, as it did then); a reaction
+                // after it that settled nothing (a late one) does not take the upgrade away.
+                let snoozed_todo = self.chosen_kind == Some(CandidateKind::Todo)
+                    && self.reactions.first() == Some(&Reaction::Snooze)
+                    && self.snoozed_at.is_none_or(|at| self.in_window(at));
                 if self.reward.is_some() || !in_window || !snoozed_todo {
                     return Ok(vec![]);
                 }
@@ -304,7 +323,14 @@ impl Aggregate for Tip {
                 self.chosen_kind = d.candidates.get(d.chosen).map(|c| c.kind);
                 self.served_at = Some(d.served_at);
             }
-            TipEvent::TipReacted { reaction, .. } => self.reactions.push(*reaction),
+            TipEvent::TipReacted {
+                reaction, reacted_at, ..
+            } => {
+                if self.reactions.is_empty() && *reaction == Reaction::Snooze {
+                    self.snoozed_at = Some(*reacted_at);
+                }
+                self.reactions.push(*reaction);
+            }
             TipEvent::TipRewarded { reward, .. } => self.reward = Some(*reward),
         }
     }
@@ -542,5 +568,67 @@ mod tests {
         let mut advice = served();
         then(&mut advice, Reaction::Snooze).expect("snoozed");
         assert_eq!(complete(&advice, 100), vec![]);
+    }
+
+    /// Reacts to the tip of `history` at `at` seconds after the epoch of `t`.
+    fn then_at(history: &mut Vec<TipEvent>, r: Reaction, at: i64) -> Result<usize, TipError> {
+        let events = given(history).decide(&TipCommand::React {
+            user_id: alice(),
+            reaction: r,
+            at: t(at),
+        })?;
+        let n = events.len();
+        history.extend(events);
+        Ok(n)
+    }
+
+    #[test]
+    fn a_reaction_after_the_window_is_recorded_and_leaves_the_tip_to_time_out_at_zero() {
+        // Served at t(0); the window closes at t(86_400). Whether the join has passed yet or not,
+        // a late reaction settles nothing, so the reward cannot depend on when it runs.
+        let mut h = served();
+        assert_eq!(then_at(&mut h, Reaction::Done, 86_400), Ok(1), "only TipReacted");
+        assert_eq!(given(&h).reward, None);
+        assert_eq!(
+            then_at(&mut h, Reaction::Done, 86_500),
+            Ok(0),
+            "the same one again: nothing"
+        );
+        let events = given(&h)
+            .decide(&TipCommand::SettleTimeout { at: t(86_600) })
+            .expect("due");
+        assert!(
+            matches!(events.as_slice(), [TipEvent::TipRewarded { reward, settled_by: SettledBy::Timeout, .. }] if *reward == 0.0)
+        );
+        // Just inside the window, the same reaction settles at once.
+        let mut h = served();
+        assert_eq!(then_at(&mut h, Reaction::Done, 86_399), Ok(2));
+        assert_eq!(given(&h).reward, Some(1.0));
+    }
+
+    #[test]
+    fn a_snooze_in_time_keeps_its_upgrade_past_a_late_reaction_and_a_late_snooze_gets_none() {
+        // Snoozed in time, completed in time, and a late "dismiss" before the join passed: the
+        // completion still settles at +1.
+        let mut h = served_todo();
+        assert_eq!(then_at(&mut h, Reaction::Snooze, 600), Ok(1));
+        assert_eq!(
+            then_at(&mut h, Reaction::Dismiss, 90_000),
+            Ok(1),
+            "recorded, not settled"
+        );
+        let events = complete(&h, 3_600);
+        assert!(
+            matches!(events.as_slice(), [TipEvent::TipRewarded { reward, settled_by: SettledBy::Completion, .. }] if *reward == 1.0)
+        );
+        // No reaction within the window, the todo completed within it, then a late snooze: that
+        // tip had no reaction in 24 h, so it times out at 0 and the completion upgrades nothing.
+        let mut h = served_todo();
+        assert_eq!(then_at(&mut h, Reaction::Snooze, 90_000), Ok(1));
+        assert_eq!(complete(&h, 3_600), vec![]);
+        let events = given(&h)
+            .decide(&TipCommand::SettleTimeout { at: t(90_100) })
+            .expect("due");
+        assert!(matches!(events.as_slice(), [TipEvent::TipRewarded { reward, .. }] if *reward == 0.0));
     }
 }
