@@ -125,6 +125,28 @@ pub async fn wait_for_head(
     Ok(oo_projections::projector::wait_for(pool, status, &oo_projections::names(), head, timeout).await?)
 }
 
+/// One pass of the reward join (`oo_commands::reward_join::settle_due`, at most `limit` tips),
+/// on a `reward_pending` that has applied every event stored before the pass began: a snoozed
+/// todo's completion that the projector has not applied yet would otherwise be settled as a
+/// timeout. `None`: the projection did not catch up within `wait`, and nothing was settled.
+pub async fn settle_rewards(
+    pool: &PgPool,
+    status: &oo_projections::status::Status,
+    tips: &Repository<oo_domain::tip::Tip>,
+    limit: i64,
+    wait: Duration,
+) -> anyhow::Result<Option<oo_commands::reward_join::Settled>> {
+    // `now` before the head: whatever was stored before `now` is at or below the head.
+    let now = chrono::Utc::now();
+    let head = oo_commands::store::head(pool).await?;
+    if !oo_projections::projector::wait_for(pool, status, &["reward_pending"], head, wait).await? {
+        return Ok(None);
+    }
+    Ok(Some(
+        oo_commands::reward_join::settle_due(pool, tips, now, limit).await?,
+    ))
+}
+
 /// The recommender for a serving policy spec and `;`-separated shadow specs.
 pub fn recommender_of(policy: &str, shadows: &str) -> anyhow::Result<recommender::Recommender> {
     let serving = oo_domain::policy::from_spec(policy).with_context(|| format!("OO_POLICY {policy:?}"))?;
@@ -230,14 +252,16 @@ impl Application {
         )));
         // The reward join: settles timeouts and completions of snoozed todos off the request path.
         let join_tips: Repository<oo_domain::tip::Tip> = Repository::new(store.clone(), vault.clone());
-        let (join_pool, every) = (pool.clone(), Duration::from_secs(config.settle_interval_secs.max(1)));
+        let (join_pool, join_status) = (pool.clone(), status.clone());
+        let every = Duration::from_secs(config.settle_interval_secs.max(1));
         background.push(tokio::spawn(async move {
             loop {
-                match oo_commands::reward_join::settle_due(&join_pool, &join_tips, chrono::Utc::now(), 1_000).await {
-                    Ok(s) if s.completions + s.timeouts > 0 => {
+                match settle_rewards(&join_pool, &join_status, &join_tips, 1_000, Duration::from_secs(10)).await {
+                    Ok(Some(s)) if s.completions + s.timeouts > 0 => {
                         tracing::info!(completions = s.completions, timeouts = s.timeouts, "rewards settled");
                     }
-                    Ok(_) => {}
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::warn!("reward_pending is behind the log; the reward join waits for it"),
                     Err(e) => tracing::warn!(error = %e, "the reward join failed; retrying"),
                 }
                 tokio::time::sleep(every).await;

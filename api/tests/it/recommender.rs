@@ -236,6 +236,8 @@ struct Parts {
     tips: Repository<Tip>,
     signals: Repository<Signals>,
     status: Status,
+    /// The projectors' tasks (a test may stop them to hold the projections behind the log).
+    projectors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 async fn parts() -> Parts {
@@ -243,10 +245,12 @@ async fn parts() -> Parts {
     let store = EventStore::start(pool.clone(), WriterConfig::default());
     let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
     let status = Status::default();
-    oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
-        .await
-        .expect("projectors");
+    let projectors =
+        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+            .await
+            .expect("projectors");
     Parts {
+        projectors,
         tips: Repository::new(store.clone(), vault.clone()),
         signals: Repository::new(store.clone(), vault.clone()),
         pool,
@@ -329,6 +333,51 @@ async fn the_reward_join_settles_every_tip_exactly_once() {
         .expect("pending");
     assert_eq!(pending, 0);
     let _ = &p.status;
+}
+
+#[tokio::test]
+async fn the_reward_join_waits_for_a_completion_the_projector_has_not_applied_yet() {
+    let mut p = parts().await;
+    let alice = user(&p, "lagging@example.org").await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    // Served 25 h ago, snoozed at once, the todo completed within the window: +1 is due.
+    let t0 = Utc::now() - Duration::hours(25);
+    let tip = serve(&p.tips, alice, "late-sync", t0, &mut rng).await;
+    react(&p.tips, alice, tip, Reaction::Snooze, t0 + Duration::minutes(5)).await;
+    wait_caught_up(&p.pool).await;
+    // The projector stops; the completion is stored but not applied to `reward_pending`.
+    for projector in p.projectors.drain(..) {
+        projector.abort();
+        let _ = projector.await;
+    }
+    complete(&p.signals, alice, "late-sync", t0 + Duration::hours(2)).await;
+
+    let wait = std::time::Duration::from_millis(300);
+    let pass = oo_api::settle_rewards(&p.pool, &p.status, &p.tips, 100, wait)
+        .await
+        .expect("pass");
+    assert_eq!(pass, None, "a pass on a projection behind the log settles nothing");
+    assert!(rewards(&p.pool).await.is_empty(), "nothing settled as a timeout");
+
+    let status = Status::default();
+    oo_projections::projector::spawn_all(
+        p.pool.clone(),
+        oo_projections::all(),
+        p.store.appended(),
+        status.clone(),
+    )
+    .await
+    .expect("projectors");
+    let pass = oo_api::settle_rewards(&p.pool, &status, &p.tips, 100, std::time::Duration::from_secs(30))
+        .await
+        .expect("pass")
+        .expect("caught up");
+    assert_eq!((pass.completions, pass.timeouts), (1, 0));
+    wait_caught_up(&p.pool).await;
+    assert_eq!(
+        rewards(&p.pool).await.get(&tip.to_string()),
+        Some(&vec![(1.0, "completion".to_owned())])
+    );
 }
 
 /// The bandit's tables as exact bits.
