@@ -264,9 +264,13 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Policy>, PolicySpecError> {
         kv.push((k.trim().to_owned(), v));
     }
     let unknown = |k: &str| PolicySpecError::BadParam(format!("{name} has no parameter {k:?}"));
+    // The floor ε/K is what keeps every propensity above 0 (DESIGN section 6) and bounds the
+    // importance weights of offline evaluation, so it cannot be switched off.
     let epsilon_ok = |e: f64| {
-        if e > 1.0 {
-            Err(PolicySpecError::BadParam("epsilon: must be in 0..=1".into()))
+        if e <= 0.0 || e > 1.0 {
+            Err(PolicySpecError::BadParam(
+                "epsilon: must be above 0 and at most 1".into(),
+            ))
         } else {
             Ok(e)
         }
@@ -410,6 +414,15 @@ mod tests {
         assert!(from_spec("greedy").is_err());
         assert!(from_spec("linucb:beta=1").is_err());
         assert!(from_spec("linucb:epsilon=2").is_err());
+        assert!(
+            from_spec("linucb:epsilon=0").is_err(),
+            "the floor cannot be switched off"
+        );
+        assert!(from_spec("thompson:epsilon=0").is_err());
+        assert!(
+            from_spec("linucb:temperature=0,epsilon=0.01").is_ok(),
+            "argmax, with the floor"
+        );
         assert!(from_spec("linucb:alpha=x").is_err());
     }
 
