@@ -43,6 +43,8 @@ async fn tip_served_logs_the_distribution_the_seed_the_versions_and_the_shadow_p
     let payload: Value = serde_json::from_str(&served[0]).expect("json");
     let d = &payload["TipServed"];
     assert_eq!(d["policy"], "linucb");
+    let linucb = oo_domain::policy::from_spec("linucb").expect("linucb");
+    assert_eq!(d["policy_version"], linucb.version());
     assert_eq!(d["feature_version"], FEATURE_VERSION);
     for k in ["alpha", "temperature", "epsilon", "ridge"] {
         assert!(d["params"][k].is_f64(), "params.{k} logged: {d}");
@@ -77,6 +79,8 @@ async fn tip_served_logs_the_distribution_the_seed_the_versions_and_the_shadow_p
     let shadow = d["shadow"].as_array().expect("shadow");
     assert_eq!(shadow.len(), 1);
     assert_eq!(shadow[0]["policy"], "thompson");
+    let thompson = oo_domain::policy::from_spec("thompson").expect("thompson");
+    assert_eq!(shadow[0]["policy_version"], thompson.version());
     assert!(shadow[0]["propensity"].as_f64().is_some_and(|p| p > 0.0 && p <= 1.0));
 }
 
