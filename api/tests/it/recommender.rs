@@ -130,6 +130,57 @@ async fn a_reaction_is_learned_before_the_next_recommendation_through_min_positi
     }
 }
 
+#[tokio::test]
+async fn a_recommendation_with_min_position_answers_only_once_the_projections_have_passed_it() {
+    let app = spawn_app().await;
+    let (token, _) = app.login("patient@example.org").await;
+    app.post(
+        "/signals",
+        &token,
+        json!({"signals": [task("s1", "t1", "Water the plants", 3, false)]}),
+    )
+    .await;
+    let tip = app.tip(&token).await;
+    wait_caught_up(&app.pool).await;
+    // Hold every projection's checkpoint: the projector cannot pass the reaction below until
+    // this transaction ends.
+    let mut hold = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT name FROM checkpoints FOR UPDATE")
+        .fetch_all(&mut *hold)
+        .await
+        .expect("lock checkpoints");
+    let r = app
+        .post(
+            "/feedback",
+            &token,
+            json!({"tip_id": tip["tip"]["id"], "reaction": "dismiss"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let position = r.body["position"].as_str().expect("position").to_owned();
+
+    let released = std::sync::atomic::AtomicBool::new(false);
+    let (answer, ()) = tokio::join!(
+        async {
+            let r = app.post("/recommend", &token, json!({"min_position": position})).await;
+            (r, released.load(std::sync::atomic::Ordering::SeqCst))
+        },
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            released.store(true, std::sync::atomic::Ordering::SeqCst);
+            hold.commit().await.expect("release");
+        }
+    );
+    let (r, answered_after_release) = answer;
+    assert!(
+        answered_after_release,
+        "answered while the projections were behind min_position: {:?}",
+        r.body
+    );
+    assert!(r.status == StatusCode::OK || r.status == StatusCode::NO_CONTENT);
+    assert!(r.body.get("stale").is_none(), "caught up within the wait");
+}
+
 /// A decision over a todo and "not now" with features of our choosing, served at `served_at`.
 async fn serve(
     tips: &Repository<Tip>,
