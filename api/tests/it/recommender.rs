@@ -181,6 +181,64 @@ async fn a_recommendation_with_min_position_answers_only_once_the_projections_ha
     assert!(r.body.get("stale").is_none(), "caught up within the wait");
 }
 
+#[tokio::test]
+async fn not_now_answers_204_and_is_logged_with_its_propensity_and_settled_at_zero() {
+    // `random` chooses "not now" with probability 1/K (K ≈ 20 here); 400 tries miss it with a
+    // probability under 10⁻⁸.
+    let app = spawn_with(|c| {
+        c.policy = "random".into();
+        c.shadow_policies = String::new();
+        c.rate_limit.per_second = 10_000;
+        c.rate_limit.burst = 10_000;
+    })
+    .await;
+    let (token, user) = app.login("withheld@example.org").await;
+    let mut withheld = None;
+    for _ in 0..400 {
+        let r = app.post("/recommend", &token, json!({})).await;
+        if r.status == StatusCode::NO_CONTENT {
+            withheld = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let r = withheld.expect("random chose not now at least once in 400 decisions");
+    assert!(r.body.is_null(), "204 has no body: {:?}", r.body);
+
+    let (tip_id, payload): (String, String) = sqlx::query_as(
+        "SELECT aggregate_id, payload::text FROM events WHERE event_type = 'TipServed' AND user_id = $1::uuid \
+         ORDER BY tx_id DESC, position DESC LIMIT 1",
+    )
+    .bind(&user)
+    .fetch_one(&app.pool)
+    .await
+    .expect("the last decision");
+    let d = &serde_json::from_str::<Value>(&payload).expect("json")["TipServed"];
+    let chosen = d["chosen"].as_u64().expect("chosen") as usize;
+    assert_eq!(
+        d["candidates"][chosen]["kind"], "not_now",
+        "the withheld decision is logged"
+    );
+    let dist: Vec<f64> = d["distribution"]
+        .as_array()
+        .expect("distribution")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(d["propensity"].as_f64(), Some(dist[chosen]));
+    assert!((dist[chosen] - 1.0 / dist.len() as f64).abs() < 1e-12, "random: 1/K");
+    assert_eq!(
+        rewards(&app.pool).await.get(&tip_id),
+        Some(&vec![(0.0, "not_now".to_owned())]),
+        "settled at 0 as it was served"
+    );
+    // Nothing was shown, so there is nothing to react to.
+    let r = app
+        .post("/feedback", &token, json!({"tip_id": tip_id, "reaction": "done"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+}
+
 /// A decision over a todo and "not now" with features of our choosing, served at `served_at`.
 async fn serve(
     tips: &Repository<Tip>,
