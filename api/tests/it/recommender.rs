@@ -239,6 +239,105 @@ async fn not_now_answers_204_and_is_logged_with_its_propensity_and_settled_at_ze
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
 }
 
+/// The last `TipServed` of `user`: when it was served, its context vector, and the serving times
+/// of the person's earlier decisions that showed something.
+async fn last_context(pool: &PgPool, user: &str) -> (DateTime<Utc>, Vec<f64>, Vec<DateTime<Utc>>) {
+    let payloads: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::text FROM events WHERE event_type = 'TipServed' AND user_id = $1::uuid ORDER BY tx_id, position",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .expect("decisions");
+    let mut decisions: Vec<Value> = payloads
+        .iter()
+        .map(|p| serde_json::from_str::<Value>(p).expect("json")["TipServed"].clone())
+        .collect();
+    let last = decisions.pop().expect("a decision");
+    let served_at = |d: &Value| -> DateTime<Utc> { d["served_at"].as_str().expect("served_at").parse().expect("time") };
+    let shown = decisions
+        .iter()
+        .filter(|d| d["candidates"][d["chosen"].as_u64().expect("chosen") as usize]["kind"] != "not_now")
+        .map(served_at)
+        .collect();
+    let context = last["context"]
+        .as_array()
+        .expect("context")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    (served_at(&last), context, shown)
+}
+
+#[tokio::test]
+async fn the_context_follows_the_person_s_time_zone_utc_until_one_is_known() {
+    use oo_domain::features::UserContext;
+    let app = spawn_app().await;
+    let (token, user) = app.login("traveller@example.org").await;
+    // What the context's hour, weekend and tips-today features must be at `local`, given the
+    // tips shown before.
+    let expect = |served_at: DateTime<Utc>, local: DateTime<chrono::FixedOffset>, shown: &[DateTime<Utc>]| {
+        let midnight = local
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .and_then(|m| m.and_local_timezone(*local.offset()).single())
+            .expect("midnight")
+            .with_timezone(&Utc);
+        let mut c = UserContext::bare(served_at, local);
+        c.tips_today = shown.iter().filter(|at| **at >= midnight && **at <= served_at).count() as u32;
+        let v = c.vector();
+        vec![v[1], v[2], v[3], v[7]]
+    };
+    let check = |what: &str, context: &[f64], want: Vec<f64>| {
+        let got = vec![context[1], context[2], context[3], context[7]];
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() < 1e-9,
+                "{what}: hour_sin, hour_cos, weekend, tips_today {got:?}, want {want:?}"
+            );
+        }
+    };
+
+    app.tip(&token).await;
+    let (at, context, shown) = last_context(&app.pool, &user).await;
+    check("no time zone yet: UTC", &context, expect(at, at.fixed_offset(), &shown));
+
+    // Kiritimati is UTC+14: its hour, and often its day, differ from UTC's.
+    let r = app
+        .post(
+            "/signals",
+            &token,
+            json!({"signals": [{"id": "tz", "kind": "context", "occurred_at": "2026-01-05T07:00:00Z", "data": {"place": "home", "time_zone": "Pacific/Kiritimati"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let position = r.body["position"].as_str().expect("position").to_owned();
+    let r = app.post("/recommend", &token, json!({"min_position": position})).await;
+    assert!(r.status == StatusCode::OK || r.status == StatusCode::NO_CONTENT);
+    let (at, context, shown) = last_context(&app.pool, &user).await;
+    let kiritimati = at.with_timezone(&chrono_tz::Pacific::Kiritimati).fixed_offset();
+    check("the context signal's zone", &context, expect(at, kiritimati, &shown));
+    assert!(
+        !shown.is_empty(),
+        "the first tip was shown and counts as today's, where it was today"
+    );
+
+    // The request's own context overrides what oO knows, for this decision (once the decision
+    // above is projected, so that it counts among today's tips).
+    wait_caught_up(&app.pool).await;
+    let r = app
+        .post(
+            "/recommend",
+            &token,
+            json!({"context": {"time_zone": "America/Los_Angeles"}}),
+        )
+        .await;
+    assert!(r.status == StatusCode::OK || r.status == StatusCode::NO_CONTENT);
+    let (at, context, shown) = last_context(&app.pool, &user).await;
+    let los_angeles = at.with_timezone(&chrono_tz::America::Los_Angeles).fixed_offset();
+    check("the request's zone", &context, expect(at, los_angeles, &shown));
+}
+
 /// A decision over a todo and "not now" with features of our choosing, served at `served_at`.
 async fn serve(
     tips: &Repository<Tip>,
