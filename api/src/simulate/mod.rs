@@ -51,8 +51,8 @@ pub struct SimulateArgs {
     /// The seed of the population and of every decision.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Comma-separated policies (specs as in OO_POLICY, e.g. `linucb:alpha=0.5`); `oracle` is
-    /// always added.
+    /// Comma-separated policies (specs as in OO_POLICY, e.g. `linucb:alpha=0.5`); `random` and
+    /// `oracle` are always added.
     #[arg(long, default_value = "random,linucb,thompson")]
     pub policies: String,
     /// Print one JSON object on stdout instead of the table.
@@ -137,6 +137,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
     specs.retain(|s| s != "oracle");
     for s in &specs {
         oo_domain::policy::from_spec(s).with_context(|| format!("--policies: {s:?}"))?;
+    }
+    // The two ends every other policy is measured between (DESIGN section 11).
+    if !specs.iter().any(|s| s == "random") {
+        specs.insert(0, "random".into());
     }
     specs.push("oracle".into());
     let mut policies = BTreeMap::new();

@@ -651,6 +651,79 @@ async fn the_bandit_rebuilt_from_the_log_is_the_same_bit_for_bit() {
 }
 
 #[tokio::test]
+async fn oo_simulate_prints_the_json_of_design_section_11_between_random_and_the_oracle() {
+    let (url, _pool) = fresh_db(&server_url()).await;
+    let plot = temp_dir("oo-sim-plot").join("sim.svg");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_oo"))
+        .args([
+            "simulate",
+            "--users",
+            "3",
+            "--days",
+            "2",
+            "--seed",
+            "3",
+            "--policies",
+            "linucb",
+        ])
+        .args(["--json", "--reset", "--plot"])
+        .arg(&plot)
+        .env("OO_DATABASE_URL", &url)
+        .env("OO_DATA_DIR", temp_dir("oo-sim-data"))
+        .output()
+        .await
+        .expect("oo simulate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("simulating linucb"), "progress on stderr: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(
+        (
+            report["seed"].as_u64(),
+            report["users"].as_u64(),
+            report["days"].as_u64()
+        ),
+        (Some(3), Some(3), Some(2))
+    );
+    let policies = report["policies"].as_object().expect("policies");
+    let names: Vec<&str> = policies.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["linucb", "oracle", "random"],
+        "random and the oracle are always run"
+    );
+    for (name, p) in policies {
+        assert_eq!(p["daily_mean_reward"].as_array().map(Vec::len), Some(2), "{name}");
+        for field in ["last_week_mean_reward", "first_10_tips_mean_reward"] {
+            assert!(p[field].is_f64(), "{name}.{field}: {p}");
+        }
+    }
+    let svg = std::fs::read_to_string(&plot).expect("the plot is written");
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "an SVG");
+    // A second run on the same databases is refused without --reset.
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_oo"))
+        .args([
+            "simulate",
+            "--users",
+            "3",
+            "--days",
+            "2",
+            "--policies",
+            "linucb",
+            "--json",
+        ])
+        .env("OO_DATABASE_URL", &url)
+        .env("OO_DATA_DIR", temp_dir("oo-sim-data"))
+        .output()
+        .await
+        .expect("oo simulate runs");
+    assert!(
+        !again.status.success(),
+        "reusing the simulation's databases needs --reset"
+    );
+}
+
+#[tokio::test]
 async fn the_simulator_learns_and_a_seed_reproduces_its_run() {
     let (url, _pool) = fresh_db(&server_url()).await;
     let args = |users, days, policies: &str| oo_api::simulate::SimulateArgs {
