@@ -338,6 +338,86 @@ async fn the_context_follows_the_person_s_time_zone_utc_until_one_is_known() {
     check("the request's zone", &context, expect(at, los_angeles, &shown));
 }
 
+/// The mean probability the last decision of `user` gave to advices, over the mean it gave
+/// to todos.
+async fn advice_over_todo(pool: &PgPool, user: &str) -> f64 {
+    let payload: String = sqlx::query_scalar(
+        "SELECT payload::text FROM events WHERE event_type = 'TipServed' AND user_id = $1::uuid \
+         ORDER BY tx_id DESC, position DESC LIMIT 1",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .expect("decision");
+    let d = &serde_json::from_str::<Value>(&payload).expect("json")["TipServed"];
+    let mean = |kind: &str| {
+        let ps: Vec<f64> = d["candidates"]
+            .as_array()
+            .expect("candidates")
+            .iter()
+            .zip(d["distribution"].as_array().expect("distribution"))
+            .filter(|(c, _)| c["kind"] == kind)
+            .filter_map(|(_, p)| p.as_f64())
+            .collect();
+        assert!(!ps.is_empty(), "a {kind} among the candidates");
+        ps.iter().sum::<f64>() / ps.len() as f64
+    };
+    mean("advice") / mean("todo")
+}
+
+#[tokio::test]
+async fn a_newcomer_is_served_from_what_the_population_has_taught_the_prior() {
+    let app = spawn_with(|c| {
+        c.rate_limit.per_second = 10_000;
+        c.rate_limit.burst = 10_000;
+    })
+    .await;
+    let todos = json!({"signals": [task("s1", "t1", "File the taxes", 4, false), task("s2", "t2", "Clean the garage", 3, false)]});
+    // A newcomer while nobody has taught oO anything.
+    let (token, first) = app.login("first-comer@example.org").await;
+    app.post("/signals", &token, todos.clone()).await;
+    wait_caught_up(&app.pool).await;
+    app.tip(&token).await;
+    let before = advice_over_todo(&app.pool, &first).await;
+
+    // Three people who find every advice helpful and dismiss every todo.
+    for who in ["p1", "p2", "p3"] {
+        let (token, _) = app.login(&format!("{who}@example.org")).await;
+        app.post("/signals", &token, todos.clone()).await;
+        wait_caught_up(&app.pool).await;
+        for _ in 0..20 {
+            let tip = app.tip(&token).await;
+            let reaction = if tip["tip"]["kind"] == "advice" {
+                "helpful"
+            } else {
+                "dismiss"
+            };
+            let r = app
+                .post(
+                    "/feedback",
+                    &token,
+                    json!({"tip_id": tip["tip"]["id"], "reaction": reaction}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        }
+    }
+    wait_caught_up(&app.pool).await;
+    // The recommender reads the population's prior at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+
+    // A newcomer now starts from what they taught it.
+    let (token, newcomer) = app.login("newcomer@example.org").await;
+    app.post("/signals", &token, todos).await;
+    wait_caught_up(&app.pool).await;
+    app.tip(&token).await;
+    let after = advice_over_todo(&app.pool, &newcomer).await;
+    assert!(
+        after > 1.5 * before,
+        "advices over todos for a newcomer: {before:.3} with an empty prior, {after:.3} after the population's lessons"
+    );
+}
+
 /// A decision over a todo and "not now" with features of our choosing, served at `served_at`.
 async fn serve(
     tips: &Repository<Tip>,
