@@ -125,6 +125,27 @@ pub async fn wait_for_head(
     Ok(oo_projections::projector::wait_for(pool, status, &oo_projections::names(), head, timeout).await?)
 }
 
+/// One pass of the reward join that settled what was due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinPass {
+    /// The head of the log that `reward_pending` had passed when the pass read it.
+    pub caught_up_to: oo_commands::cursor::Cursor,
+    pub settled: oo_commands::reward_join::Settled,
+}
+
+/// What the reward join of this process last did, shown by `GET /admin/projections` as the
+/// consumer `reward_join`.
+#[derive(Debug, Clone, Default)]
+pub struct JoinStatus {
+    /// The head its last settling pass had caught up to (`None` before the first).
+    pub position: Option<oo_commands::cursor::Cursor>,
+    /// The last pass's error, cleared by the next pass that settles.
+    pub last_error: Option<String>,
+}
+
+/// The name of the reward join in `GET /admin/projections`.
+pub const REWARD_JOIN: &str = "reward_join";
+
 /// One pass of the reward join (`oo_commands::reward_join::settle_due`, at most `limit` tips),
 /// on a `reward_pending` that has applied every event stored before the pass began: a snoozed
 /// todo's completion that the projector has not applied yet would otherwise be settled as a
@@ -135,16 +156,18 @@ pub async fn settle_rewards(
     tips: &Repository<oo_domain::tip::Tip>,
     limit: i64,
     wait: Duration,
-) -> anyhow::Result<Option<oo_commands::reward_join::Settled>> {
+) -> anyhow::Result<Option<JoinPass>> {
     // `now` before the head: whatever was stored before `now` is at or below the head.
     let now = chrono::Utc::now();
     let head = oo_commands::store::head(pool).await?;
     if !oo_projections::projector::wait_for(pool, status, &["reward_pending"], head, wait).await? {
         return Ok(None);
     }
-    Ok(Some(
-        oo_commands::reward_join::settle_due(pool, tips, now, limit).await?,
-    ))
+    let settled = oo_commands::reward_join::settle_due(pool, tips, now, limit).await?;
+    Ok(Some(JoinPass {
+        caught_up_to: head,
+        settled,
+    }))
 }
 
 /// The recommender for a serving policy spec and `;`-separated shadow specs.
@@ -253,16 +276,32 @@ impl Application {
         // The reward join: settles timeouts and completions of snoozed todos off the request path.
         let join_tips: Repository<oo_domain::tip::Tip> = Repository::new(store.clone(), vault.clone());
         let (join_pool, join_status) = (pool.clone(), status.clone());
+        let reward_join = Arc::new(std::sync::Mutex::new(JoinStatus::default()));
+        let join_report = reward_join.clone();
         let every = Duration::from_secs(config.settle_interval_secs.max(1));
         background.push(tokio::spawn(async move {
             loop {
-                match settle_rewards(&join_pool, &join_status, &join_tips, 1_000, Duration::from_secs(10)).await {
-                    Ok(Some(s)) if s.completions + s.timeouts > 0 => {
+                let pass = settle_rewards(&join_pool, &join_status, &join_tips, 1_000, Duration::from_secs(10)).await;
+                match &pass {
+                    Ok(Some(p)) if p.settled.completions + p.settled.timeouts > 0 => {
+                        let s = p.settled;
                         tracing::info!(completions = s.completions, timeouts = s.timeouts, "rewards settled");
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => tracing::warn!("reward_pending is behind the log; the reward join waits for it"),
                     Err(e) => tracing::warn!(error = %e, "the reward join failed; retrying"),
+                }
+                if let Ok(mut report) = join_report.lock() {
+                    match pass {
+                        Ok(Some(p)) => {
+                            *report = JoinStatus {
+                                position: Some(p.caught_up_to),
+                                last_error: None,
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => report.last_error = Some(e.to_string()),
+                    }
                 }
                 tokio::time::sleep(every).await;
             }
@@ -300,6 +339,7 @@ impl Application {
             metrics,
             recommender,
             rebuilding: Arc::default(),
+            reward_join,
             cookie_secure,
             oidc: Arc::default(),
             public_url,

@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub recommender: Arc<crate::recommender::Recommender>,
     pub rebuilding: Arc<Mutex<HashSet<String>>>,
+    /// What the reward join last did (`GET /admin/projections`).
+    pub reward_join: Arc<Mutex<crate::JoinStatus>>,
     pub cookie_secure: bool,
     pub oidc: Arc<crate::oidc::Oidc>,
     /// The base of every URL oO hands out (OO_PUBLIC_URL, or the address it listens on).

@@ -40,7 +40,7 @@ pub struct ProjectionsResponse {
     pub projections: Vec<ProjectionView>,
 }
 
-/// Status of every projection and of the relay.
+/// Status of every projection, of the relay and of the reward join.
 #[utoipa::path(get, path = "/admin/projections", security(("admin" = [])),
     responses((status = 200, body = ProjectionsResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result<Json<ProjectionsResponse>, ApiError> {
@@ -89,6 +89,29 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
             (Some(_), None) => "live".into(),
         },
         last_error: relay.and_then(|c| c.last_error.clone()),
+        rebuild: None,
+    });
+    // The reward join consumes the log through `reward_pending`: it has consumed every event up
+    // to the head its last settling pass waited for.
+    let join = state.reward_join.lock().map(|j| j.clone()).unwrap_or_default();
+    let (lag, applied) = match join.position {
+        Some(at) => {
+            let lag = oo_commands::store::count_after(&state.pool, at).await?;
+            (
+                lag,
+                oo_commands::store::count_after(&state.pool, Cursor::START).await? - lag,
+            )
+        }
+        None => (oo_commands::store::count_after(&state.pool, Cursor::START).await?, 0),
+    };
+    out.push(ProjectionView {
+        name: crate::REWARD_JOIN.into(),
+        kind: "consumer",
+        position: join.position.map(|c| c.encode()),
+        lag_events: lag,
+        events_applied: applied,
+        status: if join.last_error.is_some() { "failed" } else { "live" }.into(),
+        last_error: join.last_error,
         rebuild: None,
     });
     Ok(Json(ProjectionsResponse { projections: out }))

@@ -101,7 +101,8 @@ async fn the_log_pages_in_global_order_with_personal_fields_sealed() {
 
 #[tokio::test]
 async fn projections_report_every_event_applied_once_caught_up() {
-    let app = spawn_app().await;
+    // The reward join passes every second, so that it too catches up within the test.
+    let app = spawn_with(|c| c.settle_interval_secs = 1).await;
     let (token, _) = app.login("p@example.org").await;
     let r = app
         .post(
@@ -119,8 +120,12 @@ async fn projections_report_every_event_applied_once_caught_up() {
         let ps = r.body["projections"].as_array().expect("projections").clone();
         let projections: Vec<_> = ps.iter().filter(|p| p["kind"] == "projection").collect();
         assert_eq!(projections.len(), oo_projections::all().len());
+        let consumers: Vec<_> = ps.iter().filter(|p| p["kind"] == "consumer").collect();
+        assert_eq!(consumers.len(), 1, "the reward join: {ps:?}");
+        assert_eq!(consumers[0]["name"], "reward_join");
         if projections
             .iter()
+            .chain(&consumers)
             .all(|p| p["events_applied"].as_i64() == Some(total) && p["lag_events"] == 0 && p["status"] == "live")
         {
             assert!(ps.iter().any(|p| p["kind"] == "relay" && p["status"] == "off"));

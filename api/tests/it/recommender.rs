@@ -664,7 +664,7 @@ async fn the_reward_join_waits_for_a_completion_the_projector_has_not_applied_ye
         .await
         .expect("pass")
         .expect("caught up");
-    assert_eq!((pass.completions, pass.timeouts), (1, 0));
+    assert_eq!((pass.settled.completions, pass.settled.timeouts), (1, 0));
     wait_caught_up(&p.pool).await;
     assert_eq!(
         rewards(&p.pool).await.get(&tip.to_string()),
