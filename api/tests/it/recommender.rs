@@ -426,6 +426,18 @@ async fn serve(
     served_at: DateTime<Utc>,
     rng: &mut rand::rngs::StdRng,
 ) -> TipId {
+    serve_features(tips, user, todo, served_at, rng, FEATURE_VERSION).await
+}
+
+/// [`serve`], with features of the given schema version.
+async fn serve_features(
+    tips: &Repository<Tip>,
+    user: UserId,
+    todo: &str,
+    served_at: DateTime<Utc>,
+    rng: &mut rand::rngs::StdRng,
+    feature_version: u32,
+) -> TipId {
     use rand::Rng;
     let tip_id = TipId::from_uuid(uuid::Uuid::now_v7());
     let decision = Decision {
@@ -447,7 +459,7 @@ async fn serve(
         chosen: 0,
         policy: "random".into(),
         policy_version: "1".into(),
-        feature_version: FEATURE_VERSION,
+        feature_version,
         score: 0.0,
         propensity: 0.5,
         distribution: vec![0.5, 0.5],
@@ -670,6 +682,32 @@ async fn the_reward_join_waits_for_a_completion_the_projector_has_not_applied_ye
         rewards(&p.pool).await.get(&tip.to_string()),
         Some(&vec![(1.0, "completion".to_owned())])
     );
+}
+
+#[tokio::test]
+async fn the_bandit_learns_only_from_decisions_of_the_current_feature_schema() {
+    let p = parts().await;
+    let alice = user(&p, "schemas@example.org").await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let now = Utc::now();
+    let old = serve_features(&p.tips, alice, "old", now, &mut rng, FEATURE_VERSION - 1).await;
+    let current = serve(&p.tips, alice, "current", now, &mut rng).await;
+    for tip in [old, current] {
+        react(&p.tips, alice, tip, Reaction::Done, now + Duration::minutes(1)).await;
+    }
+    wait_caught_up(&p.pool).await;
+    assert_eq!(rewards(&p.pool).await.len(), 2, "both settled");
+    let n: i64 = sqlx::query_scalar("SELECT n FROM bandit_users WHERE user_id = $1")
+        .bind(alice.as_uuid())
+        .fetch_one(&p.pool)
+        .await
+        .expect("alice's model");
+    assert_eq!(n, 1, "the reward of the older schema's decision is not learned");
+    let population: i64 = sqlx::query_scalar("SELECT n FROM bandit_population")
+        .fetch_one(&p.pool)
+        .await
+        .expect("population");
+    assert_eq!(population, 1);
 }
 
 /// The bandit's tables as exact bits.
