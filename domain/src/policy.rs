@@ -152,7 +152,7 @@ pub struct Thompson {
 impl Default for Thompson {
     fn default() -> Self {
         Self {
-            v: 0.3,
+            v: 0.1,
             samples: 64,
             epsilon: 0.1,
         }
