@@ -58,12 +58,7 @@ async fn tip_served_logs_the_distribution_the_seed_the_versions_and_the_shadow_p
             .all(|c| c["features"].as_array().map(Vec::len) == Some(CANDIDATE_DIM))
     );
     assert_eq!(d["context"].as_array().map(Vec::len), Some(CONTEXT_DIM));
-    let dist: Vec<f64> = d["distribution"]
-        .as_array()
-        .expect("distribution")
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let dist = distribution(d);
     assert_eq!(dist.len(), candidates.len());
     assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     let floor = d["params"]["epsilon"].as_f64().expect("epsilon") / dist.len() as f64;
@@ -84,16 +79,71 @@ async fn tip_served_logs_the_distribution_the_seed_the_versions_and_the_shadow_p
     assert!(shadow[0]["propensity"].as_f64().is_some_and(|p| p > 0.0 && p <= 1.0));
 }
 
-#[tokio::test]
-async fn a_reaction_is_learned_before_the_next_recommendation_through_min_position() {
-    let app = spawn_app().await;
-    let (token, user) = app.login("learner@example.org").await;
+/// Signs `email` in and gives them one open todo; returns their session token and user id.
+async fn with_a_todo(app: &TestApp, email: &str) -> (String, String) {
+    let (token, user) = app.login(email).await;
     app.post(
         "/signals",
         &token,
         json!({"signals": [task("s1", "t1", "Water the plants", 3, false)]}),
     )
     .await;
+    (token, user)
+}
+
+/// Every `TipServed` of `user`, in log order: (tip id, the decision).
+async fn decisions(pool: &PgPool, user: &str) -> Vec<(String, Value)> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_id, payload::text FROM events WHERE event_type = 'TipServed' AND user_id = $1::uuid \
+         ORDER BY tx_id, position",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .expect("decisions");
+    rows.into_iter()
+        .map(|(id, p)| {
+            (
+                id,
+                serde_json::from_str::<Value>(&p).expect("json")["TipServed"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Reacts to a tip `/recommend` answered with; returns the position of the reaction.
+async fn feedback(app: &TestApp, token: &str, tip: &Value, reaction: &str) -> String {
+    let r = app
+        .post(
+            "/feedback",
+            token,
+            json!({"tip_id": tip["tip"]["id"], "reaction": reaction}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    r.body["position"].as_str().expect("position").to_owned()
+}
+
+/// A logged decision's distribution.
+fn distribution(decision: &Value) -> Vec<f64> {
+    decision["distribution"]
+        .as_array()
+        .expect("distribution")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect()
+}
+
+/// A server whose rate limit does not get in the way of many requests in a row.
+fn unlimited(c: &mut oo_api::config::ServeConfig) {
+    c.rate_limit.per_second = 10_000;
+    c.rate_limit.burst = 10_000;
+}
+
+#[tokio::test]
+async fn a_reaction_is_learned_before_the_next_recommendation_through_min_position() {
+    let app = spawn_app().await;
+    let (token, user) = with_a_todo(&app, "learner@example.org").await;
     let n = |pool: PgPool, user: String| async move {
         sqlx::query_scalar::<_, i64>("SELECT n FROM bandit_users WHERE user_id = $1::uuid")
             .bind(user)
@@ -103,15 +153,7 @@ async fn a_reaction_is_learned_before_the_next_recommendation_through_min_positi
     };
     for round in 1..=3i64 {
         let tip = app.tip(&token).await;
-        let r = app
-            .post(
-                "/feedback",
-                &token,
-                json!({"tip_id": tip["tip"]["id"], "reaction": "not_helpful"}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::ACCEPTED);
-        let position = r.body["position"].as_str().expect("position").to_owned();
+        let position = feedback(&app, &token, &tip, "not_helpful").await;
         let r = app.post("/recommend", &token, json!({"min_position": position})).await;
         assert!(r.body.get("stale").is_none(), "caught up within 2 s");
         // Every decision before this one has settled (reacted to, or "not now" at 0): the model
@@ -133,13 +175,7 @@ async fn a_reaction_is_learned_before_the_next_recommendation_through_min_positi
 #[tokio::test]
 async fn a_recommendation_with_min_position_answers_only_once_the_projections_have_passed_it() {
     let app = spawn_app().await;
-    let (token, _) = app.login("patient@example.org").await;
-    app.post(
-        "/signals",
-        &token,
-        json!({"signals": [task("s1", "t1", "Water the plants", 3, false)]}),
-    )
-    .await;
+    let (token, _) = with_a_todo(&app, "patient@example.org").await;
     let tip = app.tip(&token).await;
     wait_caught_up(&app.pool).await;
     // Hold every projection's checkpoint: the projector cannot pass the reaction below until
@@ -149,15 +185,7 @@ async fn a_recommendation_with_min_position_answers_only_once_the_projections_ha
         .fetch_all(&mut *hold)
         .await
         .expect("lock checkpoints");
-    let r = app
-        .post(
-            "/feedback",
-            &token,
-            json!({"tip_id": tip["tip"]["id"], "reaction": "dismiss"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::ACCEPTED);
-    let position = r.body["position"].as_str().expect("position").to_owned();
+    let position = feedback(&app, &token, &tip, "dismiss").await;
 
     let released = std::sync::atomic::AtomicBool::new(false);
     let (answer, ()) = tokio::join!(
@@ -186,10 +214,9 @@ async fn not_now_answers_204_and_is_logged_with_its_propensity_and_settled_at_ze
     // `random` chooses "not now" with probability 1/K (K ≈ 20 here); 400 tries miss it with a
     // probability under 10⁻⁸.
     let app = spawn_with(|c| {
+        unlimited(c);
         c.policy = "random".into();
         c.shadow_policies = String::new();
-        c.rate_limit.per_second = 10_000;
-        c.rate_limit.burst = 10_000;
     })
     .await;
     let (token, user) = app.login("withheld@example.org").await;
@@ -205,26 +232,13 @@ async fn not_now_answers_204_and_is_logged_with_its_propensity_and_settled_at_ze
     let r = withheld.expect("random chose not now at least once in 400 decisions");
     assert!(r.body.is_null(), "204 has no body: {:?}", r.body);
 
-    let (tip_id, payload): (String, String) = sqlx::query_as(
-        "SELECT aggregate_id, payload::text FROM events WHERE event_type = 'TipServed' AND user_id = $1::uuid \
-         ORDER BY tx_id DESC, position DESC LIMIT 1",
-    )
-    .bind(&user)
-    .fetch_one(&app.pool)
-    .await
-    .expect("the last decision");
-    let d = &serde_json::from_str::<Value>(&payload).expect("json")["TipServed"];
+    let (tip_id, d) = decisions(&app.pool, &user).await.pop().expect("the last decision");
     let chosen = d["chosen"].as_u64().expect("chosen") as usize;
     assert_eq!(
         d["candidates"][chosen]["kind"], "not_now",
         "the withheld decision is logged"
     );
-    let dist: Vec<f64> = d["distribution"]
-        .as_array()
-        .expect("distribution")
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let dist = distribution(&d);
     assert_eq!(d["propensity"].as_f64(), Some(dist[chosen]));
     assert!((dist[chosen] - 1.0 / dist.len() as f64).abs() < 1e-12, "random: 1/K");
     assert_eq!(
@@ -242,17 +256,7 @@ async fn not_now_answers_204_and_is_logged_with_its_propensity_and_settled_at_ze
 /// The last `TipServed` of `user`: when it was served, its context vector, and the serving times
 /// of the person's earlier decisions that showed something.
 async fn last_context(pool: &PgPool, user: &str) -> (DateTime<Utc>, Vec<f64>, Vec<DateTime<Utc>>) {
-    let payloads: Vec<String> = sqlx::query_scalar(
-        "SELECT payload::text FROM events WHERE event_type = 'TipServed' AND user_id = $1::uuid ORDER BY tx_id, position",
-    )
-    .bind(user)
-    .fetch_all(pool)
-    .await
-    .expect("decisions");
-    let mut decisions: Vec<Value> = payloads
-        .iter()
-        .map(|p| serde_json::from_str::<Value>(p).expect("json")["TipServed"].clone())
-        .collect();
+    let mut decisions: Vec<Value> = decisions(pool, user).await.into_iter().map(|(_, d)| d).collect();
     let last = decisions.pop().expect("a decision");
     let served_at = |d: &Value| -> DateTime<Utc> { d["served_at"].as_str().expect("served_at").parse().expect("time") };
     let shown = decisions
@@ -341,15 +345,7 @@ async fn the_context_follows_the_person_s_time_zone_utc_until_one_is_known() {
 /// The mean probability the last decision of `user` gave to advices, over the mean it gave
 /// to todos.
 async fn advice_over_todo(pool: &PgPool, user: &str) -> f64 {
-    let payload: String = sqlx::query_scalar(
-        "SELECT payload::text FROM events WHERE event_type = 'TipServed' AND user_id = $1::uuid \
-         ORDER BY tx_id DESC, position DESC LIMIT 1",
-    )
-    .bind(user)
-    .fetch_one(pool)
-    .await
-    .expect("decision");
-    let d = &serde_json::from_str::<Value>(&payload).expect("json")["TipServed"];
+    let (_, d) = decisions(pool, user).await.pop().expect("a decision");
     let mean = |kind: &str| {
         let ps: Vec<f64> = d["candidates"]
             .as_array()
@@ -367,11 +363,7 @@ async fn advice_over_todo(pool: &PgPool, user: &str) -> f64 {
 
 #[tokio::test]
 async fn a_newcomer_is_served_from_what_the_population_has_taught_the_prior() {
-    let app = spawn_with(|c| {
-        c.rate_limit.per_second = 10_000;
-        c.rate_limit.burst = 10_000;
-    })
-    .await;
+    let app = spawn_with(unlimited).await;
     let todos = json!({"signals": [task("s1", "t1", "File the taxes", 4, false), task("s2", "t2", "Clean the garage", 3, false)]});
     // A newcomer while nobody has taught oO anything.
     let (token, first) = app.login("first-comer@example.org").await;
@@ -392,14 +384,7 @@ async fn a_newcomer_is_served_from_what_the_population_has_taught_the_prior() {
             } else {
                 "dismiss"
             };
-            let r = app
-                .post(
-                    "/feedback",
-                    &token,
-                    json!({"tip_id": tip["tip"]["id"], "reaction": reaction}),
-                )
-                .await;
-            assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+            feedback(&app, &token, &tip, reaction).await;
         }
     }
     wait_caught_up(&app.pool).await;
