@@ -170,6 +170,44 @@ pub async fn settle_rewards(
     }))
 }
 
+/// Runs a pass of the reward join every `every`, and reports each pass in `report`.
+async fn run_reward_join(
+    pool: PgPool,
+    status: oo_projections::status::Status,
+    tips: Repository<oo_domain::tip::Tip>,
+    every: Duration,
+    report: Arc<std::sync::Mutex<JoinStatus>>,
+) {
+    loop {
+        let pass = settle_rewards(&pool, &status, &tips, 1_000, Duration::from_secs(10)).await;
+        // The lock is held by this block only, never across an `await`.
+        {
+            let mut report = report.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match pass {
+                Ok(Some(JoinPass { caught_up_to, settled })) => {
+                    if settled.completions + settled.timeouts > 0 {
+                        tracing::info!(
+                            completions = settled.completions,
+                            timeouts = settled.timeouts,
+                            "rewards settled"
+                        );
+                    }
+                    *report = JoinStatus {
+                        position: Some(caught_up_to),
+                        last_error: None,
+                    };
+                }
+                Ok(None) => tracing::warn!("reward_pending is behind the log; the reward join waits for it"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the reward join failed; retrying");
+                    report.last_error = Some(e.to_string());
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The recommender for a serving policy spec and `;`-separated shadow specs.
 pub fn recommender_of(policy: &str, shadows: &str) -> anyhow::Result<recommender::Recommender> {
     let serving = oo_domain::policy::from_spec(policy).with_context(|| format!("OO_POLICY {policy:?}"))?;
@@ -274,38 +312,14 @@ impl Application {
             head,
         )));
         // The reward join: settles timeouts and completions of snoozed todos off the request path.
-        let join_tips: Repository<oo_domain::tip::Tip> = Repository::new(store.clone(), vault.clone());
-        let (join_pool, join_status) = (pool.clone(), status.clone());
         let reward_join = Arc::new(std::sync::Mutex::new(JoinStatus::default()));
-        let join_report = reward_join.clone();
-        let every = Duration::from_secs(config.settle_interval_secs.max(1));
-        background.push(tokio::spawn(async move {
-            loop {
-                let pass = settle_rewards(&join_pool, &join_status, &join_tips, 1_000, Duration::from_secs(10)).await;
-                match &pass {
-                    Ok(Some(p)) if p.settled.completions + p.settled.timeouts > 0 => {
-                        let s = p.settled;
-                        tracing::info!(completions = s.completions, timeouts = s.timeouts, "rewards settled");
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => tracing::warn!("reward_pending is behind the log; the reward join waits for it"),
-                    Err(e) => tracing::warn!(error = %e, "the reward join failed; retrying"),
-                }
-                if let Ok(mut report) = join_report.lock() {
-                    match pass {
-                        Ok(Some(p)) => {
-                            *report = JoinStatus {
-                                position: Some(p.caught_up_to),
-                                last_error: None,
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => report.last_error = Some(e.to_string()),
-                    }
-                }
-                tokio::time::sleep(every).await;
-            }
-        }));
+        background.push(tokio::spawn(run_reward_join(
+            pool.clone(),
+            status.clone(),
+            Repository::new(store.clone(), vault.clone()),
+            Duration::from_secs(config.settle_interval_secs.max(1)),
+            reward_join.clone(),
+        )));
         let per_second = NonZeroU32::new(config.rate_limit.per_second).context("rate limit must be positive")?;
         let burst = NonZeroU32::new(config.rate_limit.burst).context("burst must be positive")?;
         let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));

@@ -177,8 +177,9 @@ pub struct Tip {
     #[serde(default)]
     pub served_at: Option<DateTime<Utc>>,
     pub reactions: Vec<Reaction>,
-    /// When the first reaction, if it was a snooze, came: a completion upgrades only a snooze
-    /// made within the settle window.
+    /// When the first reaction came, if it was a snooze: a completion upgrades only a snooze
+    /// made within the settle window. (Tips are never snapshotted: this is always rebuilt from
+    /// the events.)
     #[serde(default)]
     pub snoozed_at: Option<DateTime<Utc>>,
     pub reward: Option<f64>,
@@ -222,10 +223,10 @@ impl Tip {
 }
 
 impl Tip {
-    /// Whether `at` falls within the settle window of serving (a tip without a known serving
-    /// time, from a stored state older than the field, counts as within).
+    /// Whether `at` falls before the end of the settle window of serving (when a timeout
+    /// becomes due).
     fn in_window(&self, at: DateTime<Utc>) -> bool {
-        self.served_at.is_none_or(|s| at < s + SETTLE_WINDOW)
+        self.served_at.is_some_and(|s| at < s + SETTLE_WINDOW)
     }
 }
 
@@ -295,12 +296,10 @@ impl Aggregate for Tip {
                 let in_window = self
                     .served_at
                     .is_some_and(|s| *completed_at >= s && *completed_at <= s + SETTLE_WINDOW);
-                // The first reaction was a snooze made within the window (a state stored before
-                // `snoozed_at` existed has none: its snooze counts, as it did then); a reaction
-                // after it that settled nothing (a late one) does not take the upgrade away.
+                // The first reaction was a snooze made within the window; a reaction after it
+                // that settled nothing (a late one) does not take the upgrade away.
                 let snoozed_todo = self.chosen_kind == Some(CandidateKind::Todo)
-                    && self.reactions.first() == Some(&Reaction::Snooze)
-                    && self.snoozed_at.is_none_or(|at| self.in_window(at));
+                    && self.snoozed_at.is_some_and(|at| self.in_window(at));
                 if self.reward.is_some() || !in_window || !snoozed_todo {
                     return Ok(vec![]);
                 }

@@ -94,15 +94,10 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
     // The reward join consumes the log through `reward_pending`: it has consumed every event up
     // to the head its last settling pass waited for.
     let join = state.reward_join.lock().map(|j| j.clone()).unwrap_or_default();
-    let (lag, applied) = match join.position {
-        Some(at) => {
-            let lag = oo_commands::store::count_after(&state.pool, at).await?;
-            (
-                lag,
-                oo_commands::store::count_after(&state.pool, Cursor::START).await? - lag,
-            )
-        }
-        None => (oo_commands::store::count_after(&state.pool, Cursor::START).await?, 0),
+    let lag = oo_commands::store::count_after(&state.pool, join.position.unwrap_or(Cursor::START)).await?;
+    let applied = match join.position {
+        Some(_) => oo_commands::store::count_after(&state.pool, Cursor::START).await? - lag,
+        None => 0,
     };
     out.push(ProjectionView {
         name: crate::REWARD_JOIN.into(),

@@ -23,7 +23,7 @@ use sqlx::{PgPool, Row};
 #[tokio::test]
 async fn tip_served_logs_the_distribution_the_seed_the_versions_and_the_shadow_picks() {
     let app = spawn_app().await;
-    let (token, _) = app.login("logged@example.org").await;
+    let (token, user) = app.login("logged@example.org").await;
     let r = app
         .post(
             "/signals",
@@ -35,13 +35,9 @@ async fn tip_served_logs_the_distribution_the_seed_the_versions_and_the_shadow_p
     let r = app.post("/recommend", &token, json!({"min_position": position})).await;
     assert!(r.status == StatusCode::OK || r.status == StatusCode::NO_CONTENT);
     // Read straight from the store (the admin tail may lag behind transactions of other tests).
-    let served: Vec<String> = sqlx::query_scalar("SELECT payload::text FROM events WHERE event_type = 'TipServed'")
-        .fetch_all(&app.pool)
-        .await
-        .expect("served");
+    let served = decisions(&app.pool, &user).await;
     assert_eq!(served.len(), 1);
-    let payload: Value = serde_json::from_str(&served[0]).expect("json");
-    let d = &payload["TipServed"];
+    let d = &served[0].1;
     assert_eq!(d["policy"], "linucb");
     let linucb = oo_domain::policy::from_spec("linucb").expect("linucb");
     assert_eq!(d["policy_version"], linucb.version());
