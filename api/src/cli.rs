@@ -1,4 +1,4 @@
-//! The `oo` subcommands other than `serve`.
+//! The `oo` subcommands other than `serve`: their arguments and the wiring into the crates.
 
 use crate::config::DbConfig;
 use anyhow::Context;
@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// `oo migrate`: create the database if missing and run the migrations, nothing else.
 pub async fn migrate(db: &DbConfig) -> anyhow::Result<()> {
-    crate::connect_and_migrate(db).await?;
+    db.connect().await?;
     eprintln!("migrations are up to date");
     Ok(())
 }
@@ -26,7 +26,7 @@ pub struct RebuildArgs {
 /// `oo rebuild <name>|--all`: blue/green rebuild with a progress bar; a running server keeps
 /// serving the old tables until the swap.
 pub async fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
-    let pool = crate::connect_and_migrate(&args.db).await?;
+    let pool = args.db.connect().await?;
     let all = oo_projections::all();
     let chosen: Vec<_> = match (&args.name, args.all) {
         (_, true) => all,
@@ -77,8 +77,8 @@ pub struct RotateArgs {
 
 /// `oo keys rotate --new-key FILE`: re-wraps every data key under the new master key.
 pub async fn rotate_keys(args: &RotateArgs) -> anyhow::Result<()> {
-    let pool = crate::connect_and_migrate(&args.db).await?;
-    let old = crate::load_master_key(&args.db)?;
+    let pool = args.db.connect().await?;
+    let old = args.db.master_key()?;
     let text =
         std::fs::read_to_string(&args.new_key).with_context(|| format!("cannot read {}", args.new_key.display()))?;
     let line = text
@@ -119,7 +119,6 @@ pub struct TailArgs {
 pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     use futures::StreamExt;
-    use prost::Message;
     let client = async_nats::connect(args.nats_url.as_str())
         .await
         .context("cannot reach NATS")?;
@@ -151,11 +150,10 @@ pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
             .expires(std::time::Duration::from_secs(5))
             .messages()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot pull: {e}"))?;
+            .context("cannot pull")?;
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let envelope =
-                oo_proto::pb::EventEnvelope::decode(message.payload.as_ref()).context("not an oO event envelope")?;
+            let message = message.map_err(|e| anyhow::anyhow!(e)).context("cannot receive")?;
+            let envelope = oo_proto::decode_envelope(message.payload.as_ref()).context("not an oO event envelope")?;
             let (event_id, position, event_type, user_id) = (
                 envelope.event_id.clone(),
                 envelope.position.clone(),
@@ -179,12 +177,70 @@ pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
                 "payload": payload,
             });
             println!("{line}");
-            message.double_ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            message
+                .double_ack()
+                .await
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("cannot acknowledge")?;
             seen += 1;
         }
         if args.limit.is_some_and(|l| seen >= l) {
             break;
         }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// How many people.
+    #[arg(long, default_value_t = 500)]
+    pub users: usize,
+    /// How many simulated days.
+    #[arg(long, default_value_t = 28)]
+    pub days: u32,
+    /// The seed of the population and of every decision.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Comma-separated policies (specs as in OO_POLICY, e.g. `linucb:alpha=0.5`); `random` and
+    /// `oracle` are always added.
+    #[arg(long, default_value = "random,linucb,thompson")]
+    pub policies: String,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a plot of the daily mean reward (SVG).
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+    /// Drop and re-create the simulation databases if they exist.
+    #[arg(long)]
+    pub reset: bool,
+    /// How many people are simulated at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// `oo simulate`: runs the simulator (`oo_replay::simulate`) and prints its report, as one JSON
+/// object with `--json`, as a table otherwise.
+pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let report = oo_replay::simulate::run(oo_replay::simulate::SimulateArgs {
+        database_url: args.db.database_url,
+        db_pool: args.db.db_pool,
+        users: args.users,
+        days: args.days,
+        seed: args.seed,
+        policies: args.policies,
+        plot: args.plot,
+        reset: args.reset,
+        concurrency: args.concurrency,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", oo_replay::simulate::table(&report));
     }
     Ok(())
 }

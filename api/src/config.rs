@@ -25,6 +25,29 @@ pub struct DbConfig {
     pub master_key: Option<String>,
 }
 
+impl DbConfig {
+    /// Connects, creating the database if it is missing, and runs the migrations.
+    pub async fn connect(&self) -> anyhow::Result<sqlx::PgPool> {
+        Ok(oo_commands::db::connect_and_migrate(&self.database_url, self.db_pool).await?)
+    }
+
+    /// Loads the master key, warning loudly when it is a development key.
+    pub fn master_key(&self) -> anyhow::Result<oo_commands::vault::MasterKey> {
+        use anyhow::Context;
+        use oo_commands::vault::{MasterKey, MasterKeySource};
+        let (key, source) =
+            MasterKey::load(self.master_key.as_deref(), &self.data_dir).context("cannot load the master key")?;
+        if let MasterKeySource::DataDir(path) = source {
+            tracing::warn!(
+                path = %path.display(),
+                "OO_MASTER_KEY is not set: using a DEVELOPMENT master key kept next to the data. Anyone who can read \
+                 that file can read every user's personal data. Set OO_MASTER_KEY in production."
+            );
+        }
+        Ok(key)
+    }
+}
+
 /// Four connections per core, at least 8. More connections than that do not make Postgres
 /// faster on a small machine: they let more backends compete for the same cores, and a request
 /// preempted there holds everything behind it (on two cores, 30 connections gave `/recommend` a

@@ -1,232 +1,51 @@
 //! oO's HTTP API and the `oo` binary's building blocks.
 //!
 //! # Layout
-//! - [`Application`]: builds everything `oo serve` runs — database (created and migrated),
-//!   vault, event store writer, projectors, HTTP server — on its own listener (port 0 in tests).
-//! - [`routes`]: the REST contract; [`auth`]: sessions and the admin token; [`error`]: problem
-//!   bodies; [`json`]: body parsing; [`metrics`]; [`openapi`]; [`config`].
-//! - [`cli`]: the other subcommands (`migrate`, `rebuild`, `bench`).
+//! - [`Application`]: builds everything `oo serve` runs — database (created and migrated), the
+//!   write side, projectors, relay, background jobs, HTTP server — on its own listener (port 0 in
+//!   tests), and stops it by cancellation.
+//! - [`routes`]: the REST contract; [`auth`]: sessions and the admin token; [`oidc`]: sign-in;
+//!   [`error`]: problem bodies; [`json`]: body parsing; [`metrics`]; [`openapi`]; [`config`].
+//! - [`jobs`]: the background jobs (the reward join, the rate limiter's clean-up).
+//! - [`cli`]: the other subcommands (`migrate`, `rebuild`, `keys rotate`, `tail`, `simulate`).
 //!
 //! Invariant: only this crate knows HTTP.
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod json;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
-pub mod recommender;
 pub mod routes;
-pub mod simulate;
 pub mod state;
 
 use anyhow::Context;
-use config::{DbConfig, ServeConfig};
+use config::ServeConfig;
 use governor::{Quota, RateLimiter};
-use oo_commands::aggregate::Repository;
-use oo_commands::store::{EventStore, WriterConfig};
-use oo_commands::vault::{MasterKey, MasterKeySource, Vault};
+use oo_commands::WriteSide;
+use oo_commands::store::WriterConfig;
+use oo_domain::decision::Policies;
+use oo_projections::deciding::DecisionReader;
 use rand::RngCore;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-/// Connects to the database, creating it if missing, and runs the migrations.
-pub async fn connect_and_migrate(db: &DbConfig) -> anyhow::Result<PgPool> {
-    if !sqlx::Postgres::database_exists(&db.database_url)
-        .await
-        .context("cannot reach Postgres")?
-    {
-        sqlx::Postgres::create_database(&db.database_url)
-            .await
-            .context("cannot create the database")?;
-        tracing::info!("created the database");
-    }
-    // sqlx pings a connection when it goes back to the pool (not configurable in 0.8), and by
-    // default again when it is taken out: a round trip on each side of every query. The second
-    // ping is dropped; a connection that broke while idle fails its next query, which the pool
-    // then discards.
-    let pool = PgPoolOptions::new()
-        .max_connections(db.db_pool)
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(connect_options(&db.database_url)?)
-        .await
-        .context("cannot connect to Postgres")?;
-    oo_commands::MIGRATOR.run(&pool).await.context("migrations failed")?;
-    Ok(pool)
-}
+/// How long the population's prior is kept before `/recommend` reads it again.
+const PRIOR_MAX_AGE: Duration = Duration::from_secs(1);
 
-/// The URL's options, plus the session settings of [`SESSION_SETTINGS`] that the URL does not
-/// set itself:
-/// - `backend_flush_after`: our connections write many data pages when they evict them from a
-///   small `shared_buffers`, and left to itself the kernel writes those out in bursts every few
-///   seconds, during which the WAL flush that every durable append waits on takes tens of
-///   milliseconds. Asking for the writes early, every 256 kB, keeps that flush short
-///   (docs/adr/0010-smooth-writeback.md).
-/// - `idle_in_transaction_session_timeout`: a task cancelled while sqlx 0.8 is opening a
-///   transaction (a client that hangs up, a projector stopped) can put a connection back in the
-///   pool with the server still inside that transaction. Until the connection is used again it
-///   holds back every reader of the log (which reads only below the oldest open transaction).
-///   None of our transactions waits on anything but the database, so the server ends any that
-///   sits idle this long.
-pub fn connect_options(url: &str) -> anyhow::Result<sqlx::postgres::PgConnectOptions> {
-    let options: sqlx::postgres::PgConnectOptions = url.parse().context("not a Postgres URL")?;
-    let ours: Vec<(&str, &str)> = SESSION_SETTINGS
-        .iter()
-        .copied()
-        .filter(|(name, _)| !url.contains(name))
-        .collect();
-    Ok(if ours.is_empty() {
-        options
-    } else {
-        options.options(ours)
-    })
-}
-
-/// The session settings [`connect_options`] adds.
-pub const SESSION_SETTINGS: [(&str, &str); 2] = [
-    ("backend_flush_after", "256kB"),
-    ("idle_in_transaction_session_timeout", "10s"),
-];
-
-/// Loads the master key, warning loudly when it is a development key.
-pub fn load_master_key(db: &DbConfig) -> anyhow::Result<MasterKey> {
-    let (key, source) =
-        MasterKey::load(db.master_key.as_deref(), &db.data_dir).context("cannot load the master key")?;
-    if let MasterKeySource::DataDir(path) = source {
-        tracing::warn!(
-            path = %path.display(),
-            "OO_MASTER_KEY is not set: using a DEVELOPMENT master key kept next to the data. Anyone who can read \
-             that file can read every user's personal data. Set OO_MASTER_KEY in production."
-        );
-    }
-    Ok(key)
-}
-
-/// Waits until every projection has passed the head of the log as it is now (or `timeout`);
-/// returns whether they did.
-pub async fn wait_for_head(
-    pool: &PgPool,
-    status: &oo_projections::status::Status,
-    timeout: Duration,
-) -> anyhow::Result<bool> {
-    let head = oo_commands::store::head(pool).await?;
-    Ok(oo_projections::projector::wait_for(pool, status, &oo_projections::names(), head, timeout).await?)
-}
-
-/// One pass of the reward join that settled what was due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JoinPass {
-    /// The head of the log that `reward_pending` had passed when the pass read it.
-    pub caught_up_to: oo_commands::cursor::Cursor,
-    pub settled: oo_commands::reward_join::Settled,
-}
-
-/// What the reward join of this process last did, shown by `GET /admin/projections` as the
-/// consumer `reward_join`.
-#[derive(Debug, Clone, Default)]
-pub struct JoinStatus {
-    /// The head its last settling pass had caught up to (`None` before the first).
-    pub position: Option<oo_commands::cursor::Cursor>,
-    /// The last pass's error, cleared by the next pass that settles.
-    pub last_error: Option<String>,
-}
-
-/// The name of the reward join in `GET /admin/projections`.
-pub const REWARD_JOIN: &str = "reward_join";
-
-/// One pass of the reward join (`oo_commands::reward_join::settle_due`, at most `limit` tips),
-/// on a `reward_pending` that has applied every event stored before the pass began: a snoozed
-/// todo's completion that the projector has not applied yet would otherwise be settled as a
-/// timeout. `None`: the projection did not catch up within `wait`, and nothing was settled.
-pub async fn settle_rewards(
-    pool: &PgPool,
-    status: &oo_projections::status::Status,
-    tips: &Repository<oo_domain::tip::Tip>,
-    limit: i64,
-    wait: Duration,
-) -> anyhow::Result<Option<JoinPass>> {
-    // `now` before the head: whatever was stored before `now` is at or below the head.
-    let now = chrono::Utc::now();
-    let head = oo_commands::store::head(pool).await?;
-    if !oo_projections::projector::wait_for(pool, status, &["reward_pending"], head, wait).await? {
-        return Ok(None);
-    }
-    let settled = oo_commands::reward_join::settle_due(pool, tips, now, limit).await?;
-    Ok(Some(JoinPass {
-        caught_up_to: head,
-        settled,
-    }))
-}
-
-/// Runs a pass of the reward join every `every`, and reports each pass in `report`.
-async fn run_reward_join(
-    pool: PgPool,
-    status: oo_projections::status::Status,
-    tips: Repository<oo_domain::tip::Tip>,
-    every: Duration,
-    report: Arc<std::sync::Mutex<JoinStatus>>,
-) {
-    loop {
-        let pass = settle_rewards(&pool, &status, &tips, 1_000, Duration::from_secs(10)).await;
-        // The lock is held by this block only, never across an `await`.
-        {
-            let mut report = report.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match pass {
-                Ok(Some(JoinPass { caught_up_to, settled })) => {
-                    if settled.completions + settled.timeouts > 0 {
-                        tracing::info!(
-                            completions = settled.completions,
-                            timeouts = settled.timeouts,
-                            "rewards settled"
-                        );
-                    }
-                    *report = JoinStatus {
-                        position: Some(caught_up_to),
-                        last_error: None,
-                    };
-                }
-                Ok(None) => tracing::warn!("reward_pending is behind the log; the reward join waits for it"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the reward join failed; retrying");
-                    report.last_error = Some(e.to_string());
-                }
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// The recommender for a serving policy spec and `;`-separated shadow specs.
-pub fn recommender_of(policy: &str, shadows: &str) -> anyhow::Result<recommender::Recommender> {
-    let serving = oo_domain::policy::from_spec(policy).with_context(|| format!("OO_POLICY {policy:?}"))?;
-    let shadows = shadows
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            oo_domain::policy::from_spec(s)
-                .map(Arc::from)
-                .with_context(|| format!("OO_SHADOW_POLICIES {s:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(recommender::Recommender::new(
-        Arc::from(serving),
-        shadows,
-        Duration::from_secs(1),
-    ))
-}
+/// How long shutdown waits for the background tasks to stop before it aborts them.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Cookies are `Secure` unless oO is reached over plain http on a loopback address (a
 /// developer's machine): a browser would not send a `Secure` cookie there.
@@ -252,6 +71,8 @@ pub struct Application {
     listener: TcpListener,
     state: state::AppState,
     background: Vec<JoinHandle<()>>,
+    /// Cancelled when the server stops: every background task ends at its next safe point.
+    shutdown: CancellationToken,
     /// The admin token `--dev` generated (printed once at start).
     pub generated_admin_token: Option<String>,
 }
@@ -264,22 +85,28 @@ impl Application {
                 config.bind
             );
         }
-        let recommender = Arc::new(recommender_of(&config.policy, &config.shadow_policies)?);
-        let pool = connect_and_migrate(&config.db).await?;
-        let master = load_master_key(&config.db)?;
-        let vault = Vault::open(pool.clone(), master)
-            .await
-            .context("cannot open the key vault")?;
-        let store = EventStore::start(
+        let policies = Policies::from_specs(&config.policy, &config.shadow_policies).with_context(|| {
+            format!(
+                "OO_POLICY {:?}, OO_SHADOW_POLICIES {:?}",
+                config.policy, config.shadow_policies
+            )
+        })?;
+        let reader = Arc::new(DecisionReader::new(policies.learn(), PRIOR_MAX_AGE));
+        let pool = config.db.connect().await?;
+        let write = WriteSide::start(
             pool.clone(),
+            config.db.master_key()?,
             WriterConfig {
                 writers: config.writers,
                 ..WriterConfig::default()
             },
-        );
+        )
+        .await
+        .context("cannot open the key vault")?;
+        let shutdown = CancellationToken::new();
         let status = oo_projections::status::Status::default();
         let mut background =
-            oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+            oo_projections::projector::spawn_all(&write.store, oo_projections::all(), status.clone(), shutdown.clone())
                 .await?;
 
         let mut generated_admin_token = None;
@@ -301,57 +128,54 @@ impl Application {
             background.push(tokio::spawn(oo_projections::relay::run(
                 pool.clone(),
                 relay,
-                store.appended(),
+                write.store.appended(),
                 status.clone(),
+                shutdown.clone(),
             )));
         }
-        let head = store.head().await?;
+        let head = write.store.head().await?;
         background.push(tokio::spawn(oo_commands::vault::follow_shredding(
-            vault.clone(),
-            store.appended(),
+            write.vault.clone(),
+            write.store.appended(),
             head,
+            shutdown.clone(),
         )));
         // The reward join: settles timeouts and completions of snoozed todos off the request path.
-        let reward_join = Arc::new(std::sync::Mutex::new(JoinStatus::default()));
-        background.push(tokio::spawn(run_reward_join(
+        let reward_join = Arc::new(std::sync::Mutex::new(jobs::JoinStatus::default()));
+        background.push(tokio::spawn(jobs::run_reward_join(
             pool.clone(),
             status.clone(),
-            Repository::new(store.clone(), vault.clone()),
+            write.tips.clone(),
             Duration::from_secs(config.settle_interval_secs.max(1)),
             reward_join.clone(),
+            shutdown.clone(),
         )));
         let per_second = NonZeroU32::new(config.rate_limit.per_second).context("rate limit must be positive")?;
         let burst = NonZeroU32::new(config.rate_limit.burst).context("burst must be positive")?;
         let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
-        let l = limiter.clone();
-        background.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                l.retain_recent();
-            }
-        }));
+        background.push(tokio::spawn(jobs::clean_rate_limiter(
+            limiter.clone(),
+            shutdown.clone(),
+        )));
         let cookie_secure = cookies_are_secure(config.public_url.as_deref(), config.bind);
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
-        let metrics = Arc::new(metrics::Metrics::new(store.metrics.clone()));
+        let metrics = Arc::new(metrics::Metrics::new(write.store.metrics.clone()));
         let public_url = match &config.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", listener.local_addr()?),
         };
         let state = state::AppState {
-            users: Repository::new(store.clone(), vault.clone()),
-            signals: Repository::new(store.clone(), vault.clone()),
-            tips: Repository::new(store.clone(), vault.clone()),
             pool,
-            store,
-            vault,
+            write,
             status,
             config: Arc::new(config),
             admin_token,
             limiter,
             metrics,
-            recommender,
+            policies: Arc::new(policies),
+            reader,
             rebuilding: Arc::default(),
             reward_join,
             cookie_secure,
@@ -361,15 +185,16 @@ impl Application {
         // A deletion interrupted by a crash is completed before anything else is served.
         for user_id in oo_commands::identity::interrupted_deletions(&state.pool).await? {
             let meta = oo_commands::aggregate::Meta::new(chrono::Utc::now());
-            oo_commands::identity::delete_user(&state.users, &state.vault, &state.pool, user_id, meta)
+            oo_commands::identity::delete_user(&state.write.users, &state.write.vault, &state.pool, user_id, meta)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot complete an interrupted deletion: {e}"))?;
+                .context("cannot complete an interrupted deletion")?;
             tracing::info!("completed an account deletion that was interrupted");
         }
         Ok(Self {
             listener,
             state,
             background,
+            shutdown,
             generated_admin_token,
         })
     }
@@ -382,7 +207,8 @@ impl Application {
         self.state.pool.clone()
     }
 
-    /// Serves until `shutdown` completes, then stops the background tasks.
+    /// Serves until `shutdown` completes, then cancels the background tasks and waits for them
+    /// to stop (those still running after [`STOP_GRACE`] are aborted).
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -391,8 +217,12 @@ impl Application {
         let result = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
-        for h in &self.background {
-            h.abort();
+        self.shutdown.cancel();
+        for mut task in self.background {
+            if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+                tracing::warn!("a background task did not stop within {STOP_GRACE:?}; aborting it");
+                task.abort();
+            }
         }
         result.context("the HTTP server failed")
     }

@@ -25,10 +25,8 @@ enum Command {
     Migrate(DbConfig),
     /// Rebuild projections from the log without downtime.
     Rebuild(RebuildArgs),
-    /// Run a benchmark and print figures.
-    Bench(oo_api::bench::BenchArgs),
     /// Simulate a synthetic population through the real command path, once per policy.
-    Simulate(Box<oo_api::simulate::SimulateArgs>),
+    Simulate(Box<oo_api::cli::SimulateArgs>),
     /// Follow the event stream (NATS JetStream) and print events as JSON lines.
     Tail(oo_api::cli::TailArgs),
     /// Master-key operations.
@@ -95,18 +93,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate(db) => cli::migrate(&db).await,
         Command::Rebuild(args) => cli::rebuild(&args).await,
-        Command::Bench(args) => oo_api::bench::run(args).await,
         Command::Keys(Keys::Rotate(args)) => cli::rotate_keys(&args).await,
         Command::Tail(args) => cli::tail(&args).await,
-        Command::Simulate(args) => {
-            let json = args.json;
-            let report = oo_api::simulate::run(*args).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", oo_api::simulate::table(&report));
-            }
-            Ok(())
-        }
+        Command::Simulate(args) => cli::simulate(*args).await,
     }
 }

@@ -146,6 +146,7 @@ pub async fn login(State(state): State<AppState>) -> Result<Response, ApiError> 
     fields.insert("nonce".into(), json!(nonce.secret()));
     fields.insert("expires".into(), json!(Utc::now().timestamp() + STATE_TTL_SECONDS));
     let sealed = state
+        .write
         .vault
         .seal_transit(STATE_PURPOSE, &fields)
         .ok_or_else(|| ApiError::internal("cannot seal the sign-in state"))?;
@@ -207,7 +208,7 @@ pub async fn callback(
     };
     let bound = state_cookie(&headers)
         .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
-        .and_then(|b| state.vault.open_transit(STATE_PURPOSE, &b))
+        .and_then(|b| state.write.vault.open_transit(STATE_PURPOSE, &b))
         .ok_or_else(|| refused("this browser did not start a sign-in (missing or invalid state cookie)"))?;
     let text = |k: &str| bound.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(expected_state), Some(verifier), Some(nonce)) = (text("state"), text("verifier"), text("nonce")) else {
@@ -264,8 +265,8 @@ pub async fn callback(
     let subject = format!("{}\0{}", claims.issuer().as_str(), claims.subject().as_str());
     let meta = Meta::new(now);
     let (user_id, _) = oo_commands::identity::find_or_register_by(
-        &state.store,
-        &state.vault,
+        &state.write.store,
+        &state.write.vault,
         LookupKind::OidcSubject,
         &subject,
         &email,
@@ -275,7 +276,7 @@ pub async fn callback(
     .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
     crate::routes::auth::record_consent(&state, user_id, meta).await?;
     let ttl = Duration::hours(state.config.session_ttl_hours);
-    let session = oo_commands::identity::start_session(&state.users, &state.pool, user_id, ttl, meta)
+    let session = oo_commands::identity::start_session(&state.write.users, &state.pool, user_id, ttl, meta)
         .await
         .map_err(|e| command_error(e, |d| refused(&d.to_string())))?;
     let home = HeaderValue::from_str(&format!("{}/", public_url(&state))).map_err(ApiError::internal)?;

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use oo_domain::event::{Aggregate, Event};
 use oo_domain::ids::UserId;
+use oo_domain::personal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -525,7 +526,7 @@ pub fn prepare_event<E: Event>(
             None,
         )
     } else {
-        let (public, fields) = match event.redacted(sealing::SEALED) {
+        let (public, fields) = match event.redacted(personal::SEALED) {
             Some((copy, taken)) => (
                 serde_json::to_string(&copy).map_err(|_| sealing::SealError::Seal)?,
                 taken
@@ -579,7 +580,7 @@ pub fn open_fields(
 }
 
 /// An event's public payload with its personal fields opened under `key`; where they cannot be
-/// opened (no key: the user was deleted) they read [`sealing::REDACTED`].
+/// opened (no key: the user was deleted) they read [`personal::REDACTED`].
 pub fn open_payload(
     key: Option<&sealing::DataKey>,
     event: &crate::store::StoredEvent,
@@ -597,7 +598,7 @@ pub fn open_payload(
 
 fn redact(v: &mut serde_json::Value) {
     match v {
-        serde_json::Value::String(s) if s == sealing::SEALED => *s = sealing::REDACTED.to_owned(),
+        serde_json::Value::String(s) if s == personal::SEALED => *s = personal::REDACTED.to_owned(),
         serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
         serde_json::Value::Object(o) => o.values_mut().for_each(redact),
         _ => {}
@@ -688,7 +689,7 @@ mod tests {
             params: [("alpha".to_owned(), 0.5)].into(),
             context: vec![1.0, -0.5],
         }));
-        assert!(event.redacted(sealing::SEALED).is_some(), "the shortcut is taken");
+        assert!(event.redacted(personal::SEALED).is_some(), "the shortcut is taken");
         let key = DataKey::generate();
         let meta = Meta::new(Utc::now());
         let new = prepare_event(&event, user, Utc::now(), None, Some(&key), &meta).expect("prepared");
@@ -717,7 +718,7 @@ mod tests {
         );
         assert_eq!(
             open_payload(None, &e).expect("reads"),
-            json!({"E": {"title": sealing::REDACTED, "list": ["x"], "n": 3}})
+            json!({"E": {"title": personal::REDACTED, "list": ["x"], "n": 3}})
         );
     }
 }

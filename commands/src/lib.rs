@@ -9,16 +9,25 @@
 //! - [`sealing`]: AEAD sealing of personal fields; [`vault`]: per-user data keys wrapped with age.
 //! - [`identity`]: registration, the blind index and sessions.
 //! - [`reward_join`]: the process manager settling rewards by timeout or completion.
+//! - [`serving`]: serving a tip (`TipServed`) and opening the text it shows.
+//! - [`write_side`]: the store writer, the vault and the repositories, started as one value.
+//! - [`db`]: the database connection, its migrations and session settings.
 //!
-//! Invariant: only this crate appends events.
+//! Invariants: only this crate appends events; it knows no HTTP and no projection table (what
+//! the reward join settles comes in as [`reward_join::DueTip`]s).
 
 pub mod aggregate;
 pub mod cursor;
+pub mod db;
 pub mod identity;
 pub mod reward_join;
 pub mod sealing;
+pub mod serving;
 pub mod store;
 pub mod vault;
+pub mod write_side;
+
+pub use write_side::WriteSide;
 
 /// The migrations of every table (event store, operational tables, projections).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -6,14 +6,10 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use oo_domain::personal::{REDACTED, SEALED};
 use rand::RngCore;
 use serde_json::{Map, Value};
 use uuid::Uuid;
-
-/// What a personal field holds in the public payload.
-pub const SEALED: &str = "[sealed]";
-/// What a personal field reads as once its key is destroyed.
-pub const REDACTED: &str = "[redacted]";
 
 const FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 24;

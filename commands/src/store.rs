@@ -74,15 +74,23 @@ pub struct Appended {
     pub duplicates: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why an append or a read of the log failed: a conflict to retry, the database out of reach,
+/// or anything else. Cheap to clone (one batch's failure answers each of its requests); the
+/// cause is kept as the error's source.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the stream changed since it was read")]
     Conflict,
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-    #[error("unexpected store error: {0}")]
-    Unexpected(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Arc<sqlx::Error>),
+    #[error("unexpected store error")]
+    Unexpected(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
+
+/// A failure of the store itself, with no deeper cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Broken(&'static str);
 
 impl StoreError {
     pub fn from_sqlx(e: sqlx::Error) -> Self {
@@ -98,13 +106,17 @@ impl StoreError {
         }
         match e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                Self::Unavailable(e.to_string())
+                Self::Unavailable(Arc::new(e))
             }
             sqlx::Error::Database(ref d) if d.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")) => {
-                Self::Unavailable(e.to_string())
+                Self::Unavailable(Arc::new(e))
             }
-            other => Self::Unexpected(other.to_string()),
+            other => Self::Unexpected(Arc::new(other)),
         }
+    }
+
+    fn broken(what: &'static str) -> Self {
+        Self::Unexpected(Arc::new(Broken(what)))
     }
 }
 
@@ -258,10 +270,10 @@ impl EventStore {
         queue
             .send(Job { request, reply })
             .await
-            .map_err(|_| StoreError::Unexpected("the writer stopped".into()))?;
+            .map_err(|_| StoreError::broken("the writer stopped"))?;
         let answered = answer
             .await
-            .map_err(|_| StoreError::Unexpected("the writer dropped a request".into()))?;
+            .map_err(|_| StoreError::broken("the writer dropped a request"))?;
         self.metrics.append_seconds.observe(asked.elapsed().as_secs_f64());
         answered
     }
@@ -275,7 +287,7 @@ impl EventStore {
         request: AppendRequest,
     ) -> Result<Appended, StoreError> {
         let mut out = write_jobs(tx, &[&request], &HashMap::new()).await?;
-        out.pop().ok_or_else(|| StoreError::Unexpected("no outcome".into()))?
+        out.pop().ok_or_else(|| StoreError::broken("no outcome"))?
     }
 
     pub fn committed(&self, appended: &Appended) {
@@ -300,12 +312,10 @@ pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
     .fetch_optional(pool)
     .await
     .map_err(StoreError::from_sqlx)?;
-    Ok(row
-        .map(|(tx, position)| Cursor {
-            tx_id: tx.parse().unwrap_or(0),
-            position,
-        })
-        .unwrap_or(Cursor::START))
+    match row {
+        Some((tx, position)) => cursor_of(&tx, position).map_err(StoreError::from_sqlx),
+        None => Ok(Cursor::START),
+    }
 }
 
 impl Writer {
@@ -389,9 +399,7 @@ impl Writer {
                 self.forget(&jobs);
                 for job in jobs {
                     let result = match self.transact(held, &[&job.request], &HashMap::new(), true).await {
-                        Ok(mut r) => r
-                            .pop()
-                            .unwrap_or_else(|| Err(StoreError::Unexpected("no outcome".into()))),
+                        Ok(mut r) => r.pop().unwrap_or_else(|| Err(StoreError::broken("no outcome"))),
                         Err(e) => Err(e),
                     };
                     if result.is_ok() {
@@ -604,14 +612,7 @@ async fn write_jobs(
     let mut positions: HashMap<Uuid, Cursor> = HashMap::with_capacity(rows.len());
     for row in rows {
         let tx: String = row.get(1);
-        let tx_id = tx.parse::<u64>().map_err(|e| StoreError::Unexpected(e.to_string()))?;
-        positions.insert(
-            row.get(0),
-            Cursor {
-                tx_id,
-                position: row.get(2),
-            },
-        );
+        positions.insert(row.get(0), cursor_of(&tx, row.get(2)).map_err(StoreError::from_sqlx)?);
     }
     for a in outcomes.iter_mut().flatten() {
         a.cursor = a.written.iter().filter_map(|(id, _)| positions.get(id)).max().copied();
@@ -721,7 +722,8 @@ const SELECT_EVENTS: &str = "SELECT tx_id::text AS tx, position, event_id, aggre
     event_type, schema_version, user_id, payload::text AS payload, sealed, occurred_at, recorded_at, correlation_id, causation_id FROM events";
 
 /// A position as queries return it: `tx_id::text` (an `xid8`, which sqlx does not decode) and
-/// `position`.
+/// `position`. Every cursor read back from the database goes through here: one that does not
+/// parse is an error, never the start of the log.
 pub fn cursor_of(tx: &str, position: i64) -> Result<Cursor, sqlx::Error> {
     Ok(Cursor {
         tx_id: tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,

@@ -370,13 +370,18 @@ pub async fn rotate_master_key(pool: &PgPool, old: &MasterKey, new: &MasterKey) 
 
 /// Drops from `vault`'s cache the key of every user shredded from now on — by this process or
 /// another one serving the same database — so that no process keeps a destroyed key in memory.
-/// Runs until aborted, from `from` (the head of the log when the cache was empty). Looks after
+/// Runs until `shutdown`, from `from` (the head of the log when the cache was empty). Looks after
 /// each commit of this process, at most every [`SHREDDING_POLL_MIN`], and every
 /// [`SHREDDING_POLL_MAX`] in any case (another process's deletions); the process that shreds a
 /// user drops the key itself at once.
-pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, from: crate::cursor::Cursor) {
+pub async fn follow_shredding(
+    vault: Vault,
+    appended: Arc<tokio::sync::Notify>,
+    from: crate::cursor::Cursor,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let mut cursor = from;
-    loop {
+    while !shutdown.is_cancelled() {
         let notified = appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -396,8 +401,13 @@ pub async fn follow_shredding(vault: Vault, appended: Arc<tokio::sync::Notify>, 
             }
             Err(e) => tracing::warn!(error = %e, "reading deletions failed; retrying"),
         }
-        tokio::time::sleep(SHREDDING_POLL_MIN).await;
-        let _ = tokio::time::timeout(SHREDDING_POLL_MAX - SHREDDING_POLL_MIN, notified).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = async {
+                tokio::time::sleep(SHREDDING_POLL_MIN).await;
+                let _ = tokio::time::timeout(SHREDDING_POLL_MAX - SHREDDING_POLL_MIN, notified).await;
+            } => {}
+        }
     }
 }
 

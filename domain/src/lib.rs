@@ -8,17 +8,22 @@
 //! - [`user`], [`signals`], [`tip`]: the aggregates, their commands, events and rules.
 //! - [`reward`]: reactions and the reward each one is worth.
 //! - [`advice`]: the built-in advice library shipped as data.
+//! - [`personal`]: the sealed/redacted markers and where each personal field lives.
 //! - [`features`]: the feature vector of a candidate in a user's context.
 //! - [`policy`]: the policy trait and the policies' math.
+//! - [`decision`]: the pure decision — a person's candidates and context, the serving policy's
+//!   draw and the shadows' picks, the record `TipServed` logs.
 //!
 //! Invariant: this crate knows no SQL, HTTP, protobuf, clock, randomness source or async runtime.
 //! Time, ids and random seeds come in with the commands.
 
 pub mod advice;
 pub mod bandit;
+pub mod decision;
 pub mod event;
 pub mod features;
 pub mod ids;
+pub mod personal;
 pub mod policy;
 pub mod reward;
 pub mod signal;

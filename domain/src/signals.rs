@@ -6,6 +6,7 @@
 
 use crate::event::{Aggregate, Event};
 use crate::ids::{SignalId, UserId};
+use crate::personal;
 use crate::signal::{SignalData, SignalKind};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -47,11 +48,11 @@ impl Event for SignalsEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         let SignalsEvent::SignalRecorded { data, .. } = self;
         match data {
-            SignalData::Task { .. } => &["/SignalRecorded/data/title", "/SignalRecorded/data/project"],
-            SignalData::Habit { .. } => &["/SignalRecorded/data/name"],
-            SignalData::Calendar { .. } => &["/SignalRecorded/data/title"],
-            SignalData::Mood { .. } => &["/SignalRecorded/data/note"],
-            SignalData::Context { .. } => &["/SignalRecorded/data/activity"],
+            SignalData::Task { .. } => &[personal::TASK_TITLE, personal::TASK_PROJECT],
+            SignalData::Habit { .. } => &[personal::HABIT_NAME],
+            SignalData::Calendar { .. } => &[personal::CALENDAR_TITLE],
+            SignalData::Mood { .. } => &[personal::MOOD_NOTE],
+            SignalData::Context { .. } => &[personal::CONTEXT_ACTIVITY],
         }
     }
 }

@@ -152,7 +152,7 @@ impl Event for TipEvent {
 }
 
 /// Where `TipServed`'s personal fields are (the text shown: a todo's title is the person's).
-const TIP_SERVED_PERSONAL: [&str; 2] = ["/TipServed/title", "/TipServed/body"];
+const TIP_SERVED_PERSONAL: [&str; 2] = [crate::personal::TIP_TITLE, crate::personal::TIP_BODY];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TipError {

@@ -3,6 +3,7 @@
 
 use crate::event::{Aggregate, Event};
 use crate::ids::{SessionId, UserId};
+use crate::personal;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -39,7 +40,7 @@ impl Email {
     /// Stands for an email that travels sealed (`[sealed]`) or whose key is destroyed
     /// (`[redacted]`): events read without keys carry these markers in place of the address.
     pub fn withheld(marker: &str) -> Option<Self> {
-        matches!(marker, "[sealed]" | "[redacted]").then(|| Self(marker.to_owned()))
+        crate::personal::is_marker(marker).then(|| Self(marker.to_owned()))
     }
 }
 
@@ -122,7 +123,7 @@ impl Event for UserEvent {
     }
     fn personal_fields(&self) -> &'static [&'static str] {
         match self {
-            Self::UserRegistered { .. } => &["/UserRegistered/email"],
+            Self::UserRegistered { .. } => &[personal::USER_EMAIL],
             _ => &[],
         }
     }

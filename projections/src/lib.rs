@@ -5,12 +5,17 @@
 //!   applies each batch together with its checkpoint in one transaction.
 //! - [`rebuild`]: blue/green rebuilds into fresh tables, swapped in atomically.
 //! - [`open_tasks`], [`features`], [`tip_log`], [`bandit`], [`reward_pending`]: the projections.
+//! - [`deciding`]: the typed read models a decision needs (a person's candidates and context,
+//!   their model, the population's prior), for `/recommend` and the simulator.
 //! - [`relay`]: the NATS JetStream relay (a checkpointed consumer that publishes, never appends).
 //! - [`status`]: progress of every projection, shared with the API.
 //!
-//! Invariant: projections never append events and have no side effects beyond their tables.
+//! Invariants: projections never append events and have no side effects beyond their tables and
+//! checkpoints. The one stated exception is the [`relay`], whose effect is to publish each event
+//! to NATS JetStream (it still never appends).
 
 pub mod bandit;
+pub mod deciding;
 pub mod features;
 pub mod open_tasks;
 pub mod projector;

@@ -8,13 +8,14 @@
 use crate::status::Status;
 use crate::{ApplyError, Projection};
 use oo_commands::cursor::Cursor;
-use oo_commands::store::{StoredEvent, cursor_of, held_connection, read_after_filtered};
+use oo_commands::store::{EventStore, StoreError, StoredEvent, cursor_of, held_connection, read_after_filtered};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgPool, Postgres, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Events per transaction.
 pub const BATCH: i64 = 500;
@@ -56,10 +57,7 @@ pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> 
             let tx: String = r.try_get("tx")?;
             Ok(Checkpoint {
                 name: r.try_get("name")?,
-                cursor: Cursor {
-                    tx_id: tx.parse().unwrap_or(0),
-                    position: r.try_get("position")?,
-                },
+                cursor: cursor_of(&tx, r.try_get("position")?)?,
                 events_applied: r.try_get("events_applied")?,
                 status: r.try_get("status")?,
                 last_error: r.try_get("last_error")?,
@@ -108,10 +106,7 @@ pub(crate) async fn step_in(
         .fetch_one(&mut *conn)
         .await?;
     let tx_text: String = row.try_get("tx")?;
-    let mut cursor = Cursor {
-        tx_id: tx_text.parse().unwrap_or(0),
-        position: row.try_get("position")?,
-    };
+    let mut cursor = cursor_of(&tx_text, row.try_get("position")?)?;
     let events = read_after_filtered(conn, cursor, limit, projection.payloads_of()).await?;
     crate::apply_batch(projection, &mut *conn, &events).await?;
     if let Some(last) = events.last() {
@@ -163,17 +158,25 @@ impl<'a> Moved<'a> {
     }
 }
 
-/// Runs every projection in one loop until the handle is aborted (see [`run_group`]).
+/// Runs every projection in one loop until `shutdown` is cancelled (see [`run_group`]).
 pub async fn spawn_all(
-    pool: PgPool,
+    store: &EventStore,
     projections: Vec<Arc<dyn Projection>>,
-    appended: Arc<Notify>,
     status: Status,
+    shutdown: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, sqlx::Error> {
+    let pool = store.pool().clone();
     for p in &projections {
         ensure_checkpoint(&pool, p.name()).await?;
     }
-    Ok(vec![tokio::spawn(run_group(pool, projections, appended, status))])
+    let appended = store.appended();
+    Ok(vec![tokio::spawn(run_group(
+        pool,
+        projections,
+        appended,
+        status,
+        shutdown,
+    ))])
 }
 
 /// One loop feeding several projections. Each round, in one transaction on a connection the
@@ -186,18 +189,27 @@ pub async fn spawn_all(
 ///   (without waiting for the flush: a lost round is read again from the checkpoints it left);
 /// - waits for new events, and lets [`COALESCE`] more commits land unless a reader hurries it.
 ///
+/// It stops when `shutdown` is cancelled, between rounds (a round under way commits or rolls
+/// back first).
+///
 /// A projection that fails (a poisoned event) rolls the round back; it is reported `failed` and
 /// retried with its own backoff, and the round runs again at once without it, so the others go
 /// on. (Savepoints would isolate it without the second run, at two round trips per projection
 /// on every round; failures are rare and rounds are many.)
-pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appended: Arc<Notify>, status: Status) {
+pub async fn run_group(
+    pool: PgPool,
+    projections: Vec<Arc<dyn Projection>>,
+    appended: Arc<Notify>,
+    status: Status,
+    shutdown: CancellationToken,
+) {
     let mut retry: Vec<Option<(tokio::time::Instant, Duration)>> = vec![None; projections.len()];
     // Whether each projection's position has been reported once: after that, only moves are.
     let mut reported = vec![false; projections.len()];
     let mut backoff = Duration::from_millis(100);
     let mut held: Option<PoolConnection<Postgres>> = None;
     let hurry = status.hurried();
-    loop {
+    while !shutdown.is_cancelled() {
         let notified = appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -226,7 +238,10 @@ pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appe
             Err(RoundError::Db(e)) => {
                 held = None;
                 tracing::error!(error = %e, "the projector's round failed; retrying");
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
@@ -247,12 +262,14 @@ pub async fn run_group(pool: PgPool, projections: Vec<Arc<dyn Projection>>, appe
             // round carries several of them.
             if most == 0 {
                 tokio::select! {
+                    () = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     _ = notified => {}
                     _ = hurry.notified() => continue,
                 }
             }
             tokio::select! {
+                () = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(COALESCE) => {}
                 _ = hurry.notified() => {}
             }
@@ -356,6 +373,15 @@ fn union_of_payloads<'a>(each: impl Iterator<Item = Option<&'a [&'static str]>>)
     Some(all)
 }
 
+/// Waits until every projection of this build has passed the head of the log as it is now (or
+/// `timeout`); returns whether they did.
+pub async fn wait_for_head(pool: &PgPool, status: &Status, timeout: Duration) -> Result<bool, StoreError> {
+    let head = oo_commands::store::head(pool).await?;
+    wait_for(pool, status, &crate::names(), head, timeout)
+        .await
+        .map_err(StoreError::from_sqlx)
+}
+
 /// Waits until every named checkpoint has passed `target`, or until `timeout`. Returns whether
 /// they did. The projectors of this process are checked in memory on each of their commits; the
 /// `checkpoints` table (the truth when projectors run elsewhere) at the start and on every idle
@@ -384,13 +410,10 @@ pub async fn wait_for(
                     .bind(names)
                     .fetch_all(pool)
                     .await?;
-            let passed = rows.len() == names.len()
-                && rows.iter().all(|(tx, pos)| {
-                    Cursor {
-                        tx_id: tx.parse().unwrap_or(0),
-                        position: *pos,
-                    } >= target
-                });
+            let mut passed = rows.len() == names.len();
+            for (tx, position) in &rows {
+                passed &= cursor_of(tx, *position)? >= target;
+            }
             if passed {
                 return Ok(true);
             }

@@ -19,11 +19,10 @@ use crate::status::Status;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use oo_commands::cursor::Cursor;
-use oo_commands::store::{StoredEvent, read_after};
-use oo_proto::pb;
-use prost::Message;
+use oo_commands::store::{StoredEvent, cursor_of, read_after};
 use sqlx::PgPool;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The relay's row in `checkpoints`.
 pub const CHECKPOINT: &str = "nats_relay";
@@ -96,9 +95,32 @@ pub fn subject(e: &StoredEvent) -> String {
     )
 }
 
-/// The wire form of a stored event: public fields as stored (personal ones read "[sealed]"), and
-/// the sealed envelope as it is.
-pub fn envelope(e: &StoredEvent) -> Result<pb::EventEnvelope, RelayError> {
+/// The wire form of a stored event: public fields as stored (personal ones read
+/// [`oo_domain::personal::SEALED`]) and the sealed envelope as it is. An event whose payload
+/// this build cannot decode travels without one (`Err` says why, beside its bytes).
+pub fn envelope(e: &StoredEvent) -> (Vec<u8>, Result<(), RelayError>) {
+    let fields = oo_proto::Envelope {
+        event_id: e.event_id,
+        aggregate_type: &e.aggregate_type,
+        aggregate_id: &e.aggregate_id,
+        sequence: e.sequence,
+        position: e.cursor.encode(),
+        event_type: &e.event_type,
+        schema_version: e.schema_version,
+        user_id: e.user_id,
+        occurred_at: e.occurred_at,
+        recorded_at: e.recorded_at,
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id,
+    };
+    match typed(e) {
+        Ok((event, sealed)) => (oo_proto::encode_envelope(&fields, Some(&event), sealed), Ok(())),
+        Err(err) => (oo_proto::encode_envelope(&fields, None, None), Err(err)),
+    }
+}
+
+/// A stored event's payload as a domain event, and its sealed fields.
+fn typed(e: &StoredEvent) -> Result<(oo_proto::DomainEvent, Option<oo_proto::SealedFields>), RelayError> {
     let bad = |m: String| RelayError::Encode(e.event_id, m);
     let event = match e.aggregate_type.as_str() {
         "user" => oo_proto::DomainEvent::User(e.decode().map_err(|x| bad(x.to_string()))?),
@@ -109,39 +131,15 @@ pub fn envelope(e: &StoredEvent) -> Result<pb::EventEnvelope, RelayError> {
     let sealed = match &e.sealed {
         Some(bytes) => {
             let s = oo_commands::sealing::Sealed::from_bytes(bytes).map_err(|x| bad(x.to_string()))?;
-            Some(pb::Sealed {
-                key_id: s.key_id.to_string(),
+            Some(oo_proto::SealedFields {
+                key_id: s.key_id,
                 nonce: s.nonce.to_vec(),
                 ciphertext: s.ciphertext,
             })
         }
         None => None,
     };
-    Ok(pb::EventEnvelope {
-        sealed,
-        payload: Some(oo_proto::payload_of(&event)),
-        ..bare_envelope(e)
-    })
-}
-
-/// The envelope of an event whose payload cannot be decoded: every envelope field, no payload.
-fn bare_envelope(e: &StoredEvent) -> pb::EventEnvelope {
-    pb::EventEnvelope {
-        event_id: e.event_id.to_string(),
-        aggregate_type: e.aggregate_type.clone(),
-        aggregate_id: e.aggregate_id.clone(),
-        sequence: e.sequence as u64,
-        position: e.cursor.encode(),
-        event_type: e.event_type.clone(),
-        schema_version: e.schema_version as u32,
-        user_id: e.user_id.to_string(),
-        occurred_at_us: e.occurred_at.timestamp_micros(),
-        recorded_at_us: e.recorded_at.timestamp_micros(),
-        correlation_id: e.correlation_id.to_string(),
-        causation_id: e.causation_id.map(|c| c.to_string()).unwrap_or_default(),
-        sealed: None,
-        payload: None,
-    }
+    Ok((event, sealed))
 }
 
 /// Creates or updates the stream.
@@ -168,10 +166,7 @@ async fn checkpoint(pool: &PgPool) -> Result<Cursor, sqlx::Error> {
         .bind(CHECKPOINT)
         .fetch_one(pool)
         .await?;
-    Ok(Cursor {
-        tx_id: tx.parse().unwrap_or(0),
-        position,
-    })
+    cursor_of(&tx, position)
 }
 
 async fn set_checkpoint(pool: &PgPool, cursor: Cursor, applied: i64) -> Result<(), sqlx::Error> {
@@ -212,10 +207,7 @@ pub async fn reconcile(pool: &PgPool, stream: &mut stream::Stream) -> Result<Opt
                     .await?;
             match row {
                 Some((tx, position)) => {
-                    let c = Cursor {
-                        tx_id: tx.parse().unwrap_or(0),
-                        position,
-                    };
+                    let c = cursor_of(&tx, position)?;
                     (c, 1 + oo_commands::store::count_before(pool, c).await?)
                 }
                 None => (Cursor::START, 0),
@@ -255,11 +247,12 @@ async fn step(
     for e in &events {
         // An event this build cannot decode still travels, in its place, without a typed
         // payload (consumers see `Oo-Undecodable`), so one bad event never stops the stream.
-        let (body, undecodable) = match envelope(e) {
-            Ok(env) => (env.encode_to_vec(), false),
+        let (body, encoded) = envelope(e);
+        let undecodable = match encoded {
+            Ok(()) => false,
             Err(err) => {
                 tracing::error!(event_id = %e.event_id, error = %err, "relay: event cannot be encoded; relayed without payload");
-                (bare_envelope(e).encode_to_vec(), true)
+                true
             }
         };
         let mut headers = HeaderMap::new();
@@ -292,14 +285,25 @@ async fn step(
 
 /// Runs the relay until aborted: connects (retrying), reconciles, publishes, and reconciles again
 /// after any failure. Appends keep working while NATS is down; the relay catches up after.
-pub async fn run(pool: PgPool, config: RelayConfig, appended: std::sync::Arc<tokio::sync::Notify>, status: Status) {
+pub async fn run(
+    pool: PgPool,
+    config: RelayConfig,
+    appended: std::sync::Arc<tokio::sync::Notify>,
+    status: Status,
+    shutdown: CancellationToken,
+) {
     if let Err(e) = crate::projector::ensure_checkpoint(&pool, CHECKPOINT).await {
         tracing::error!(error = %e, "relay: no checkpoint");
         return;
     }
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(&pool, &config, &appended, &status).await {
+        // Stopped between steps: a publish under way is acknowledged or re-published next time.
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = session(&pool, &config, &appended, &status) => outcome,
+        };
+        match outcome {
             Ok(()) => return,
             Err(e) => {
                 status.set_relay_up(false);
@@ -309,7 +313,10 @@ pub async fn run(pool: PgPool, config: RelayConfig, appended: std::sync::Arc<tok
                     .bind(e.to_string())
                     .execute(&pool)
                     .await;
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }

@@ -1,7 +1,7 @@
 //! `reward_pending`: served tips whose reward is not settled yet — when each was served, which
 //! todo it showed, whether it was snoozed, and when that todo was completed within the settle
-//! window. The reward join (`oo_commands::reward_join`) settles timeouts and completions from it;
-//! this projection only records, it never appends.
+//! window. The reward join (`oo_commands::reward_join`) settles timeouts and completions from
+//! what [`due`] reads of it; this projection only records, it never appends.
 //!
 //! Batches are folded: the tips served in a batch are inserted in one statement with what the same
 //! batch says of them (a tip served and settled within one batch is never written); snoozes,
@@ -10,16 +10,42 @@
 use crate::{ApplyError, Projection, decode, decode_shared};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use oo_commands::reward_join::DueTip;
 use oo_commands::store::StoredEvent;
+use oo_domain::ids::TipId;
 use oo_domain::reward::Reaction;
 use oo_domain::signal::SignalData;
 use oo_domain::signals::SignalsEvent;
 use oo_domain::tip::{CandidateKind, SETTLE_WINDOW, TipEvent};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 pub struct RewardPending;
+
+/// The tips the reward join has to settle at `now` (at most `limit`, oldest first): those whose
+/// settle window is over, and snoozed todos completed since.
+pub async fn due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueTip>, sqlx::Error> {
+    /// tip_id, served_at, snoozed, completed_at.
+    type DueRow = (Uuid, DateTime<Utc>, bool, Option<DateTime<Utc>>);
+    let rows: Vec<DueRow> = sqlx::query_as(
+        "SELECT tip_id, served_at, snoozed, completed_at FROM reward_pending \
+         WHERE served_at <= $1 OR (snoozed AND completed_at IS NOT NULL) ORDER BY served_at, tip_id LIMIT $2",
+    )
+    .bind(now - SETTLE_WINDOW)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tip_id, served_at, snoozed, completed_at)| DueTip {
+            tip_id: TipId::from_uuid(tip_id),
+            served_at,
+            snoozed,
+            completed_at,
+        })
+        .collect())
+}
 
 /// A row of `reward_pending`, as a batch builds it.
 struct Row {

@@ -11,6 +11,8 @@
 //! - [`pb`]: the types prost-build generates from the `.proto` files (see `build.rs`).
 //! - [`DomainEvent`], [`payload_of`], [`event_from_payload`], [`event_from_envelope`]: any event
 //!   to and from the payload of an [`pb::EventEnvelope`].
+//! - [`Envelope`], [`encode_envelope`], [`decode_envelope`]: a stored event's envelope as bytes
+//!   on the wire, and back.
 //! - [`DecodeError`]: why a message is not a valid event.
 //!
 //! # Wire conventions
@@ -19,7 +21,7 @@
 //! enums start with an `*_UNSPECIFIED` zero value, which never decodes.
 //!
 //! # Sealed fields
-//! In exported and relayed envelopes the payload's personal fields hold [`SEALED_PLACEHOLDER`]
+//! In exported and relayed envelopes the payload's personal fields hold [`oo_domain::personal::SEALED`]
 //! and their real values travel only inside [`pb::EventEnvelope::sealed`]. Decode a payload into
 //! a domain event only after putting the real values back: the placeholder is a valid [`Text`]
 //! but not a valid [`Email`], so a still-sealed `UserRegistered` is refused.
@@ -42,9 +44,6 @@ pub mod pb {
 
 use pb::event_envelope::Payload;
 use pb::signal_recorded::Data;
-
-/// The text personal fields hold in exported and relayed envelopes.
-pub const SEALED_PLACEHOLDER: &str = "[sealed]";
 
 /// Any event of any aggregate.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +94,69 @@ pub enum DecodeError {
     InvalidSignalId(#[from] InvalidSignalId),
     #[error("email: {0}")]
     InvalidEmail(#[from] InvalidEmail),
+    #[error("not a protobuf event envelope")]
+    Wire(#[source] prost::DecodeError),
+}
+
+/// A stored event's envelope fields, as [`encode_envelope`] puts them on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<'a> {
+    pub event_id: Uuid,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    /// The opaque position in the log's global order.
+    pub position: String,
+    pub event_type: &'a str,
+    pub schema_version: i32,
+    pub user_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+}
+
+/// An event's sealed personal fields, as they travel: the key they are sealed under, the nonce
+/// and the ciphertext, untouched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedFields {
+    pub key_id: Uuid,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// The protobuf bytes of an event's envelope: its fields, its public payload (`None` for an
+/// event this build cannot decode, which still travels without one) and its sealed fields.
+pub fn encode_envelope(envelope: &Envelope<'_>, event: Option<&DomainEvent>, sealed: Option<SealedFields>) -> Vec<u8> {
+    use prost::Message;
+    pb::EventEnvelope {
+        event_id: envelope.event_id.to_string(),
+        aggregate_type: envelope.aggregate_type.to_owned(),
+        aggregate_id: envelope.aggregate_id.to_owned(),
+        sequence: envelope.sequence as u64,
+        position: envelope.position.clone(),
+        event_type: envelope.event_type.to_owned(),
+        schema_version: envelope.schema_version as u32,
+        user_id: envelope.user_id.to_string(),
+        occurred_at_us: envelope.occurred_at.timestamp_micros(),
+        recorded_at_us: envelope.recorded_at.timestamp_micros(),
+        correlation_id: envelope.correlation_id.to_string(),
+        causation_id: envelope.causation_id.map(|c| c.to_string()).unwrap_or_default(),
+        sealed: sealed.map(|s| pb::Sealed {
+            key_id: s.key_id.to_string(),
+            nonce: s.nonce,
+            ciphertext: s.ciphertext,
+        }),
+        payload: event.map(payload_of),
+    }
+    .encode_to_vec()
+}
+
+/// An envelope from its protobuf bytes (its payload still to be decoded with
+/// [`event_from_envelope`]).
+pub fn decode_envelope(bytes: &[u8]) -> Result<pb::EventEnvelope, DecodeError> {
+    use prost::Message;
+    pb::EventEnvelope::decode(bytes).map_err(DecodeError::Wire)
 }
 
 /// The envelope payload of an event.
@@ -1148,7 +1210,7 @@ mod tests {
             email: email.into(),
             registered_at_us: 0,
         };
-        for marker in [SEALED_PLACEHOLDER, "[redacted]"] {
+        for marker in [oo_domain::personal::SEALED, oo_domain::personal::REDACTED] {
             let Ok(DomainEvent::User(UserEvent::UserRegistered { email, .. })) =
                 event_from_payload(Payload::UserRegistered(registered(marker)))
             else {
@@ -1162,7 +1224,7 @@ mod tests {
         ));
         let mut m = task_message();
         m.data = Some(Data::Habit(pb::HabitSignal {
-            name: SEALED_PLACEHOLDER.into(),
+            name: oo_domain::personal::SEALED.into(),
             done: true,
         }));
         assert!(decode_signal(m).is_ok());

@@ -100,7 +100,7 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
         None => 0,
     };
     out.push(ProjectionView {
-        name: crate::REWARD_JOIN.into(),
+        name: crate::jobs::REWARD_JOIN.into(),
         kind: "consumer",
         position: join.position.map(|c| c.encode()),
         lag_events: lag,

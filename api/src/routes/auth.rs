@@ -44,12 +44,12 @@ pub async fn dev_login(State(state): State<AppState>, headers: HeaderMap, body: 
     let req: DevLoginRequest = json::parse(&headers, &body)?;
     let email = Email::parse(&req.email).map_err(|e| ApiError::invalid_value(format!("email: {e}")))?;
     let meta = Meta::new(Utc::now());
-    let (user_id, _) = oo_commands::identity::find_or_register(&state.store, &state.vault, &email, meta)
+    let (user_id, _) = oo_commands::identity::find_or_register(&state.write.store, &state.write.vault, &email, meta)
         .await
         .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
     record_consent(&state, user_id, meta).await?;
     let ttl = Duration::hours(state.config.session_ttl_hours);
-    let session = oo_commands::identity::start_session(&state.users, &state.pool, user_id, ttl, meta)
+    let session = oo_commands::identity::start_session(&state.write.users, &state.pool, user_id, ttl, meta)
         .await
         .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
     let position = crate::routes::health::head_or(&state, session.cursor).await?;
@@ -72,9 +72,10 @@ pub struct LogoutResponse {
     responses((status = 200, body = LogoutResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     let meta = Meta::new(Utc::now());
-    let cursor = oo_commands::identity::revoke_session(&state.users, &state.pool, user.user_id, user.session_id, meta)
-        .await
-        .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    let cursor =
+        oo_commands::identity::revoke_session(&state.write.users, &state.pool, user.user_id, user.session_id, meta)
+            .await
+            .map_err(|e| command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
     let position = crate::routes::health::head_or(&state, cursor).await?;
     let cookie = session_cookie("", 0, state.cookie_secure)?;
     Ok((
@@ -135,6 +136,7 @@ pub async fn record_consent(state: &AppState, user_id: oo_domain::ids::UserId, m
         at: meta.now,
     };
     state
+        .write
         .users
         .execute(&user_id.to_string(), command, meta)
         .await

@@ -56,6 +56,7 @@ pub async fn feedback(
         at: now,
     };
     let executed = state
+        .write
         .tips
         .execute(&tip_id.to_string(), command, Meta::new(now))
         .await

@@ -131,6 +131,6 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
 pub(crate) async fn head_or(state: &AppState, written: Option<Cursor>) -> Result<String, ApiError> {
     Ok(match written {
         Some(c) => c.encode(),
-        None => state.store.head().await?.encode(),
+        None => state.write.store.head().await?.encode(),
     })
 }

@@ -36,6 +36,7 @@ pub struct Me {
 pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Me>, ApiError> {
     let id = user.user_id.to_string();
     let loaded = state
+        .write
         .users
         .load(&id)
         .await
@@ -44,7 +45,7 @@ pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json
     let first = oo_commands::store::read_event(&state.pool, "user", &id, 1)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let key = state.vault.key_for(user.user_id).await?;
+    let key = state.write.vault.key_for(user.user_id).await?;
     let payload = open_payload(key.as_ref(), &first).map_err(ApiError::internal)?;
     let UserEvent::UserRegistered {
         email, registered_at, ..
@@ -89,12 +90,13 @@ pub struct DeletedResponse {
 pub async fn delete_me(State(state): State<AppState>, user: CurrentUser) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let meta = oo_commands::aggregate::Meta::new(Utc::now());
-    let cursor = oo_commands::identity::delete_user(&state.users, &state.vault, &state.pool, user.user_id, meta)
-        .await
-        .map_err(|e| crate::error::command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    let cursor =
+        oo_commands::identity::delete_user(&state.write.users, &state.write.vault, &state.pool, user.user_id, meta)
+            .await
+            .map_err(|e| crate::error::command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
     let target = match cursor {
         Some(c) => c,
-        None => state.store.head().await?,
+        None => state.write.store.head().await?,
     };
     let complete = oo_projections::projector::wait_for(
         &state.pool,
@@ -158,7 +160,7 @@ pub struct Export {
     responses((status = 200, body = Export), (status = 401, body = crate::error::Problem)))]
 pub async fn export(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Export>, ApiError> {
     let uid = user.user_id.as_uuid();
-    let key = state.vault.key_for(user.user_id).await?;
+    let key = state.write.vault.key_for(user.user_id).await?;
     let mut conn = state.pool.acquire().await?;
     let stored = oo_commands::store::read_user_events(&mut conn, uid).await?;
     let mut events = Vec::with_capacity(stored.len());

@@ -1,11 +1,15 @@
-//! `POST /recommend`: one tip, now. Parses the request and hands it to the
-//! [`Recommender`](crate::recommender::Recommender), which gathers the candidates, scores them,
-//! draws one with a logged seed and appends `TipServed` (durably) before this answers.
+//! `POST /recommend`: one tip, now. Parses the request, then four calls: the projections read
+//! the person's candidates and context ([`DecisionReader::prepare`]) and the population's prior,
+//! the policies decide with a fresh seed ([`Policies::decide`]), and the command side appends
+//! `TipServed` (durably) and opens the text to show ([`oo_commands::serving::serve`]) before
+//! this answers.
+//!
+//! [`DecisionReader::prepare`]: oo_projections::deciding::DecisionReader::prepare
+//! [`Policies::decide`]: oo_domain::decision::Policies::decide
 
 use crate::auth::{CurrentUser, SessionToken};
-use crate::error::ApiError;
+use crate::error::{ApiError, command_error};
 use crate::json;
-use crate::recommender::{Overrides, Person};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -14,8 +18,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use oo_commands::cursor::Cursor;
+use oo_domain::decision::{Overrides, parse_time_zone};
 use oo_domain::signal::Place;
 use oo_domain::tip::CandidateKind;
+use oo_projections::deciding::Person;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -103,7 +109,7 @@ fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Asked, ApiError> {
         .time_zone
         .as_deref()
         .map(|s| {
-            crate::recommender::parse_time_zone(s)
+            parse_time_zone(s)
                 .ok_or_else(|| ApiError::invalid_value("context.time_zone: must be an IANA time zone name"))
         })
         .transpose()?;
@@ -132,7 +138,7 @@ pub async fn recommend(
     let started = Instant::now();
     let asked = parse(&headers, &body);
     let now = Utc::now();
-    let recommender = &state.recommender;
+    let reader = &state.reader;
     let (prepared, min_position) = match asked {
         // A bad body is refused after the session and the rate limit (401 and 429 come first),
         // without reading the person.
@@ -155,7 +161,7 @@ pub async fn recommend(
                 MAX_WAIT,
             )
             .await?;
-            let prepared = recommender
+            let prepared = reader
                 .prepare(&state.pool, Person::Known(user.user_id), overrides, now)
                 .await?
                 .ok_or_else(ApiError::unauthorized)?;
@@ -166,7 +172,7 @@ pub async fn recommend(
             overrides,
         }) => {
             // The common case: the session is checked by the query that reads the person.
-            let prepared = recommender
+            let prepared = reader
                 .prepare(&state.pool, Person::Session(&token.0), overrides, now)
                 .await?
                 .ok_or_else(ApiError::unauthorized)?;
@@ -175,10 +181,11 @@ pub async fn recommend(
         }
     };
     let stale = min_position.is_some_and(|reached| !reached);
-    let prior = recommender.prior(&state.pool).await?;
-    let seed = rand::rngs::OsRng.next_u64();
-    let decided = recommender.decide(&prepared, &prior, seed);
-    let served = recommender.serve(prepared, decided, &state.tips, &state.vault).await?;
+    let prior = reader.prior(&state.pool).await?;
+    let decided = state.policies.decide(&prepared, &prior, rand::rngs::OsRng.next_u64());
+    let served = oo_commands::serving::serve(&state.write.tips, &state.write.vault, prepared, decided)
+        .await
+        .map_err(|e| command_error(e, ApiError::internal))?;
     state
         .metrics
         .observe_command("serve_tip", started.elapsed().as_secs_f64());
@@ -195,7 +202,7 @@ pub async fn recommend(
         source: served.source,
         deep_link: served.deep_link,
         meta: TipMeta {
-            policy: recommender.policy.name().to_owned(),
+            policy: served.policy,
             score: served.score,
             propensity: served.propensity,
         },

@@ -175,7 +175,7 @@ pub fn parse_signal(i: usize, dto: &SignalDto) -> Result<NewSignal, ApiError> {
                 time_zone: d
                     .time_zone
                     .as_deref()
-                    .map(|tz| match crate::recommender::parse_time_zone(tz) {
+                    .map(|tz| match oo_domain::decision::parse_time_zone(tz) {
                         Some(_) => TimeZoneName::parse(tz),
                         None => Err(InvalidField {
                             field: "time_zone",
@@ -219,6 +219,7 @@ pub async fn post_signals(
         .collect::<Result<Vec<_>, _>>()?;
     let total = signals.len();
     let executed = state
+        .write
         .signals
         .record(user.user_id, signals, Meta::new(Utc::now()))
         .await

@@ -239,11 +239,11 @@ async fn connections_get_our_session_settings_unless_the_url_says_otherwise() {
         let sql = format!("SHOW {name}");
         sqlx::query_scalar(&sql).fetch_one(pool).await.expect("shown")
     }
-    for (name, value) in oo_api::SESSION_SETTINGS {
+    for (name, value) in oo_commands::db::SESSION_SETTINGS {
         assert_eq!(show(&pool, name).await, value, "{name}");
     }
     let own = format!("{url}?options=-c%20backend_flush_after%3D64kB");
-    let options = oo_api::connect_options(&own).expect("a URL");
+    let options = oo_commands::db::connect_options(&own).expect("a URL");
     let other = sqlx::PgPool::connect_with(options).await.expect("connected");
     assert_eq!(show(&other, "backend_flush_after").await, "64kB");
     assert_eq!(

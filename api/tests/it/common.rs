@@ -4,11 +4,15 @@
 #![allow(dead_code)]
 
 use oo_api::config::{DbConfig, ServeConfig};
+pub use oo_commands::WriteSide;
+use oo_commands::store::WriterConfig;
+use oo_commands::vault::MasterKey;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::path::PathBuf;
 use std::process::Command;
+pub use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -33,7 +37,7 @@ pub async fn fresh_db(server: &str) -> (String, PgPool) {
         data_dir: temp_dir("oo-data"),
         master_key: None,
     };
-    let pool = oo_api::connect_and_migrate(&db).await.expect("fresh database");
+    let pool = db.connect().await.expect("fresh database");
     (url, pool)
 }
 
@@ -361,6 +365,28 @@ impl Drop for PrivateCluster {
     }
 }
 
+/// The write side (store writer, vault, repositories) on `pool`, under a fresh master key.
+pub async fn write_side(pool: &PgPool) -> WriteSide {
+    write_side_with(pool, MasterKey::generate()).await
+}
+
+/// The write side on `pool` under `master` (another process's view of a server's database).
+pub async fn write_side_with(pool: &PgPool, master: MasterKey) -> WriteSide {
+    WriteSide::start(pool.clone(), master, WriterConfig::default())
+        .await
+        .expect("the write side starts")
+}
+
+/// Starts the projector over `store`'s log, reporting to `status` (stopped by aborting it).
+pub async fn spawn_projectors(
+    store: &oo_commands::store::EventStore,
+    status: &oo_projections::status::Status,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    oo_projections::projector::spawn_all(store, oo_projections::all(), status.clone(), CancellationToken::new())
+        .await
+        .expect("the projector starts")
+}
+
 /// A table's rows as JSON text, in a stable order (to compare projections).
 pub async fn table_rows(pool: &PgPool, table: &str) -> Vec<String> {
     sqlx::query_scalar(&format!("SELECT to_jsonb(t)::text AS r FROM {table} t ORDER BY r"))
@@ -382,7 +408,7 @@ pub async fn projection_tables(pool: &PgPool) -> Vec<(String, Vec<String>)> {
 
 /// Waits until every projection has reached the head of the log.
 pub async fn wait_caught_up(pool: &PgPool) {
-    let ok = oo_api::wait_for_head(
+    let ok = oo_projections::projector::wait_for_head(
         pool,
         &oo_projections::status::Status::default(),
         std::time::Duration::from_secs(30),

@@ -4,10 +4,9 @@
 
 use crate::common::*;
 use chrono::Utc;
-use oo_commands::aggregate::{Meta, Repository};
-use oo_commands::store::{EventStore, WriterConfig};
-use oo_commands::vault::{MasterKey, Vault};
-use oo_domain::user::{User, UserCommand};
+use oo_commands::aggregate::Meta;
+use oo_commands::vault::MasterKey;
+use oo_domain::user::UserCommand;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -212,9 +211,7 @@ async fn a_deletion_interrupted_by_a_crash_completes_when_the_server_starts() {
 
     // The process died right after recording the request: nothing else happened.
     let (master, _) = MasterKey::load(None, &app.data_dir).expect("the app's master key");
-    let store = EventStore::start(app.pool.clone(), WriterConfig::default());
-    let vault = Vault::open(app.pool.clone(), master).await.expect("vault");
-    let users: Repository<User> = Repository::new(store, vault);
+    let users = write_side_with(&app.pool, master).await.users;
     users
         .execute(
             &user_id,
@@ -252,11 +249,16 @@ async fn another_process_drops_a_deleted_users_cached_key() {
     let user = oo_domain::ids::UserId::from_uuid(user_id.parse().expect("uuid"));
     // "Another process": its own vault over the same database, with the key cached.
     let (master, _) = MasterKey::load(None, &app.data_dir).expect("master key");
-    let vault = Vault::open(app.pool.clone(), master).await.expect("vault");
+    let vault = write_side_with(&app.pool, master).await.vault;
     assert!(vault.key_for(user).await.expect("key").is_some());
     let from = oo_commands::store::head(&app.pool).await.expect("head");
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
-    let follower = tokio::spawn(oo_commands::vault::follow_shredding(vault.clone(), notify, from));
+    let follower = tokio::spawn(oo_commands::vault::follow_shredding(
+        vault.clone(),
+        notify,
+        from,
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let r = app.send(Method::DELETE, "/me", Some(&token), None).await;
     assert_eq!(r.status, StatusCode::OK);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -6,7 +6,7 @@ use crate::common::*;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use oo_commands::aggregate::{Meta, prepare_event};
-use oo_commands::store::{AppendRequest, EventStore, Expected, StoredEvent, WriterConfig};
+use oo_commands::store::{AppendRequest, Expected, StoredEvent};
 use oo_domain::ids::{SignalId, UserId};
 use oo_domain::signal::{MoodScore, SignalData};
 use oo_domain::signals::SignalsEvent;
@@ -74,7 +74,7 @@ async fn an_event_committed_late_is_applied_exactly_once() {
         .await
         .expect("witness table");
     ensure_checkpoint(&pool, "witness").await.expect("checkpoint");
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
+    let store = write_side(&pool).await.store;
 
     // A writer takes a position first and holds its transaction open.
     let held_user = UserId::from_uuid(Uuid::new_v4());
@@ -139,7 +139,7 @@ async fn an_event_committed_late_is_applied_exactly_once() {
 async fn transaction_ids_order_as_numbers_across_digit_boundaries() {
     let cluster = PrivateCluster::start();
     let (_, pool) = fresh_db(&cluster.url).await;
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
+    let store = write_side(&pool).await.store;
     let first = store
         .append(request(UserId::from_uuid(Uuid::new_v4()), 1))
         .await

@@ -4,8 +4,6 @@
 use crate::common::*;
 use chrono::Utc;
 use oo_commands::aggregate::{Meta, Repository};
-use oo_commands::store::{EventStore, WriterConfig};
-use oo_commands::vault::{MasterKey, Vault};
 use oo_domain::ids::{SignalId, UserId};
 use oo_domain::signal::{ExternalId, MoodScore, Place, Priority, SignalData, TaskSource, Text};
 use oo_domain::signals::{NewSignal, Signals};
@@ -174,9 +172,12 @@ async fn assert_applied_once_and_equal_to_a_rebuild(pool: &sqlx::PgPool, status:
 #[tokio::test]
 async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
     let (_, pool) = fresh_db(&server_url()).await;
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
-    let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
-    let repo: Repository<Signals> = Repository::new(store.clone(), vault.clone());
+    let WriteSide {
+        store,
+        vault,
+        signals: repo,
+        ..
+    } = write_side(&pool).await;
     let mut users = vec![];
     for u in 0..4 {
         let email = Email::parse(&format!("k{u}@example.org")).expect("email");
@@ -203,10 +204,7 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut kills = 0;
     while !writer.is_finished() || kills < 30 {
-        let handles =
-            oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
-                .await
-                .expect("spawn");
+        let handles = spawn_projectors(&store, &status).await;
         tokio::time::sleep(Duration::from_micros(rng.gen_range(200..4000))).await;
         for h in &handles {
             h.abort();
@@ -217,10 +215,7 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
         kills += 1;
     }
     writer.await.expect("writer");
-    let handles =
-        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
-            .await
-            .expect("spawn");
+    let handles = spawn_projectors(&store, &status).await;
     wait_caught_up(&pool).await;
     for h in &handles {
         h.abort();
@@ -234,9 +229,12 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
     let (_, pool) = fresh_db(&server_url()).await;
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
-    let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
-    let repo: Repository<Signals> = Repository::new(store.clone(), vault.clone());
+    let WriteSide {
+        store,
+        vault,
+        signals: repo,
+        ..
+    } = write_side(&pool).await;
     let email = Email::parse("apart@example.org").expect("email");
     let (user, _) = oo_commands::identity::find_or_register(&store, &vault, &email, Meta::new(Utc::now()))
         .await
@@ -270,10 +268,7 @@ async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
         > 0
     {}
     let status = Status::default();
-    let handles =
-        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
-            .await
-            .expect("spawn");
+    let handles = spawn_projectors(&store, &status).await;
     wait_caught_up(&pool).await;
     for h in &handles {
         h.abort();
@@ -284,10 +279,13 @@ async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
 #[tokio::test]
 async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
     let (_, pool) = fresh_db(&server_url()).await;
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
-    let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
-    let repo: Repository<Signals> = Repository::new(store.clone(), vault.clone());
-    let tips: Repository<Tip> = Repository::new(store.clone(), vault.clone());
+    let WriteSide {
+        store,
+        vault,
+        signals: repo,
+        tips,
+        ..
+    } = write_side(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut registered = vec![];
     for u in 0..3 {

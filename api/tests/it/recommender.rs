@@ -5,8 +5,8 @@
 use crate::common::*;
 use chrono::{DateTime, Duration, Utc};
 use oo_commands::aggregate::{Meta, Repository};
-use oo_commands::store::{EventStore, WriterConfig};
-use oo_commands::vault::{MasterKey, Vault};
+use oo_commands::store::EventStore;
+use oo_commands::vault::Vault;
 use oo_domain::features::{CANDIDATE_DIM, CONTEXT_DIM, FEATURE_VERSION};
 use oo_domain::ids::{SignalId, TipId, UserId};
 use oo_domain::reward::Reaction;
@@ -527,22 +527,36 @@ struct Parts {
 
 async fn parts() -> Parts {
     let (_, pool) = fresh_db(&server_url()).await;
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
-    let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
+    let WriteSide {
+        store,
+        vault,
+        signals,
+        tips,
+        ..
+    } = write_side(&pool).await;
     let status = Status::default();
-    let projectors =
-        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
-            .await
-            .expect("projectors");
+    let projectors = spawn_projectors(&store, &status).await;
     Parts {
         projectors,
-        tips: Repository::new(store.clone(), vault.clone()),
-        signals: Repository::new(store.clone(), vault.clone()),
+        tips,
+        signals,
         pool,
         store,
         vault,
         status,
     }
+}
+
+/// The reward join's rules applied to what `reward_pending` says is due at `now`.
+async fn settle_due(
+    p: &Parts,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<oo_commands::reward_join::Settled, oo_commands::aggregate::CommandError<oo_domain::tip::TipError>> {
+    let due = oo_projections::reward_pending::due(&p.pool, now, limit)
+        .await
+        .expect("due tips");
+    oo_commands::reward_join::settle(&p.tips, &due, now).await
 }
 
 async fn user(p: &Parts, email: &str) -> UserId {
@@ -574,24 +588,17 @@ async fn the_reward_join_settles_every_tip_exactly_once() {
 
     // Now: only the completion within the window settles; "e" is past its window already.
     let now = Utc::now();
-    let s = oo_commands::reward_join::settle_due(&p.pool, &p.tips, now, 100)
-        .await
-        .expect("settle");
+    let s = settle_due(&p, now, 100).await.expect("settle");
     assert_eq!((s.completions, s.timeouts), (1, 1), "b by completion, e by timeout");
     wait_caught_up(&p.pool).await;
     // A day later: the rest time out. Two joins at once (a second process, a retry after a
     // crash) settle nothing twice.
     let later = now + Duration::hours(25);
-    let (a, b) = tokio::join!(
-        oo_commands::reward_join::settle_due(&p.pool, &p.tips, later, 100),
-        oo_commands::reward_join::settle_due(&p.pool, &p.tips, later, 100),
-    );
+    let (a, b) = tokio::join!(settle_due(&p, later, 100), settle_due(&p, later, 100),);
     let (a, b) = (a.expect("join a"), b.expect("join b"));
     assert_eq!(a.timeouts + b.timeouts, 2, "ignored and snoozed_only, once each");
     wait_caught_up(&p.pool).await;
-    let again = oo_commands::reward_join::settle_due(&p.pool, &p.tips, later + Duration::hours(1), 100)
-        .await
-        .expect("settle");
+    let again = settle_due(&p, later + Duration::hours(1), 100).await.expect("settle");
     assert_eq!((again.completions, again.timeouts), (0, 0));
     // A reaction after settlement is recorded and settles nothing.
     react(&p.tips, alice, ignored, Reaction::Done, later).await;
@@ -638,22 +645,15 @@ async fn the_reward_join_waits_for_a_completion_the_projector_has_not_applied_ye
     complete(&p.signals, alice, "late-sync", t0 + Duration::hours(2)).await;
 
     let wait = std::time::Duration::from_millis(300);
-    let pass = oo_api::settle_rewards(&p.pool, &p.status, &p.tips, 100, wait)
+    let pass = oo_api::jobs::settle_rewards(&p.pool, &p.status, &p.tips, 100, wait)
         .await
         .expect("pass");
     assert_eq!(pass, None, "a pass on a projection behind the log settles nothing");
     assert!(rewards(&p.pool).await.is_empty(), "nothing settled as a timeout");
 
     let status = Status::default();
-    oo_projections::projector::spawn_all(
-        p.pool.clone(),
-        oo_projections::all(),
-        p.store.appended(),
-        status.clone(),
-    )
-    .await
-    .expect("projectors");
-    let pass = oo_api::settle_rewards(&p.pool, &status, &p.tips, 100, std::time::Duration::from_secs(30))
+    spawn_projectors(&p.store, &status).await;
+    let pass = oo_api::jobs::settle_rewards(&p.pool, &status, &p.tips, 100, std::time::Duration::from_secs(30))
         .await
         .expect("pass")
         .expect("caught up");
@@ -825,23 +825,18 @@ async fn oo_simulate_prints_the_json_of_design_section_11_between_random_and_the
 #[tokio::test]
 async fn the_simulator_learns_and_a_seed_reproduces_its_run() {
     let (url, _pool) = fresh_db(&server_url()).await;
-    let args = |users, days, policies: &str| oo_api::simulate::SimulateArgs {
-        db: oo_api::config::DbConfig {
-            database_url: url.clone(),
-            db_pool: 8,
-            data_dir: temp_dir("oo-sim"),
-            master_key: None,
-        },
+    let args = |users, days, policies: &str| oo_replay::simulate::SimulateArgs {
+        database_url: url.clone(),
+        db_pool: 8,
         users,
         days,
         seed: 7,
         policies: policies.into(),
-        json: true,
         plot: None,
         reset: true,
         concurrency: 32,
     };
-    let report = oo_api::simulate::run(args(30, 7, "random,linucb"))
+    let report = oo_replay::simulate::run(args(30, 7, "random,linucb"))
         .await
         .expect("simulated");
     let (random, linucb, oracle) = (
@@ -860,9 +855,9 @@ async fn the_simulator_learns_and_a_seed_reproduces_its_run() {
         random.last_week_mean_reward
     );
     // The same seed, the same run (decisions, reactions, rewards), whatever the interleaving.
-    let a = oo_api::simulate::run(args(8, 2, "linucb")).await.expect("first");
-    let b = oo_api::simulate::run(args(8, 2, "linucb")).await.expect("second");
+    let a = oo_replay::simulate::run(args(8, 2, "linucb")).await.expect("first");
+    let b = oo_replay::simulate::run(args(8, 2, "linucb")).await.expect("second");
     assert_eq!(a, b);
-    assert!(!oo_api::simulate::table(&a).is_empty());
-    assert!(oo_api::simulate::plot(&report).starts_with("<svg"));
+    assert!(!oo_replay::simulate::table(&a).is_empty());
+    assert!(oo_replay::simulate::plot(&report).starts_with("<svg"));
 }

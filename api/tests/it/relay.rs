@@ -2,7 +2,6 @@
 //! order, across a NATS outage (a killed server that may have lost what it had not synced).
 
 use crate::common::*;
-use prost::Message;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -100,7 +99,7 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
         last.headers.get("Oo-Event-Type").map(|v| v.as_str()),
         Some("SignalRecorded")
     );
-    let envelope = oo_proto::pb::EventEnvelope::decode(last.payload.as_ref()).expect("protobuf");
+    let envelope = oo_proto::decode_envelope(last.payload.as_ref()).expect("protobuf");
     assert!(envelope.sealed.is_some(), "the note travels sealed");
     for seq in 1..=log.len() as u64 {
         let m = stream.get_raw_message(seq).await.expect("message");

@@ -4,8 +4,6 @@
 use crate::common::*;
 use chrono::Utc;
 use oo_commands::aggregate::{Meta, Repository};
-use oo_commands::store::{EventStore, WriterConfig};
-use oo_commands::vault::{MasterKey, Vault};
 use oo_domain::event::Aggregate;
 use oo_domain::ids::SignalId;
 use oo_domain::signal::{MoodScore, SignalData, Text};
@@ -87,8 +85,7 @@ async fn concurrent_commands_on_one_stream_get_contiguous_sequences() {
 #[tokio::test]
 async fn a_snapshot_loaded_aggregate_equals_the_replayed_one() {
     let (_, pool) = fresh_db(&server_url()).await;
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
-    let vault = Vault::open(pool.clone(), MasterKey::generate()).await.expect("vault");
+    let WriteSide { store, vault, .. } = write_side(&pool).await;
     let meta = Meta::new(Utc::now());
     let (user_id, _) = oo_commands::identity::find_or_register(
         &store,
@@ -266,7 +263,7 @@ async fn a_held_connection_starts_outside_any_transaction_left_open() {
     let (url, _) = fresh_db(&server_url()).await;
     let one = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(oo_api::connect_options(&url).expect("url"))
+        .connect_with(oo_commands::db::connect_options(&url).expect("url"))
         .await
         .expect("pool");
     {

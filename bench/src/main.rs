@@ -1,4 +1,5 @@
-//! `oo bench`: benchmarks that print figures (never pass/fail). Each one builds its own database
+//! `oo-bench`: benchmarks that print figures (never pass/fail), run as
+//! `cargo run --release -p oo-bench -- <benchmark> …`. Each one builds its own database
 //! on the Postgres server given by `--server` (created fresh, dropped afterwards), runs the real
 //! server in-process on a loopback port where HTTP is involved, and prints a table.
 //!
@@ -14,10 +15,11 @@
 //! - `snapshot`: the time of one command on a `Signals` stream after 10 and after 50,000 events.
 //! - `rebuild`: projection rebuild speed on a log of N events, beside the time to read the log.
 
-use crate::config::ServeConfig;
 use anyhow::Context;
 use chrono::Utc;
-use clap::{Args, Subcommand};
+use clap::{Parser, Subcommand};
+use oo_api::config::ServeConfig;
+use oo_commands::WriteSide;
 use oo_commands::aggregate::{Meta, Repository};
 use oo_commands::store::{EventStore, WriterConfig};
 use oo_commands::vault::{MasterKey, Vault};
@@ -32,7 +34,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Args)]
+// The server runs in-process: the same allocator as the `oo` binary, so that its figures hold
+// for `oo serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "oo-bench",
+    about = "oO's benchmarks: figures beside a reference, never pass/fail"
+)]
 pub struct BenchArgs {
     /// The Postgres server to benchmark on (a database is created on it and dropped afterwards).
     #[arg(
@@ -119,13 +130,7 @@ impl BenchDb {
     async fn create(server: &str) -> anyhow::Result<(Self, PgPool)> {
         let name = format!("oo_bench_{}", Uuid::new_v4().simple());
         let url = format!("{server}/{name}");
-        let db = crate::config::DbConfig {
-            database_url: url.clone(),
-            db_pool: 30,
-            data_dir: std::env::temp_dir().join(&name),
-            master_key: None,
-        };
-        let pool = crate::connect_and_migrate(&db).await?;
+        let pool = oo_commands::db::connect_and_migrate(&url, 30).await?;
         Ok((
             Self {
                 server: server.to_owned(),
@@ -146,7 +151,19 @@ impl BenchDb {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sqlx::postgres::notice=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    run(BenchArgs::parse()).await
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Appends {
             clients,
@@ -203,13 +220,13 @@ async fn start_server_with(
     );
     config.dev = true;
     // The pool `oo serve` gets by default on this machine.
-    config.db.db_pool = crate::config::default_db_pool();
-    config.rate_limit = crate::config::RateLimit {
+    config.db.db_pool = oo_api::config::default_db_pool();
+    config.rate_limit = oo_api::config::RateLimit {
         per_second: 1_000_000,
         burst: 1_000_000,
     };
     adjust(&mut config);
-    let app = crate::Application::build(config).await?;
+    let app = oo_api::Application::build(config).await?;
     let base = format!("http://{}", app.local_addr()?);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
@@ -371,7 +388,7 @@ async fn appends(server: &str, clients: &[usize], seconds: u64, personal: bool) 
 
 async fn wait_for_projections(pool: &PgPool) -> anyhow::Result<()> {
     let status = oo_projections::status::Status::default();
-    crate::wait_for_head(pool, &status, Duration::from_secs(600)).await?;
+    oo_projections::projector::wait_for_head(pool, &status, Duration::from_secs(600)).await?;
     Ok(())
 }
 
@@ -912,27 +929,22 @@ fn mood_signal(id: String) -> NewSignal {
 }
 
 async fn repo(pool: &PgPool) -> anyhow::Result<(EventStore, Vault, Repository<Signals>)> {
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
-    let vault = Vault::open(pool.clone(), MasterKey::generate()).await?;
-    let repo = Repository::new(store.clone(), vault.clone());
-    Ok((store, vault, repo))
+    let write = WriteSide::start(pool.clone(), MasterKey::generate(), WriterConfig::default()).await?;
+    Ok((write.store, write.vault, write.signals))
 }
 
 async fn user(store: &EventStore, vault: &Vault, email: &str) -> anyhow::Result<UserId> {
-    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let email = Email::parse(email)?;
     Ok(
         oo_commands::identity::find_or_register(store, vault, &email, Meta::new(Utc::now()))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .await?
             .0,
     )
 }
 
 /// Records `signals` for `user` through the real command path.
 async fn record(repo: &Repository<Signals>, user: UserId, signals: Vec<NewSignal>) -> anyhow::Result<()> {
-    repo.record(user, signals, Meta::new(Utc::now()))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    repo.record(user, signals, Meta::new(Utc::now())).await?;
     Ok(())
 }
 
@@ -1078,7 +1090,7 @@ fn crypto(iterations: u32) {
     let mut payload = json!({"SignalRecorded": {"data": {"kind": "task", "title": "Call the dentist about the crown", "project": "Health"}}});
     let fields = split(
         &mut payload,
-        &["/SignalRecorded/data/title", "/SignalRecorded/data/project"],
+        &[oo_domain::personal::TASK_TITLE, oo_domain::personal::TASK_PROJECT],
     );
     let started = Instant::now();
     let mut bytes = vec![];
@@ -1173,26 +1185,21 @@ async fn relay(server: &str, events: usize, clients: usize, seconds: u64) -> any
         subjects: vec!["raw.>".into()],
         ..Default::default()
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .await?;
     let body = bytes_of(600);
     let raw_n = 200_000usize;
     let started = Instant::now();
     let mut acks = Vec::with_capacity(500);
     for i in 0..raw_n {
-        acks.push(
-            js.publish(format!("raw.{}", i % 64), body.clone().into())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
+        acks.push(js.publish(format!("raw.{}", i % 64), body.clone().into()).await?);
         if acks.len() == 500 {
             for a in acks.drain(..) {
-                a.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                a.await?;
             }
         }
     }
     for a in acks.drain(..) {
-        a.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        a.await?;
     }
     let raw_rate = raw_n as f64 / started.elapsed().as_secs_f64();
 
@@ -1214,6 +1221,7 @@ async fn relay(server: &str, events: usize, clients: usize, seconds: u64) -> any
         RelayConfig::new(&nats.url),
         store.appended(),
         status.clone(),
+        tokio_util::sync::CancellationToken::new(),
     ));
     loop {
         let applied: Option<i64> = sqlx::query_scalar("SELECT events_applied FROM checkpoints WHERE name = $1")
@@ -1248,10 +1256,9 @@ async fn relay(server: &str, events: usize, clients: usize, seconds: u64) -> any
     let collector = {
         let latencies = latencies.clone();
         tokio::spawn(async move {
-            use prost::Message;
             while let Some(m) = sub.next().await {
                 let now = Utc::now().timestamp_micros();
-                if let Ok(env) = oo_proto::pb::EventEnvelope::decode(m.payload.as_ref())
+                if let Ok(env) = oo_proto::decode_envelope(m.payload.as_ref())
                     && let Ok(mut l) = latencies.lock()
                 {
                     l.push((now - env.recorded_at_us) as f64 / 1000.0);

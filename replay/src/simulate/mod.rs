@@ -10,26 +10,27 @@
 //! up, the reward join settles what is due at the simulated time, and the population prior is
 //! read again. Everything a person's decision reads depends only on their own events and on the
 //! prior as of the last hour boundary, so a seed gives the same run whatever the interleaving.
-//! The oracle serves, through the same path, the candidate with the highest expected reward
-//! under the hidden preferences.
+//! The oracle is a chooser of its own, not a policy of oO: through the same path, it serves the
+//! candidate with the highest expected reward under the hidden preferences, with probability 1.
 
 pub mod world;
 
-use crate::config::DbConfig;
-use crate::recommender::{Candidate, Decided, Overrides, Person, Prepared, Recommender};
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
-use oo_commands::aggregate::{Meta, Repository};
-use oo_commands::store::{EventStore, WriterConfig};
-use oo_commands::vault::{MasterKey, Vault};
+use oo_commands::WriteSide;
+use oo_commands::aggregate::Meta;
+use oo_commands::store::WriterConfig;
+use oo_commands::vault::MasterKey;
+use oo_domain::decision::{Candidate, Decided, Overrides, Policies, Prepared, ServedBy};
 use oo_domain::ids::{SignalId, UserId};
-use oo_domain::policy::{Policy, Scored, mix};
+use oo_domain::policy::{Scored, mix};
 use oo_domain::reward::Reaction;
 use oo_domain::signal::{ExternalId, MoodScore, Place, Priority, SignalData, TaskSource, Text, TimeZoneName};
-use oo_domain::signals::{NewSignal, Signals};
-use oo_domain::tip::{CandidateKind, Tip, TipCommand};
+use oo_domain::signals::NewSignal;
+use oo_domain::tip::{CandidateKind, TipCommand};
 use oo_domain::user::Email;
+use oo_projections::deciding::{DecisionReader, Person};
 use oo_projections::status::Status;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
@@ -38,34 +39,28 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use world::{SimCandidate, SimSignal, World};
 
-#[derive(Debug, clap::Args)]
+/// What to simulate, and where.
+#[derive(Debug, Clone)]
 pub struct SimulateArgs {
-    #[command(flatten)]
-    pub db: DbConfig,
+    /// The database URL each policy's database is named after (`<database>_sim_<policy>` on
+    /// the same server).
+    pub database_url: String,
+    /// Connections in each run's pool.
+    pub db_pool: u32,
     /// How many people.
-    #[arg(long, default_value_t = 500)]
     pub users: usize,
     /// How many simulated days.
-    #[arg(long, default_value_t = 28)]
     pub days: u32,
     /// The seed of the population and of every decision.
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Comma-separated policies (specs as in OO_POLICY, e.g. `linucb:alpha=0.5`); `random` and
     /// `oracle` are always added.
-    #[arg(long, default_value = "random,linucb,thompson")]
     pub policies: String,
-    /// Print one JSON object on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
     /// Write a plot of the daily mean reward (SVG).
-    #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Drop and re-create the simulation databases if they exist.
-    #[arg(long)]
     pub reset: bool,
     /// How many people are simulated at once.
-    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
 }
 
@@ -99,25 +94,29 @@ pub fn join_day(person: usize, days: u32) -> u32 {
     }
 }
 
-/// The oracle: not a serving policy of oO, only a name for the decisions the simulator makes
-/// with the hidden preferences.
-struct Oracle;
+/// The name the oracle's decisions are logged and reported under.
+const ORACLE: &str = "oracle";
 
-impl Policy for Oracle {
-    fn name(&self) -> &'static str {
-        "oracle"
+/// Who chooses in a run: oO's policies, or the oracle, which knows the hidden preferences.
+enum Chooser {
+    Policies(Policies),
+    Oracle,
+}
+
+impl Chooser {
+    fn of(spec: &str) -> anyhow::Result<Self> {
+        Ok(if spec == ORACLE {
+            Self::Oracle
+        } else {
+            Self::Policies(Policies::from_specs(spec, "")?)
+        })
     }
-    fn version(&self) -> &'static str {
-        "1"
-    }
-    fn params(&self) -> BTreeMap<String, f64> {
-        BTreeMap::new()
-    }
-    fn uses_model(&self) -> bool {
-        false
-    }
-    fn distribution(&self, inputs: &oo_domain::policy::Inputs<'_>) -> Scored {
-        oo_domain::policy::RandomPolicy.distribution(inputs)
+    /// Whether decisions read the person's model and the prior.
+    fn learns(&self) -> bool {
+        match self {
+            Self::Policies(p) => p.learn(),
+            Self::Oracle => false,
+        }
     }
 }
 
@@ -134,7 +133,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
             _ => specs.push(token.to_owned()),
         }
     }
-    specs.retain(|s| s != "oracle");
+    specs.retain(|s| s != ORACLE);
     for s in &specs {
         oo_domain::policy::from_spec(s).with_context(|| format!("--policies: {s:?}"))?;
     }
@@ -142,7 +141,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
     if !specs.iter().any(|s| s == "random") {
         specs.insert(0, "random".into());
     }
-    specs.push("oracle".into());
+    specs.push(ORACLE.into());
     let mut policies = BTreeMap::new();
     for spec in &specs {
         // Reported under the whole spec when it carries parameters, so two variants of one
@@ -273,63 +272,50 @@ fn sim_url(base: &str, policy: &str) -> String {
 }
 
 /// A fresh, migrated database for one policy's run (an existing one only with `--reset`).
-async fn fresh_database(db: &DbConfig, policy: &str, reset: bool) -> anyhow::Result<PgPool> {
+async fn fresh_database(args: &SimulateArgs, policy: &str) -> anyhow::Result<PgPool> {
     use sqlx::migrate::MigrateDatabase;
-    let url = sim_url(&db.database_url, policy);
+    let url = sim_url(&args.database_url, policy);
     if sqlx::Postgres::database_exists(&url).await? {
         anyhow::ensure!(
-            reset,
+            args.reset,
             "the database of {url} exists; pass --reset to drop it and simulate again"
         );
         sqlx::Postgres::force_drop_database(&url).await?;
     }
-    crate::connect_and_migrate(&DbConfig {
-        database_url: url,
-        ..db.clone()
-    })
-    .await
+    Ok(oo_commands::db::connect_and_migrate(&url, args.db_pool).await?)
 }
 
 struct Sim {
     pool: PgPool,
-    signals: Repository<Signals>,
-    tips: Repository<Tip>,
-    vault: Vault,
+    write: WriteSide,
     status: Status,
-    recommender: Recommender,
+    chooser: Chooser,
+    reader: DecisionReader,
     world: Mutex<World>,
     seed: u64,
 }
 
 impl Sim {
-    fn oracle(&self) -> bool {
-        self.recommender.policy.name() == Oracle.name()
-    }
     fn world(&self) -> anyhow::Result<std::sync::MutexGuard<'_, World>> {
         self.world.lock().map_err(|_| anyhow::anyhow!("world poisoned"))
     }
 }
 
 async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyResult> {
-    let pool = fresh_database(&args.db, spec, args.reset).await?;
-    let store = EventStore::start(pool.clone(), WriterConfig::default());
-    let vault = Vault::open(pool.clone(), MasterKey::generate()).await?;
+    let pool = fresh_database(args, spec).await?;
+    let write = WriteSide::start(pool.clone(), MasterKey::generate(), WriterConfig::default()).await?;
     let status = Status::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let handles =
-        oo_projections::projector::spawn_all(pool.clone(), oo_projections::all(), store.appended(), status.clone())
+        oo_projections::projector::spawn_all(&write.store, oo_projections::all(), status.clone(), shutdown.clone())
             .await?;
-    let policy: Arc<dyn Policy> = if spec == Oracle.name() {
-        Arc::new(Oracle)
-    } else {
-        Arc::from(oo_domain::policy::from_spec(spec)?)
-    };
+    let chooser = Chooser::of(spec)?;
     let sim = Arc::new(Sim {
-        signals: Repository::new(store.clone(), vault.clone()),
-        tips: Repository::new(store.clone(), vault.clone()),
-        vault: vault.clone(),
-        status,
         // The prior is refreshed explicitly at every hour boundary.
-        recommender: Recommender::new(policy, vec![], std::time::Duration::MAX),
+        reader: DecisionReader::new(chooser.learns(), std::time::Duration::MAX),
+        chooser,
+        write,
+        status,
         world: Mutex::new(World::new(args.users, args.seed)),
         seed: args.seed,
         pool: pool.clone(),
@@ -337,17 +323,14 @@ async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyRes
     let epoch = world::epoch();
     let mut users = Vec::with_capacity(args.users);
     for p in 0..args.users {
-        let email = Email::parse(&format!("person{p}@sim.oo.invalid")).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (id, _) = oo_commands::identity::find_or_register(&store, &vault, &email, Meta::new(epoch))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let email = Email::parse(&format!("person{p}@sim.oo.invalid"))?;
+        let (id, _) =
+            oo_commands::identity::find_or_register(&sim.write.store, &sim.write.vault, &email, Meta::new(epoch))
+                .await?;
         users.push(id);
     }
     // The prior as of the start (empty), before any session reads it.
-    sim.recommender
-        .refresh_prior(&pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("prior: {e:?}"))?;
+    sim.reader.refresh_prior(&pool).await.context("prior")?;
     let hours = i64::from(args.days) * 24;
     for hour in 0..hours {
         let from = epoch + Duration::hours(hour);
@@ -375,8 +358,9 @@ async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyRes
     let end = epoch + Duration::hours(hours) + oo_domain::tip::SETTLE_WINDOW + Duration::hours(1);
     boundary(&sim, end).await?;
     let result = outcome(&pool, &users, args.days).await?;
+    shutdown.cancel();
     for h in handles {
-        h.abort();
+        h.await?;
     }
     pool.close().await;
     Ok(result)
@@ -386,14 +370,12 @@ async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyRes
 /// read again.
 async fn boundary(sim: &Sim, now: DateTime<Utc>) -> anyhow::Result<()> {
     catch_up(sim).await?;
-    oo_commands::reward_join::settle_due(&sim.pool, &sim.tips, now, i64::MAX)
+    let due = oo_projections::reward_pending::due(&sim.pool, now, i64::MAX).await?;
+    oo_commands::reward_join::settle(&sim.write.tips, &due, now)
         .await
-        .map_err(|e| anyhow::anyhow!("reward join: {e}"))?;
+        .context("reward join")?;
     catch_up(sim).await?;
-    sim.recommender
-        .refresh_prior(&sim.pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("prior: {e:?}"))?;
+    sim.reader.refresh_prior(&sim.pool).await.context("prior")?;
     Ok(())
 }
 
@@ -401,7 +383,7 @@ async fn boundary(sim: &Sim, now: DateTime<Utc>) -> anyhow::Result<()> {
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn catch_up(sim: &Sim) -> anyhow::Result<()> {
-    let ok = crate::wait_for_head(&sim.pool, &sim.status, CATCH_UP).await?;
+    let ok = oo_projections::projector::wait_for_head(&sim.pool, &sim.status, CATCH_UP).await?;
     anyhow::ensure!(ok, "the projections did not catch up within 120 s");
     Ok(())
 }
@@ -414,7 +396,7 @@ async fn wait(sim: &Sim, target: oo_commands::cursor::Cursor) -> anyhow::Result<
 }
 
 fn signal_data(s: &SimSignal) -> anyhow::Result<SignalData> {
-    let bad = |e: oo_domain::signal::InvalidField| anyhow::anyhow!("the world made an invalid signal: {e:?}");
+    let bad = |e: oo_domain::signal::InvalidField| anyhow::Error::new(e).context("the world made an invalid signal");
     Ok(match s {
         SimSignal::Task {
             external_id,
@@ -459,16 +441,17 @@ async fn flush(
         // Ids derived from the person and the moment: a run is reproducible.
         let id = format!("sim-{person}-{}-{}", t.timestamp_micros(), signals.len());
         signals.push(NewSignal {
-            id: SignalId::parse(&id).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            id: SignalId::parse(&id)?,
             occurred_at: t,
             data: signal_data(&s)?,
         });
     }
     let done = sim
+        .write
         .signals
         .record(user, signals, Meta::new(at))
         .await
-        .map_err(|e| anyhow::anyhow!("signals: {e}"))?;
+        .context("signals")?;
     Ok(done.cursor)
 }
 
@@ -484,7 +467,7 @@ fn sim_candidate(c: &Candidate) -> SimCandidate<'_> {
 
 /// The oracle's choice: the candidate with the highest expected reward (the first on ties),
 /// served with probability 1.
-fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared) -> anyhow::Result<(Scored, usize)> {
+fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared, seed: u64) -> anyhow::Result<Decided> {
     let world = sim.world()?;
     let scores: Vec<f64> = prepared
         .candidates
@@ -499,7 +482,17 @@ fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared) -> anyhow::Resul
     }
     let mut probabilities = vec![0.0; scores.len()];
     probabilities[best] = 1.0;
-    Ok((Scored { scores, probabilities }, best))
+    Ok(Decided {
+        served_by: ServedBy {
+            policy: ORACLE.to_owned(),
+            version: "1".to_owned(),
+            params: BTreeMap::new(),
+        },
+        scored: Scored { scores, probabilities },
+        chosen: best,
+        seed,
+        shadow: vec![],
+    })
 }
 
 /// One person's simulated hour: signals and sessions in time order. The world is asked for the
@@ -540,33 +533,23 @@ async fn session(
     user: UserId,
     at: DateTime<Utc>,
 ) -> anyhow::Result<Option<oo_commands::cursor::Cursor>> {
-    let api = |e: crate::error::ApiError| anyhow::anyhow!("recommend: {e:?}");
-    let prior = sim.recommender.prior(&sim.pool).await.map_err(api)?;
+    let prior = sim.reader.prior(&sim.pool).await.context("prior")?;
     let prepared = sim
-        .recommender
+        .reader
         .prepare(&sim.pool, Person::Known(user), Overrides::default(), at)
         .await
-        .map_err(api)?
+        .context("recommend")?
         .ok_or_else(|| anyhow::anyhow!("a known person came back unknown"))?;
     let seed = mix(sim.seed ^ mix(person as u64 ^ mix(at.timestamp_micros() as u64)));
-    let decided = if sim.oracle() {
-        let (scored, chosen) = oracle_choice(sim, person, &prepared)?;
-        Decided {
-            scored,
-            chosen,
-            seed,
-            shadow: vec![],
-        }
-    } else {
-        sim.recommender.decide(&prepared, &prior, seed)
+    let decided = match &sim.chooser {
+        Chooser::Oracle => oracle_choice(sim, person, &prepared, seed)?,
+        Chooser::Policies(policies) => policies.decide(&prepared, &prior, seed),
     };
     let tips_today = prepared.context.tips_today;
     let candidate = prepared.candidates[decided.chosen].clone();
-    let served = sim
-        .recommender
-        .serve(prepared, decided, &sim.tips, &sim.vault)
+    let served = oo_commands::serving::serve(&sim.write.tips, &sim.write.vault, prepared, decided)
         .await
-        .map_err(api)?;
+        .context("recommend")?;
     let mut last = served.executed.cursor;
     if served.kind == CandidateKind::NotNow {
         return Ok(last);
@@ -576,8 +559,9 @@ async fn session(
         world.respond(person, sim_candidate(&candidate), at, tips_today, seed)
     };
     if let Some(r) = response.reaction {
-        let reaction = Reaction::parse(r).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let reaction = Reaction::parse(r)?;
         let done = sim
+            .write
             .tips
             .execute(
                 &served.tip_id.to_string(),
@@ -589,7 +573,7 @@ async fn session(
                 Meta::new(response.reacted_at),
             )
             .await
-            .map_err(|e| anyhow::anyhow!("react: {e}"))?;
+            .context("react")?;
         if done.cursor.is_some() {
             last = done.cursor;
         }

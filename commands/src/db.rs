@@ -1,0 +1,82 @@
+//! The database connection every process of oO opens: the database created if it is missing,
+//! the migrations run, and the session settings our connections need ([`SESSION_SETTINGS`]).
+
+use sqlx::PgPool;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::time::Duration;
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("not a Postgres URL")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("cannot reach Postgres")]
+    Unreachable(#[source] sqlx::Error),
+    #[error("cannot create the database")]
+    Create(#[source] sqlx::Error),
+    #[error("cannot connect to Postgres")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Connects to the database at `url` with a pool of `max_connections`, creating the database
+/// if it is missing, and runs the migrations.
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, ConnectError> {
+    if !sqlx::Postgres::database_exists(url)
+        .await
+        .map_err(ConnectError::Unreachable)?
+    {
+        sqlx::Postgres::create_database(url)
+            .await
+            .map_err(ConnectError::Create)?;
+        tracing::info!("created the database");
+    }
+    // sqlx pings a connection when it goes back to the pool (not configurable in 0.8), and by
+    // default again when it is taken out: a round trip on each side of every query. The second
+    // ping is dropped; a connection that broke while idle fails its next query, which the pool
+    // then discards.
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(connect_options(url)?)
+        .await
+        .map_err(ConnectError::Connect)?;
+    crate::MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
+    Ok(pool)
+}
+
+/// The URL's options, plus the session settings of [`SESSION_SETTINGS`] that the URL does not
+/// set itself:
+/// - `backend_flush_after`: our connections write many data pages when they evict them from a
+///   small `shared_buffers`, and left to itself the kernel writes those out in bursts every few
+///   seconds, during which the WAL flush that every durable append waits on takes tens of
+///   milliseconds. Asking for the writes early, every 256 kB, keeps that flush short
+///   (docs/adr/0010-smooth-writeback.md).
+/// - `idle_in_transaction_session_timeout`: a task cancelled while sqlx 0.8 is opening a
+///   transaction (a client that hangs up, a projector stopped) can put a connection back in the
+///   pool with the server still inside that transaction. Until the connection is used again it
+///   holds back every reader of the log (which reads only below the oldest open transaction).
+///   None of our transactions waits on anything but the database, so the server ends any that
+///   sits idle this long.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, ConnectError> {
+    let options: PgConnectOptions = url.parse().map_err(ConnectError::BadUrl)?;
+    let ours: Vec<(&str, &str)> = SESSION_SETTINGS
+        .iter()
+        .copied()
+        .filter(|(name, _)| !url.contains(name))
+        .collect();
+    Ok(if ours.is_empty() {
+        options
+    } else {
+        options.options(ours)
+    })
+}
+
+/// The session settings [`connect_options`] adds.
+pub const SESSION_SETTINGS: [(&str, &str); 2] = [
+    ("backend_flush_after", "256kB"),
+    ("idle_in_transaction_session_timeout", "10s"),
+];

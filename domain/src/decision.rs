@@ -1,0 +1,343 @@
+//! The pure decision behind `POST /recommend` and the simulator: what is known of a person
+//! becomes their context and candidates ([`Prepared::new`]), the serving policy draws one with a
+//! seed and the shadow policies make their picks ([`Policies::decide`]), and the outcome becomes
+//! the record `TipServed` logs ([`Decided::into_decision`]). Reading what is known is the
+//! projections' work; appending `TipServed` is the command side's.
+
+use crate::advice::{self, Advice};
+use crate::bandit::LinearModel;
+use crate::features::{CandidateSource, FEATURE_VERSION, UserContext, candidate_vector, joint};
+use crate::ids::{TipId, UserId, fnv1a};
+use crate::policy::{Inputs, Policy, PolicySpecError, Scored, draw, from_spec, mix};
+use crate::signal::{MoodScore, Place, Priority};
+use crate::tip::{CandidateKind, Decision, LoggedCandidate, ShadowPick};
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The most todos considered per decision.
+pub const MAX_TODOS: usize = 50;
+
+/// Where a todo's personal text is kept: the sealed envelope of the event that set it, opened
+/// only when that todo is served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedText {
+    pub event_id: Uuid,
+    pub envelope: Option<Vec<u8>>,
+}
+
+/// An open todo as a candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Todo {
+    pub external_id: String,
+    pub source: String,
+    pub priority: Priority,
+    pub due: Option<DateTime<Utc>>,
+    pub first_seen_at: DateTime<Utc>,
+    pub text: SealedText,
+}
+
+/// One thing a decision can choose.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Candidate {
+    Todo(Todo),
+    Advice(&'static Advice),
+    /// Showing nothing now (the null action, reward 0).
+    NotNow,
+}
+
+impl Candidate {
+    /// How it is named in the log (no personal text: a todo by its source's id, an advice by
+    /// its slug), its kind, and what its features are computed from.
+    fn logged_as(&self) -> (String, CandidateKind, CandidateSource<'_>) {
+        match self {
+            Candidate::Todo(t) => (
+                format!("todo:{}", t.external_id),
+                CandidateKind::Todo,
+                CandidateSource::Todo {
+                    priority: t.priority,
+                    due: t.due,
+                    first_seen_at: t.first_seen_at,
+                },
+            ),
+            Candidate::Advice(a) => (
+                format!("advice:{}", a.id),
+                CandidateKind::Advice,
+                CandidateSource::Advice(a),
+            ),
+            Candidate::NotNow => ("not_now".to_owned(), CandidateKind::NotNow, CandidateSource::NotNow),
+        }
+    }
+}
+
+/// What the client says about the moment; overrides what oO has learned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    pub place: Option<Place>,
+    pub mood: Option<MoodScore>,
+    pub time_zone: Option<chrono_tz::Tz>,
+}
+
+/// An IANA time zone name, if this build knows it.
+pub fn parse_time_zone(s: &str) -> Option<chrono_tz::Tz> {
+    s.parse::<chrono_tz::Tz>().ok()
+}
+
+/// What the projections know of a person at the moment of a decision.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The latest mood score and when it was reported.
+    pub mood: Option<(i8, DateTime<Utc>)>,
+    /// The latest place, as stored.
+    pub place: Option<String>,
+    /// The latest time zone, as stored.
+    pub time_zone: Option<String>,
+    /// Signal counts by UTC hour of day.
+    pub activity_by_hour: Vec<i64>,
+    /// When the latest tips that showed something were served, newest first.
+    pub served: Vec<DateTime<Utc>>,
+    /// Their settled rewards, in the same order (`None` while unsettled).
+    pub rewards: Vec<Option<f64>>,
+    /// Open todos, best first (priority, then due date, then age), at most [`MAX_TODOS`].
+    pub todos: Vec<Todo>,
+}
+
+impl Known {
+    /// The person's context at `now`: the client's overrides first, then what was learned; the
+    /// local time in their time zone (UTC until one is known), today's tips counted from local
+    /// midnight.
+    pub fn context(&self, overrides: Overrides, now: DateTime<Utc>) -> UserContext {
+        let tz = overrides
+            .time_zone
+            .or_else(|| self.time_zone.as_deref().and_then(parse_time_zone));
+        let local_time: DateTime<FixedOffset> = match tz {
+            Some(tz) => now.with_timezone(&tz).fixed_offset(),
+            None => now.fixed_offset(),
+        };
+        let midnight = local_time
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .and_then(|m| local_time.offset().from_local_datetime(&m).single())
+            .map(|m| m.with_timezone(&Utc))
+            .unwrap_or(now);
+        let tips_today = self.served.iter().filter(|at| **at >= midnight && **at <= now).count() as u32;
+        let rewards: Vec<f64> = self.rewards.iter().flatten().copied().collect();
+        UserContext {
+            local_time,
+            now,
+            mood: overrides
+                .mood
+                .map(|m| m.get())
+                .or_else(|| UserContext::fresh_mood(self.mood, now)),
+            place: overrides
+                .place
+                .or_else(|| self.place.as_deref().and_then(|p| Place::parse(p).ok())),
+            activity_now: UserContext::activity_share(&self.activity_by_hour, now),
+            reaction_mix: UserContext::mix_of(&rewards),
+            tips_today,
+        }
+    }
+}
+
+/// Everything a decision is made from.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub user_id: UserId,
+    pub now: DateTime<Utc>,
+    pub context: UserContext,
+    /// The open todos, then the advices that fit the moment, then "not now".
+    pub candidates: Vec<Candidate>,
+    pub logged: Vec<LoggedCandidate>,
+    /// One joint feature vector per candidate.
+    pub vectors: Vec<Vec<f64>>,
+    /// The context's own features, logged once for all candidates.
+    pub context_vector: Vec<f64>,
+    pub model: Arc<LinearModel>,
+}
+
+impl Prepared {
+    /// The candidates of the moment for a person, with their features.
+    pub fn new(
+        user_id: UserId,
+        known: Known,
+        overrides: Overrides,
+        now: DateTime<Utc>,
+        model: Arc<LinearModel>,
+    ) -> Self {
+        let context = known.context(overrides, now);
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(known.todos.len() + 20);
+        candidates.extend(known.todos.into_iter().map(Candidate::Todo));
+        let (part, weekend) = (context.day_part(), context.is_weekend());
+        candidates.extend(
+            advice::library()
+                .iter()
+                .filter(|a| a.fits(part, weekend))
+                .map(Candidate::Advice),
+        );
+        candidates.push(Candidate::NotNow);
+        let logged: Vec<LoggedCandidate> = candidates
+            .iter()
+            .map(|c| {
+                let (candidate_id, kind, source) = c.logged_as();
+                LoggedCandidate {
+                    candidate_id,
+                    kind,
+                    features: candidate_vector(&source, &context).to_vec(),
+                }
+            })
+            .collect();
+        let context_vector = context.vector().to_vec();
+        let vectors = logged.iter().map(|c| joint(&c.features, &context_vector)).collect();
+        Self {
+            user_id,
+            now,
+            context,
+            candidates,
+            logged,
+            vectors,
+            context_vector,
+            model,
+        }
+    }
+
+    /// What `policy` makes of the candidates.
+    fn score(&self, policy: &dyn Policy, prior: &[f64], seed: u64) -> Scored {
+        policy.distribution(&Inputs {
+            candidates: &self.vectors,
+            model: &self.model,
+            prior,
+            seed,
+        })
+    }
+}
+
+/// Who served a decision, as the log names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedBy {
+    pub policy: String,
+    pub version: String,
+    pub params: BTreeMap<String, f64>,
+}
+
+impl ServedBy {
+    pub fn of(policy: &dyn Policy) -> Self {
+        Self {
+            policy: policy.name().to_owned(),
+            version: policy.version().to_owned(),
+            params: policy.params(),
+        }
+    }
+}
+
+/// A decision: the served candidate drawn from a distribution with a seed, and the shadow
+/// policies' picks on the same candidates.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub served_by: ServedBy,
+    pub scored: Scored,
+    pub chosen: usize,
+    pub seed: u64,
+    pub shadow: Vec<ShadowPick>,
+}
+
+impl Decided {
+    /// The record `TipServed` logs, with the text shown (`title`, `body`).
+    pub fn into_decision(self, tip_id: TipId, prepared: Prepared, title: String, body: String) -> Decision {
+        let Decided {
+            served_by,
+            scored,
+            chosen,
+            seed,
+            shadow,
+        } = self;
+        Decision {
+            tip_id,
+            user_id: prepared.user_id,
+            served_at: prepared.now,
+            candidates: prepared.logged,
+            chosen,
+            policy: served_by.policy,
+            policy_version: served_by.version,
+            feature_version: FEATURE_VERSION,
+            score: scored.scores[chosen],
+            propensity: scored.probabilities[chosen],
+            distribution: scored.probabilities,
+            seed,
+            shadow,
+            title,
+            body,
+            params: served_by.params,
+            context: prepared.context_vector,
+        }
+    }
+}
+
+/// The serving policy and the shadow policies beside it.
+#[derive(Clone)]
+pub struct Policies {
+    pub serving: Arc<dyn Policy>,
+    pub shadows: Vec<Arc<dyn Policy>>,
+}
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("serving", &self.serving.name())
+            .field("shadows", &self.shadows.iter().map(|p| p.name()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Policies {
+    /// A serving policy spec and `;`-separated shadow specs (as in `OO_POLICY` and
+    /// `OO_SHADOW_POLICIES`).
+    pub fn from_specs(serving: &str, shadows: &str) -> Result<Self, PolicySpecError> {
+        Ok(Self {
+            serving: Arc::from(from_spec(serving)?),
+            shadows: shadows
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| from_spec(s).map(Arc::from))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether any of them reads the person's model and the population's prior.
+    pub fn learn(&self) -> bool {
+        std::iter::once(&self.serving)
+            .chain(&self.shadows)
+            .any(|p| p.uses_model())
+    }
+
+    /// The serving policy's distribution and draw, and each shadow's pick with a seed of its
+    /// own derived from the decision's.
+    pub fn decide(&self, prepared: &Prepared, prior: &[f64], seed: u64) -> Decided {
+        let scored = prepared.score(self.serving.as_ref(), prior, seed);
+        let chosen = draw(&scored.probabilities, seed);
+        let shadow = self
+            .shadows
+            .iter()
+            .map(|p| {
+                let seed = mix(seed ^ fnv1a(p.name().bytes()));
+                let s = prepared.score(p.as_ref(), prior, seed);
+                let pick = draw(&s.probabilities, seed);
+                ShadowPick {
+                    policy: p.name().to_owned(),
+                    policy_version: p.version().to_owned(),
+                    chosen: pick,
+                    propensity: s.probabilities[pick],
+                    params: p.params(),
+                }
+            })
+            .collect();
+        Decided {
+            served_by: ServedBy::of(self.serving.as_ref()),
+            scored,
+            chosen,
+            seed,
+            shadow,
+        }
+    }
+}
