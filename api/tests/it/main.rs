@@ -2,6 +2,7 @@
 //! private cluster when it must hold transactions open).
 
 mod admin;
+mod architecture;
 mod common;
 mod deletion;
 mod faults;
