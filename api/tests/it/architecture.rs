@@ -54,6 +54,39 @@ fn dependencies(krate: &str) -> Vec<String> {
     out
 }
 
+/// A crate's dependencies by section (`dependencies`, `dev-dependencies`, `build-dependencies`).
+fn dependencies_by_section(krate: &str) -> Vec<(String, String)> {
+    let manifest = read(&root().join(krate).join("Cargo.toml"));
+    let mut section = String::new();
+    let mut out = vec![];
+    for line in manifest.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        if section.ends_with("dependencies")
+            && let Some((name, _)) = line.split_once(['=', '.'])
+            && !name.trim().is_empty()
+            && !name.trim().starts_with('#')
+        {
+            out.push((section.clone(), name.trim().to_owned()));
+        }
+    }
+    out
+}
+
+/// Whether `text` names the crate `dependency` (as a path or in a `use`).
+fn names_crate(text: &str, dependency: &str) -> bool {
+    let ident = dependency.replace('-', "_");
+    text.match_indices(&ident).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + ident.len()..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
 const CRATES: [&str; 7] = ["domain", "proto", "commands", "projections", "replay", "api", "bench"];
 
 #[test]
@@ -132,6 +165,37 @@ fn the_command_side_names_no_projection_table() {
                 "{} names the projection table {table}",
                 file.display()
             );
+        }
+    }
+}
+
+#[test]
+fn no_crate_depends_on_one_it_does_not_use() {
+    for krate in CRATES {
+        let dir = root().join(krate);
+        let text_of = |folders: &[&str]| -> String {
+            let mut text = String::new();
+            for folder in folders {
+                let path = dir.join(folder);
+                if path.is_dir() {
+                    for file in sources(&path) {
+                        text.push_str(&read(&file));
+                    }
+                } else if path.is_file() {
+                    text.push_str(&read(&path));
+                }
+            }
+            text
+        };
+        let shipped = text_of(&["src", "build.rs"]);
+        let everything = text_of(&["src", "build.rs", "tests", "benches"]);
+        for (section, dependency) in dependencies_by_section(krate) {
+            let used = match section.as_str() {
+                "dependencies" => names_crate(&shipped, &dependency),
+                "build-dependencies" => names_crate(&text_of(&["build.rs"]), &dependency),
+                _ => names_crate(&everything, &dependency),
+            };
+            assert!(used, "{krate} lists {dependency} in [{section}] and does not use it");
         }
     }
 }
