@@ -341,3 +341,132 @@ impl Policies {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::DIM;
+    use chrono::TimeZone;
+
+    fn todo(id: &str, priority: i64, due: Option<DateTime<Utc>>, seen: DateTime<Utc>) -> Todo {
+        Todo {
+            external_id: id.to_owned(),
+            source: "manual".to_owned(),
+            priority: Priority::parse(priority).expect("a priority"),
+            due,
+            first_seen_at: seen,
+            text: SealedText {
+                event_id: Uuid::nil(),
+                envelope: None,
+            },
+        }
+    }
+
+    fn at(h: u32) -> DateTime<Utc> {
+        // A Wednesday.
+        Utc.with_ymd_and_hms(2026, 12, 2, h, 30, 0).single().expect("a time")
+    }
+
+    fn prepared(known: Known, overrides: Overrides, now: DateTime<Utc>) -> Prepared {
+        Prepared::new(
+            UserId::from_uuid(Uuid::nil()),
+            known,
+            overrides,
+            now,
+            Arc::new(LinearModel::new(DIM)),
+        )
+    }
+
+    #[test]
+    fn the_candidates_are_the_todos_in_order_then_the_advices_that_fit_then_not_now() {
+        let now = at(9);
+        let known = Known {
+            todos: vec![todo("a", 4, None, now), todo("b", 1, Some(now), now)],
+            ..Known::default()
+        };
+        let p = prepared(known, Overrides::default(), now);
+        let ids: Vec<&str> = p.logged.iter().map(|c| c.candidate_id.as_str()).collect();
+        assert_eq!(&ids[..2], ["todo:a", "todo:b"]);
+        assert_eq!(ids.last(), Some(&"not_now"));
+        let context = p.context.clone();
+        for (candidate, logged) in p.candidates.iter().zip(&p.logged) {
+            if let Candidate::Advice(a) = candidate {
+                assert!(a.fits(context.day_part(), context.is_weekend()), "{}", a.id);
+                assert_eq!(logged.kind, CandidateKind::Advice);
+            }
+        }
+        assert!(ids.iter().any(|i| i.starts_with("advice:")), "a morning has advices");
+        assert_eq!(p.vectors.len(), p.candidates.len());
+        for (v, c) in p.vectors.iter().zip(&p.logged) {
+            assert_eq!(
+                *v,
+                joint(&c.features, &p.context_vector),
+                "the logged factors rebuild the vector"
+            );
+        }
+    }
+
+    #[test]
+    fn the_context_takes_the_client_first_then_what_was_learned_and_counts_tips_from_local_midnight() {
+        // 05:30 UTC is 21:30 the day before in Los Angeles.
+        let now = at(5);
+        let known = Known {
+            mood: Some((-2, now - chrono::Duration::hours(1))),
+            place: Some("work".to_owned()),
+            time_zone: Some("America/Los_Angeles".to_owned()),
+            // One tip at 01:00 UTC (17:00 local, today there), one the local day before.
+            served: vec![now - chrono::Duration::hours(4), now - chrono::Duration::hours(30)],
+            ..Known::default()
+        };
+        let learned = known.context(Overrides::default(), now);
+        assert_eq!(learned.local_time.format("%H:%M").to_string(), "21:30");
+        assert_eq!(
+            (learned.mood, learned.place, learned.tips_today),
+            (Some(-2), Some(Place::Work), 1)
+        );
+        let told = known.context(
+            Overrides {
+                place: Some(Place::Home),
+                mood: Some(MoodScore::parse(1).expect("a mood")),
+                time_zone: parse_time_zone("UTC"),
+            },
+            now,
+        );
+        assert_eq!(told.local_time.format("%H:%M").to_string(), "05:30");
+        assert_eq!(
+            (told.mood, told.place, told.tips_today),
+            (Some(1), Some(Place::Home), 1)
+        );
+    }
+
+    #[test]
+    fn a_decision_reproduces_from_its_seed_and_logs_who_served_it() {
+        let now = at(14);
+        let known = Known {
+            todos: vec![todo("a", 2, None, now), todo("b", 3, None, now)],
+            ..Known::default()
+        };
+        let p = prepared(known, Overrides::default(), now);
+        let policies = Policies::from_specs("linucb", "random; thompson").expect("specs");
+        assert!(policies.learn());
+        let prior = vec![0.0; DIM];
+        let (one, two) = (policies.decide(&p, &prior, 42), policies.decide(&p, &prior, 42));
+        assert_eq!((one.chosen, &one.scored), (two.chosen, &two.scored));
+        assert_eq!(one.shadow, two.shadow);
+        assert_eq!(one.shadow.len(), 2);
+        assert_eq!(one.served_by, ServedBy::of(policies.serving.as_ref()));
+        let (chosen, propensity) = (one.chosen, one.scored.probabilities[one.chosen]);
+        let decision = one.into_decision(TipId::from_uuid(Uuid::nil()), p, "t".into(), String::new());
+        assert_eq!((decision.chosen, decision.propensity), (chosen, propensity));
+        assert_eq!(decision.policy, "linucb");
+        assert_eq!(decision.feature_version, FEATURE_VERSION);
+        assert!((decision.distribution.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_bad_spec_is_refused() {
+        assert!(Policies::from_specs("nope", "").is_err());
+        assert!(Policies::from_specs("random", "linucb; nope").is_err());
+        assert!(!Policies::from_specs("random", "").expect("random").learn());
+    }
+}
