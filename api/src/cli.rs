@@ -244,3 +244,70 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportDecisionsArgs {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// The first decision: a time (RFC 3339, when the tip was served) or a position; inclusive.
+    #[arg(long)]
+    pub since: Option<oo_replay::export::Bound>,
+    /// Where to stop: a time or a position; exclusive.
+    #[arg(long)]
+    pub until: Option<oo_replay::export::Bound>,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// The file to write (`-`: standard output).
+    #[arg(long, default_value = "-")]
+    pub out: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object a line (DESIGN section 12).
+    Jsonl,
+}
+
+/// `oo export decisions`: the log's decisions as logged bandit feedback (docs/replay.md), with a
+/// progress bar on a terminal and a summary on stderr.
+pub async fn export_decisions(args: &ExportDecisionsArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let pool = oo_commands::db::connect(&args.db.database_url, 2).await?;
+    let mut out: Box<dyn Write> = if args.out == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out))?;
+        Box::new(std::io::BufWriter::new(file))
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("decisions [{bar:40}] {pos}/{len}  {per_sec}  eta {eta}")
+            .context("progress template")?
+            .progress_chars("=> "),
+    );
+    let range = oo_replay::export::Range {
+        since: args.since,
+        until: args.until,
+    };
+    let exported = oo_replay::export::export(
+        &pool,
+        range,
+        |decision| {
+            serde_json::to_writer(&mut out, decision)?;
+            out.write_all(b"\n")
+        },
+        |total, read| {
+            bar.set_length(total);
+            bar.set_position(read);
+        },
+    )
+    .await?;
+    out.flush().context("cannot write the export")?;
+    bar.finish_and_clear();
+    eprintln!(
+        "exported {} decisions ({} not settled yet); left out {} of people deleted since",
+        exported.decisions, exported.unsettled, exported.deleted
+    );
+    Ok(())
+}

@@ -27,11 +27,20 @@ enum Command {
     Rebuild(RebuildArgs),
     /// Simulate a synthetic population through the real command path, once per policy.
     Simulate(Box<oo_api::cli::SimulateArgs>),
+    /// Export from the log (docs/replay.md).
+    #[command(subcommand)]
+    Export(Export),
     /// Follow the event stream (NATS JetStream) and print events as JSON lines.
     Tail(oo_api::cli::TailArgs),
     /// Master-key operations.
     #[command(subcommand)]
     Keys(Keys),
+}
+
+#[derive(Debug, Subcommand)]
+enum Export {
+    /// Every decision with its settled reward, as logged bandit feedback (ids and numbers only).
+    Decisions(Box<oo_api::cli::ExportDecisionsArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild(args) => cli::rebuild(&args).await,
         Command::Keys(Keys::Rotate(args)) => cli::rotate_keys(&args).await,
         Command::Tail(args) => cli::tail(&args).await,
+        Command::Export(Export::Decisions(args)) => cli::export_decisions(&args).await,
         Command::Simulate(args) => cli::simulate(*args).await,
     }
 }

@@ -33,19 +33,25 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
             .map_err(ConnectError::Create)?;
         tracing::info!("created the database");
     }
+    let pool = connect(url, max_connections).await?;
+    crate::MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
+    Ok(pool)
+}
+
+/// Connects to the existing database at `url` with a pool of `max_connections`, changing
+/// nothing (for readers such as exports).
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectError> {
     // sqlx pings a connection when it goes back to the pool (not configurable in 0.8), and by
     // default again when it is taken out: a round trip on each side of every query. The second
     // ping is dropped; a connection that broke while idle fails its next query, which the pool
     // then discards.
-    let pool = PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(connect_options(url)?)
         .await
-        .map_err(ConnectError::Connect)?;
-    crate::MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
-    Ok(pool)
+        .map_err(ConnectError::Connect)
 }
 
 /// The URL's options, plus the session settings of [`SESSION_SETTINGS`] that the URL does not

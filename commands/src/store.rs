@@ -764,6 +764,46 @@ pub async fn read_after(conn: &mut PgConnection, after: Cursor, limit: i64) -> R
 const AFTER_IN_SAFE_ORDER: &str = "(tx_id, position) > ($1::text::xid8, $2) \
     AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3";
 
+/// The events of the types `types` after `after`, at most `limit`, in the safe global order
+/// (see [`read_after`]): an export of one kind of event reads nothing else.
+pub async fn read_of_types_after(
+    conn: &mut PgConnection,
+    after: Cursor,
+    limit: i64,
+    types: &[&str],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!("{SELECT_EVENTS} WHERE event_type = ANY($4) AND {AFTER_IN_SAFE_ORDER}");
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .bind(types)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(stored_event).collect()
+}
+
+/// The events of type `event_type` in the streams `aggregate_ids` of `aggregate_type`, each
+/// stream in its order (for joining what later events said of many streams at once).
+pub async fn read_in_streams(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_ids: &[String],
+    event_type: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "{SELECT_EVENTS} WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND event_type = $3 \
+         ORDER BY aggregate_id, sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_ids)
+        .bind(event_type)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(stored_event).collect()
+}
+
 /// Like [`read_after`], but fetches payloads only for the event types in `payloads_of` (the
 /// others come with an empty `payload`): a consumer that ignores large events need not pay for
 /// reading them.

@@ -1,8 +1,11 @@
-//! Running oO's decisions offline: today, the simulator ([`simulate`]), which drives a
+//! Running oO's decisions offline: the log as logged bandit feedback ([`export`], in the
+//! [`logged`] format of DESIGN section 12), and the simulator ([`simulate`]), which drives a
 //! synthetic population through the real write side, the real projector and the real decision
 //! path, once per policy, to show how much each one learns.
 //!
 //! # Layout
+//! - [`logged`]: one decision a record (ids and numbers only), read from JSON lines.
+//! - [`export`]: the store's decisions with their settled rewards, streamed in the log's order.
 //! - [`simulate`]: the driver (hours, sessions, the reward join at each boundary), the report
 //!   and its table and plot.
 //! - [`simulate::world`]: the synthetic population and its hidden preferences.
@@ -10,4 +13,6 @@
 //! Invariant: this crate knows no HTTP; it reads and writes through `commands` and
 //! `projections` like the server does.
 
+pub mod export;
+pub mod logged;
 pub mod simulate;
