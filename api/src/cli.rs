@@ -311,3 +311,96 @@ pub async fn export_decisions(args: &ExportDecisionsArgs) -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// A file of logged decisions (JSON lines, DESIGN section 12; `-`: standard input). Without
+    /// it, the decisions of the database (`--database-url`), exactly as `oo export decisions`
+    /// would write them.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// The policies to evaluate: `uniform`, `logged`, or any spec `/recommend` takes; `;`
+    /// separates specs when one holds a comma.
+    #[arg(long, default_value = "uniform,logged")]
+    pub policies: String,
+    /// Estimators (default: all of replay, ips, ips_clipped, snips, dr, sndr).
+    #[arg(long, value_delimiter = ',')]
+    pub estimators: Vec<String>,
+    /// The largest weight `ips_clipped` keeps.
+    #[arg(long, default_value_t = 10.0)]
+    pub clip: f64,
+    /// Bootstrap resamples for the intervals.
+    #[arg(long, default_value_t = 1_000)]
+    pub bootstrap: usize,
+    /// The seed of the bootstrap, the reward model's halves and sampling policies.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// `oo replay`: evaluates policies on logged decisions and prints the table (docs/replay.md).
+pub async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    use oo_replay::evaluate::{Options, Target, evaluate, split_specs};
+    use oo_replay::ope::Estimator;
+    let targets = split_specs(&args.policies)
+        .into_iter()
+        .map(|spec| {
+            let target = Target::parse(&spec).with_context(|| format!("--policies: {spec:?}"))?;
+            Ok((spec, target))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let estimators = if args.estimators.is_empty() {
+        Estimator::ALL.to_vec()
+    } else {
+        args.estimators
+            .iter()
+            .map(|e| Estimator::parse(e).with_context(|| format!("--estimators: no estimator named {e:?}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let decisions = match args.input.as_deref() {
+        Some("-") => read_decisions(std::io::stdin().lock(), "standard input")?,
+        Some(path) => {
+            let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+            read_decisions(std::io::BufReader::new(file), path)?
+        }
+        None => {
+            let pool = oo_commands::db::connect(&args.db.database_url, 2).await?;
+            let mut out = vec![];
+            oo_replay::export::export(
+                &pool,
+                oo_replay::export::Range::default(),
+                |d| {
+                    out.push(d.clone());
+                    Ok(())
+                },
+                |_, _| {},
+            )
+            .await?;
+            out
+        }
+    };
+    let options = Options {
+        estimators,
+        clip: args.clip,
+        bootstrap: args.bootstrap,
+        seed: args.seed,
+        ..Options::default()
+    };
+    let report = evaluate(&decisions, &targets, &options);
+    print!("{}", oo_replay::evaluate::table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn read_decisions(input: impl std::io::BufRead, name: &str) -> anyhow::Result<Vec<oo_replay::logged::LoggedDecision>> {
+    oo_replay::logged::read_jsonl(input)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {name}"))
+}

@@ -30,6 +30,8 @@ enum Command {
     /// Export from the log (docs/replay.md).
     #[command(subcommand)]
     Export(Export),
+    /// Evaluate policies on logged decisions (docs/replay.md).
+    Replay(Box<oo_api::cli::ReplayArgs>),
     /// Follow the event stream (NATS JetStream) and print events as JSON lines.
     Tail(oo_api::cli::TailArgs),
     /// Master-key operations.
@@ -105,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(Keys::Rotate(args)) => cli::rotate_keys(&args).await,
         Command::Tail(args) => cli::tail(&args).await,
         Command::Export(Export::Decisions(args)) => cli::export_decisions(&args).await,
+        Command::Replay(args) => cli::replay(&args).await,
         Command::Simulate(args) => cli::simulate(*args).await,
     }
 }

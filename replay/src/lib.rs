@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`logged`]: one decision a record (ids and numbers only), read from JSON lines.
 //! - [`export`]: the store's decisions with their settled rewards, streamed in the log's order.
+//! - [`evaluate`]: candidate policies run over logged decisions (the very code `/recommend`
+//!   decides with) and the reward model; [`ope`]: the estimators, intervals and diagnostics.
 //! - [`simulate`]: the driver (hours, sessions, the reward join at each boundary), the report
 //!   and its table and plot.
 //! - [`simulate::world`]: the synthetic population and its hidden preferences.
@@ -13,6 +15,8 @@
 //! Invariant: this crate knows no HTTP; it reads and writes through `commands` and
 //! `projections` like the server does.
 
+pub mod evaluate;
 pub mod export;
 pub mod logged;
+pub mod ope;
 pub mod simulate;

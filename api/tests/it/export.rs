@@ -144,3 +144,103 @@ async fn oo_export_decisions_writes_json_lines_that_oo_replay_reads() {
     let text = std::fs::read_to_string(&out).expect("text");
     assert!(!text.contains("A private title"));
 }
+
+#[tokio::test]
+async fn oo_replay_evaluates_an_exported_log_and_writes_the_json_of_design_section_12() {
+    // Logged uniformly (the `random` policy), so that the replay estimator applies.
+    let app = spawn_with(|c| c.policy = "random".into()).await;
+    let (token, _) = app.login("replayed@example.org").await;
+    let todos: Vec<_> = (0..4)
+        .map(|i| task(&format!("t{i}"), &format!("x{i}"), "a todo", 1 + i, false))
+        .collect();
+    app.post("/signals", &token, json!({ "signals": todos })).await;
+    // Enough decisions that every target's own draw meets the logged one somewhere (replay).
+    for i in 0..300 {
+        let tip = app.tip(&token).await;
+        let reaction = ["done", "helpful", "not_helpful", "dismiss"][i % 4];
+        app.post(
+            "/feedback",
+            &token,
+            json!({"tip_id": tip["tip"]["id"], "reaction": reaction}),
+        )
+        .await;
+    }
+    let dir = temp_dir("oo-replay");
+    let (log, report) = (dir.join("log.jsonl"), dir.join("report.json"));
+    let oo = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_oo"));
+        command.args(args).env("OO_DATABASE_URL", &app.database_url);
+        command
+    };
+    let exported = oo(&["export", "decisions", "--out", log.to_str().expect("path")])
+        .output()
+        .await
+        .expect("oo export runs");
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let run = oo(&[
+        "replay",
+        "--input",
+        log.to_str().expect("path"),
+        "--policies",
+        "uniform,logged,linucb:alpha=0.5,epsilon=0.2",
+        "--bootstrap",
+        "200",
+        "--json",
+        report.to_str().expect("path"),
+    ])
+    .output()
+    .await
+    .expect("oo replay runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout.contains("snips") && stdout.contains("effective sample"),
+        "a table: {stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the JSON is written")).expect("JSON");
+    let decisions = report["decisions"].as_u64().expect("decisions");
+    assert!(decisions >= 300, "{report}");
+    let logged_value = report["logged_value"].as_f64().expect("logged_value");
+    let policies = report["policies"].as_array().expect("policies");
+    let names: Vec<&str> = policies.iter().filter_map(|p| p["policy"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["uniform", "logged", "linucb:alpha=0.5,epsilon=0.2"],
+        "named by their specs as given"
+    );
+    for p in policies {
+        for estimator in ["replay", "ips", "ips_clipped", "snips", "dr", "sndr"] {
+            let e = &p["estimates"][estimator];
+            let (value, low, high) = (e["value"].as_f64(), e["ci_low"].as_f64(), e["ci_high"].as_f64());
+            let (value, low, high) = (
+                value.unwrap_or_else(|| panic!("{} {estimator}: {e}", p["policy"])),
+                low.expect("ci_low"),
+                high.expect("ci_high"),
+            );
+            assert!(low <= value && value <= high, "{}: {estimator} {e}", p["policy"]);
+            assert!(e["se"].is_f64(), "{estimator}: {e}");
+        }
+        for field in [
+            "effective_sample_size",
+            "mean_weight",
+            "max_weight",
+            "low_propensity_share",
+        ] {
+            assert!(p["diagnostics"][field].is_f64(), "{field}: {p}");
+        }
+    }
+    // Logged uniformly: the uniform target's weights are all exactly 1, and the logged policy's
+    // IPS is its own value.
+    assert_eq!(policies[0]["diagnostics"]["mean_weight"].as_f64(), Some(1.0));
+    assert_eq!(policies[0]["diagnostics"]["max_weight"].as_f64(), Some(1.0));
+    let logged_ips = policies[1]["estimates"]["ips"]["value"].as_f64().expect("ips");
+    assert!(
+        (logged_ips - logged_value).abs() < 1e-12,
+        "{logged_ips} vs {logged_value}"
+    );
+}
