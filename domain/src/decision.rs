@@ -329,6 +329,7 @@ impl Policies {
                     chosen: pick,
                     propensity: s.probabilities[pick],
                     params: p.params(),
+                    distribution: s.probabilities,
                 }
             })
             .collect();

@@ -51,6 +51,10 @@ pub struct ShadowPick {
     pub propensity: f64,
     #[serde(default)]
     pub params: BTreeMap<String, f64>,
+    /// Its probability of every candidate, in order, so that it can be evaluated offline like
+    /// the serving policy (empty in decisions logged before it was recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distribution: Vec<f64>,
 }
 
 /// Everything a `TipServed` records.
@@ -244,6 +248,21 @@ fn check(decision: &Decision) -> Result<(), TipError> {
     let sum: f64 = decision.distribution.iter().sum();
     if (sum - 1.0).abs() > 1e-6 || decision.distribution.iter().any(|p| !(0.0..=1.0).contains(p)) {
         return Err(TipError::InvalidDecision("probabilities must sum to 1"));
+    }
+    for shadow in &decision.shadow {
+        if shadow.chosen >= n {
+            return Err(TipError::InvalidDecision("a shadow's pick out of range"));
+        }
+        let d = &shadow.distribution;
+        if d.is_empty() {
+            continue;
+        }
+        let sum: f64 = d.iter().sum();
+        if d.len() != n || (sum - 1.0).abs() > 1e-6 || d[shadow.chosen] != shadow.propensity {
+            return Err(TipError::InvalidDecision(
+                "a shadow's distribution: one probability per candidate, summing to 1, its pick's the propensity",
+            ));
+        }
     }
     Ok(())
 }
@@ -499,6 +518,32 @@ mod tests {
             given(&served()).decide(&TipCommand::Serve(Box::new(decision(0)))),
             Err(TipError::AlreadyServed)
         );
+    }
+
+    #[test]
+    fn a_shadows_distribution_must_fit_the_candidates() {
+        let mut d = decision(0);
+        d.distribution = vec![0.5, 0.5];
+        d.propensity = 0.5;
+        let pick = |distribution: Vec<f64>, propensity| ShadowPick {
+            policy: "thompson".into(),
+            policy_version: "1".into(),
+            chosen: 1,
+            propensity,
+            params: Default::default(),
+            distribution,
+        };
+        for (distribution, propensity, ok) in [
+            (vec![0.2, 0.8], 0.8, true),
+            (vec![], 0.8, true),
+            (vec![0.2, 0.8], 0.2, false),
+            (vec![0.3, 0.8], 0.8, false),
+            (vec![1.0], 1.0, false),
+        ] {
+            d.shadow = vec![pick(distribution.clone(), propensity)];
+            let decided = Tip::default().decide(&TipCommand::Serve(Box::new(d.clone())));
+            assert_eq!(decided.is_ok(), ok, "{distribution:?} with {propensity}");
+        }
     }
 
     fn served_todo() -> Vec<TipEvent> {

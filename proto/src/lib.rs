@@ -632,6 +632,7 @@ impl From<&ShadowPick> for pb::ShadowPick {
             chosen: wire_index(s.chosen),
             propensity: s.propensity,
             params: s.params.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            distribution: s.distribution.clone(),
         }
     }
 }
@@ -645,6 +646,7 @@ impl TryFrom<pb::ShadowPick> for ShadowPick {
             chosen: index("chosen", m.chosen)?,
             propensity: m.propensity,
             params: m.params.into_iter().collect(),
+            distribution: m.distribution,
         })
     }
 }
@@ -860,6 +862,7 @@ mod tests {
                     chosen: 2,
                     propensity: 1.0 / 3.0,
                     params: Default::default(),
+                    distribution: vec![1.0 / 3.0; 3],
                 },
                 ShadowPick {
                     policy: "greedy".into(),
@@ -867,6 +870,7 @@ mod tests {
                     chosen: 0,
                     propensity: 1.0,
                     params: [("alpha".to_owned(), 0.3)].into(),
+                    distribution: vec![],
                 },
             ],
             title: "Buy milk".into(),

@@ -27,6 +27,8 @@ pub enum Target {
     Uniform,
     /// The logging policy itself (its logged distribution).
     Logged,
+    /// A shadow policy, from the distribution it logged beside each decision (`shadow:NAME`).
+    Shadow(String),
     /// A policy spec as `/recommend` takes it.
     Policy(Box<dyn Policy>),
 }
@@ -36,7 +38,10 @@ impl Target {
         Ok(match spec {
             "uniform" => Self::Uniform,
             "logged" => Self::Logged,
-            other => Self::Policy(from_spec(other)?),
+            other => match other.strip_prefix("shadow:") {
+                Some(name) => Self::Shadow(name.to_owned()),
+                None => Self::Policy(from_spec(other)?),
+            },
         })
     }
 }
@@ -239,6 +244,13 @@ fn weighted(
                 one[chosen] = 1.0;
                 one
             }),
+            Target::Shadow(name) => match d.shadows.iter().find(|s| &s.policy == name) {
+                Some(s) => match &s.distribution {
+                    Some(dist) if dist.len() == k => dist.clone(),
+                    _ => continue,
+                },
+                None => continue,
+            },
             Target::Policy(policy) => {
                 let dim = vectors.first().map_or(0, Vec::len);
                 let (person, prior) = match learner.as_mut() {

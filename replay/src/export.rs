@@ -207,6 +207,7 @@ fn logged(d: Decision, settled: Option<(f64, String)>) -> LoggedDecision {
             params: s.params.clone(),
             chosen: id_of(s.chosen),
             propensity: s.propensity,
+            distribution: (!s.distribution.is_empty()).then(|| s.distribution.clone()),
         })
         .collect();
     let (reward, settled_by) = match settled {

@@ -73,6 +73,10 @@ pub struct Shadow {
     pub chosen: String,
     /// Its probability of that candidate.
     pub propensity: f64,
+    /// Its probability of every candidate, in order (absent in decisions logged before oO
+    /// recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Vec<f64>>,
 }
 
 /// Why a record cannot be used.

@@ -65,6 +65,15 @@ async fn an_export_holds_every_decision_with_its_reward_and_no_personal_field_no
         assert!(d.candidates.iter().all(|c| !c.features.is_empty()));
         assert!(!d.context.is_empty());
         assert_eq!(d.shadows.len(), 1, "the default shadow");
+        let shadow = &d.shadows[0];
+        let own = shadow.distribution.as_ref().expect("the shadow's whole distribution");
+        assert_eq!(own.len(), d.candidates.len());
+        let picked = d
+            .candidates
+            .iter()
+            .position(|c| c.id == shadow.chosen)
+            .expect("a candidate");
+        assert_eq!(own[picked], shadow.propensity);
     }
     // The "not now" decisions are exported too, settled at 0 when they are chosen.
     for d in before.iter().filter(|d| d.chosen == "not_now") {
@@ -186,7 +195,7 @@ async fn oo_replay_evaluates_an_exported_log_and_writes_the_json_of_design_secti
         "--input",
         log.to_str().expect("path"),
         "--policies",
-        "uniform,logged,linucb:alpha=0.5,epsilon=0.2",
+        "uniform;logged;linucb:alpha=0.5,epsilon=0.2;shadow:thompson",
         "--bootstrap",
         "200",
         "--json",
@@ -210,7 +219,7 @@ async fn oo_replay_evaluates_an_exported_log_and_writes_the_json_of_design_secti
     let names: Vec<&str> = policies.iter().filter_map(|p| p["policy"].as_str()).collect();
     assert_eq!(
         names,
-        ["uniform", "logged", "linucb:alpha=0.5,epsilon=0.2"],
+        ["uniform", "logged", "linucb:alpha=0.5,epsilon=0.2", "shadow:thompson"],
         "named by their specs as given"
     );
     for p in policies {
