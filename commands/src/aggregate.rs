@@ -688,6 +688,8 @@ mod tests {
             body: "".into(),
             params: [("alpha".to_owned(), 0.5)].into(),
             context: vec![1.0, -0.5],
+            model_rewards: Some(3),
+            prior_rewards: Some(40),
         }));
         assert!(event.redacted(personal::SEALED).is_some(), "the shortcut is taken");
         let key = DataKey::generate();

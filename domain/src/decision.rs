@@ -212,6 +212,14 @@ impl Prepared {
     }
 }
 
+/// The population's weights a decision starts every person from, and how many rewards they
+/// were learned from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prior {
+    pub theta: Vec<f64>,
+    pub rewards: u64,
+}
+
 /// Who served a decision, as the log names it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServedBy {
@@ -235,6 +243,8 @@ impl ServedBy {
 #[derive(Debug, Clone)]
 pub struct Decided {
     pub served_by: ServedBy,
+    /// How many rewards the prior it used was learned from.
+    pub prior_rewards: u64,
     pub scored: Scored,
     pub chosen: usize,
     pub seed: u64,
@@ -246,6 +256,7 @@ impl Decided {
     pub fn into_decision(self, tip_id: TipId, prepared: Prepared, title: String, body: String) -> Decision {
         let Decided {
             served_by,
+            prior_rewards,
             scored,
             chosen,
             seed,
@@ -269,6 +280,8 @@ impl Decided {
             body,
             params: served_by.params,
             context: prepared.context_vector,
+            model_rewards: Some(prepared.model.n),
+            prior_rewards: Some(prior_rewards),
         }
     }
 }
@@ -313,15 +326,15 @@ impl Policies {
 
     /// The serving policy's distribution and draw, and each shadow's pick with a seed of its
     /// own derived from the decision's.
-    pub fn decide(&self, prepared: &Prepared, prior: &[f64], seed: u64) -> Decided {
-        let scored = prepared.score(self.serving.as_ref(), prior, seed);
+    pub fn decide(&self, prepared: &Prepared, prior: &Prior, seed: u64) -> Decided {
+        let scored = prepared.score(self.serving.as_ref(), &prior.theta, seed);
         let chosen = draw(&scored.probabilities, seed);
         let shadow = self
             .shadows
             .iter()
             .map(|p| {
                 let seed = mix(seed ^ fnv1a(p.name().bytes()));
-                let s = prepared.score(p.as_ref(), prior, seed);
+                let s = prepared.score(p.as_ref(), &prior.theta, seed);
                 let pick = draw(&s.probabilities, seed);
                 ShadowPick {
                     policy: p.name().to_owned(),
@@ -335,6 +348,7 @@ impl Policies {
             .collect();
         Decided {
             served_by: ServedBy::of(self.serving.as_ref()),
+            prior_rewards: prior.rewards,
             scored,
             chosen,
             seed,
@@ -450,7 +464,10 @@ mod tests {
         let p = prepared(known, Overrides::default(), now);
         let policies = Policies::from_specs("linucb", "random; thompson").expect("specs");
         assert!(policies.learn());
-        let prior = vec![0.0; DIM];
+        let prior = Prior {
+            theta: vec![0.0; DIM],
+            rewards: 0,
+        };
         let (one, two) = (policies.decide(&p, &prior, 42), policies.decide(&p, &prior, 42));
         assert_eq!((one.chosen, &one.scored), (two.chosen, &two.scored));
         assert_eq!(one.shadow, two.shadow);

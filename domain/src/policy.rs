@@ -308,6 +308,21 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Policy>, PolicySpecError> {
     }
 }
 
+/// The policy a decision logged by name and hyper-parameters (`ridge`, a constant of the
+/// models, is not a parameter of the spec).
+pub fn from_logged(name: &str, params: &BTreeMap<String, f64>) -> Result<Box<dyn Policy>, PolicySpecError> {
+    let spec: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "ridge")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if spec.is_empty() {
+        from_spec(name)
+    } else {
+        from_spec(&format!("{name}:{}", spec.join(",")))
+    }
+}
+
 /// SplitMix64: a well-mixed 64-bit value from a seed.
 pub fn mix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);

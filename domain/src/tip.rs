@@ -84,6 +84,14 @@ pub struct Decision {
     /// The context's features (feature version 2), shared by every candidate.
     #[serde(default)]
     pub context: Vec<f64>,
+    /// Which model state decided: the person's model had learned this many rewards (0: a fresh
+    /// model), and the population's prior this many. Both states are folds of the log's
+    /// rewards in order, so the decision can be recomputed from the log alone. `None` in
+    /// decisions logged before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_rewards: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_rewards: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -398,6 +406,8 @@ mod tests {
             body: "".into(),
             params: BTreeMap::new(),
             context: vec![],
+            model_rewards: None,
+            prior_rewards: None,
         }
     }
     fn given(events: &[TipEvent]) -> Tip {

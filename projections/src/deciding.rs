@@ -7,7 +7,7 @@
 use crate::bandit::{load_population, load_user};
 use chrono::{DateTime, Utc};
 use oo_domain::bandit::{LinearModel, PooledSums};
-use oo_domain::decision::{Known, MAX_TODOS, Overrides, Prepared, SealedText, Todo};
+use oo_domain::decision::{Known, MAX_TODOS, Overrides, Prepared, Prior, SealedText, Todo};
 use oo_domain::features::{DIM, FEATURE_VERSION, REACTION_MIX_WINDOW};
 use oo_domain::ids::UserId;
 use oo_domain::signal::Priority;
@@ -61,7 +61,7 @@ static PERSON_BY_SESSION: LazyLock<String> = LazyLock::new(|| person_query(oo_co
 static FRESH_MODEL: LazyLock<Arc<LinearModel>> = LazyLock::new(|| Arc::new(LinearModel::new(DIM)));
 
 /// The prior when no policy uses one.
-static NO_PRIOR: LazyLock<Arc<Vec<f64>>> = LazyLock::new(Arc::default);
+static NO_PRIOR: LazyLock<Arc<Prior>> = LazyLock::new(Arc::default);
 
 /// How many people's models the cache keeps (about 51 KB each).
 const MODEL_CACHE_CAPACITY: usize = 2_048;
@@ -82,7 +82,7 @@ fn corrupt(what: impl Into<String>) -> sqlx::Error {
 pub struct DecisionReader {
     learns: bool,
     prior_max_age: Duration,
-    prior: Mutex<Option<(Instant, Arc<Vec<f64>>)>>,
+    prior: Mutex<Option<(Instant, Arc<Prior>)>>,
     refreshing: tokio::sync::Mutex<()>,
     models: Mutex<std::collections::HashMap<Uuid, (i64, Arc<LinearModel>)>>,
 }
@@ -102,7 +102,7 @@ impl DecisionReader {
 
     /// The population's weights (refreshed when older than the cache's age; empty when no
     /// policy uses them).
-    pub async fn prior(&self, pool: &PgPool) -> Result<Arc<Vec<f64>>, sqlx::Error> {
+    pub async fn prior(&self, pool: &PgPool) -> Result<Arc<Prior>, sqlx::Error> {
         if !self.learns {
             return Ok(NO_PRIOR.clone());
         }
@@ -125,10 +125,13 @@ impl DecisionReader {
     }
 
     /// Reads the population's sums again and solves for its weights.
-    pub async fn refresh_prior(&self, pool: &PgPool) -> Result<Arc<Vec<f64>>, sqlx::Error> {
+    pub async fn refresh_prior(&self, pool: &PgPool) -> Result<Arc<Prior>, sqlx::Error> {
         let mut conn = pool.acquire().await?;
         let sums: PooledSums = load_population(&mut conn).await?;
-        let theta = Arc::new(sums.theta());
+        let theta = Arc::new(Prior {
+            theta: sums.theta(),
+            rewards: sums.n.max(0) as u64,
+        });
         if let Ok(mut guard) = self.prior.lock() {
             *guard = Some((Instant::now(), theta.clone()));
         }

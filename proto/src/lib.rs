@@ -671,6 +671,8 @@ impl From<&Decision> for pb::TipServed {
             body: d.body.clone(),
             params: d.params.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             context: d.context.clone(),
+            model_rewards: d.model_rewards,
+            prior_rewards: d.prior_rewards,
         }
     }
 }
@@ -702,6 +704,8 @@ impl TryFrom<pb::TipServed> for Decision {
             body: m.body,
             params: m.params.into_iter().collect(),
             context: m.context,
+            model_rewards: m.model_rewards,
+            prior_rewards: m.prior_rewards,
         })
     }
 }
@@ -877,6 +881,8 @@ mod tests {
             body: "It is on your list since Monday.".into(),
             params: [("epsilon".to_owned(), 0.1), ("temperature".to_owned(), 0.05)].into(),
             context: vec![1.0, 0.5, -0.25],
+            model_rewards: Some(12),
+            prior_rewards: Some(345),
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`export`]: the store's decisions with their settled rewards, streamed in the log's order.
 //! - [`evaluate`]: candidate policies run over logged decisions (the very code `/recommend`
 //!   decides with) and the reward model; [`ope`]: the estimators, intervals and diagnostics.
+//! - [`recompute`]: a logged decision's distributions computed again from the log alone.
 //! - [`simulate`]: the driver (hours, sessions, the reward join at each boundary), the report
 //!   and its table and plot.
 //! - [`simulate::world`]: the synthetic population and its hidden preferences.
@@ -19,4 +20,5 @@ pub mod evaluate;
 pub mod export;
 pub mod logged;
 pub mod ope;
+pub mod recompute;
 pub mod simulate;

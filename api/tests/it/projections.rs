@@ -421,6 +421,8 @@ pub async fn serve_and_react(tips: &Repository<Tip>, user: UserId, n: usize, rng
             body: String::new(),
             params: Default::default(),
             context: (0..CONTEXT_DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+            model_rewards: None,
+            prior_rewards: None,
         };
         tips.execute_new(
             &tip_id.to_string(),

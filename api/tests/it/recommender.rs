@@ -450,6 +450,8 @@ async fn serve_features(
         body: String::new(),
         params: Default::default(),
         context: (0..CONTEXT_DIM).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+        model_rewards: None,
+        prior_rewards: None,
     };
     tips.execute_new(
         &tip_id.to_string(),

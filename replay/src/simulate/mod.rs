@@ -483,6 +483,7 @@ fn oracle_choice(sim: &Sim, person: usize, prepared: &Prepared, seed: u64) -> an
     let mut probabilities = vec![0.0; scores.len()];
     probabilities[best] = 1.0;
     Ok(Decided {
+        prior_rewards: 0,
         served_by: ServedBy {
             policy: ORACLE.to_owned(),
             version: "1".to_owned(),
