@@ -267,6 +267,8 @@ pub struct ExportDecisionsArgs {
 pub enum ExportFormat {
     /// One JSON object a line (DESIGN section 12).
     Jsonl,
+    /// The same columns as Parquet (for pandas, polars, DuckDB).
+    Parquet,
 }
 
 /// `oo export decisions`: the log's decisions as logged bandit feedback (docs/replay.md), with a
@@ -274,11 +276,15 @@ pub enum ExportFormat {
 pub async fn export_decisions(args: &ExportDecisionsArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let pool = oo_commands::db::connect(&args.db.database_url, 2).await?;
-    let mut out: Box<dyn Write> = if args.out == "-" {
-        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    let out: Box<dyn Write + Send> = if args.out == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout()))
     } else {
         let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out))?;
         Box::new(std::io::BufWriter::new(file))
+    };
+    let mut sink = match args.format {
+        ExportFormat::Jsonl => Sink::Jsonl(out),
+        ExportFormat::Parquet => Sink::Parquet(Box::new(oo_replay::columnar::ParquetSink::new(out)?)),
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -293,9 +299,12 @@ pub async fn export_decisions(args: &ExportDecisionsArgs) -> anyhow::Result<()> 
     let exported = oo_replay::export::export(
         &pool,
         range,
-        |decision| {
-            serde_json::to_writer(&mut out, decision)?;
-            out.write_all(b"\n")
+        |decision| match &mut sink {
+            Sink::Jsonl(out) => {
+                serde_json::to_writer(&mut *out, decision)?;
+                out.write_all(b"\n")
+            }
+            Sink::Parquet(parquet) => parquet.push(decision).map_err(std::io::Error::other),
         },
         |total, read| {
             bar.set_length(total);
@@ -303,7 +312,12 @@ pub async fn export_decisions(args: &ExportDecisionsArgs) -> anyhow::Result<()> 
         },
     )
     .await?;
-    out.flush().context("cannot write the export")?;
+    match sink {
+        Sink::Jsonl(mut out) => out.flush().context("cannot write the export")?,
+        Sink::Parquet(parquet) => {
+            parquet.finish()?.flush().context("cannot write the export")?;
+        }
+    }
     bar.finish_and_clear();
     eprintln!(
         "exported {} decisions ({} not settled yet); left out {} of people deleted since",
@@ -316,7 +330,8 @@ pub async fn export_decisions(args: &ExportDecisionsArgs) -> anyhow::Result<()> 
 pub struct ReplayArgs {
     #[command(flatten)]
     pub db: DbConfig,
-    /// A file of logged decisions (JSON lines, DESIGN section 12; `-`: standard input). Without
+    /// A file of logged decisions (JSON lines, DESIGN section 12, or Parquet with the same
+    /// columns, told by its first bytes; `-`: JSON lines on standard input). Without
     /// it, the decisions of the database (`--database-url`), exactly as `oo export decisions`
     /// would write them.
     #[arg(long)]
@@ -364,8 +379,15 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let decisions = match args.input.as_deref() {
         Some("-") => read_decisions(std::io::stdin().lock(), "standard input")?,
         Some(path) => {
+            let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+            let mut magic = [0u8; 4];
+            let parquet = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"PAR1";
             let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
-            read_decisions(std::io::BufReader::new(file), path)?
+            if parquet {
+                oo_replay::columnar::read_parquet(file).with_context(|| format!("reading {path}"))?
+            } else {
+                read_decisions(std::io::BufReader::new(file), path)?
+            }
         }
         None => {
             let pool = oo_commands::db::connect(&args.db.database_url, 2).await?;
@@ -397,6 +419,12 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Where an export goes.
+enum Sink {
+    Jsonl(Box<dyn std::io::Write + Send>),
+    Parquet(Box<oo_replay::columnar::ParquetSink<Box<dyn std::io::Write + Send>>>),
 }
 
 fn read_decisions(input: impl std::io::BufRead, name: &str) -> anyhow::Result<Vec<oo_replay::logged::LoggedDecision>> {

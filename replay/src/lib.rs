@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`logged`]: one decision a record (ids and numbers only), read from JSON lines.
+//! - [`columnar`]: the same records as Parquet (one arrow schema for both formats).
 //! - [`export`]: the store's decisions with their settled rewards, streamed in the log's order.
 //! - [`evaluate`]: candidate policies run over logged decisions (the very code `/recommend`
 //!   decides with) and the reward model; [`ope`]: the estimators, intervals and diagnostics.
@@ -16,6 +17,7 @@
 //! Invariant: this crate knows no HTTP; it reads and writes through `commands` and
 //! `projections` like the server does.
 
+pub mod columnar;
 pub mod evaluate;
 pub mod export;
 pub mod logged;
