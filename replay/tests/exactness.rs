@@ -110,3 +110,89 @@ fn ips_and_snips_equal_open_bandit_pipelines_on_the_same_file() {
         }
     }
 }
+
+/// On data whose expected rewards are known (linear in the candidate's features, so the reward
+/// model can learn them), every estimator's interval holds the uniform target's true value, and
+/// DR's error is no larger than IPS's.
+#[test]
+fn the_estimates_cover_a_known_true_value() {
+    let mut s = 7u64;
+    let weights = [0.6, -0.4];
+    let expected = |f: &[f64]| weights[0] * f[0] + weights[1] * f[1];
+    let mut truth = 0.0;
+    let decisions: Vec<LoggedDecision> = (0..20_000)
+        .map(|i| {
+            let k = 4;
+            let candidates: Vec<Candidate> = (0..k)
+                .map(|a| Candidate {
+                    id: format!("a{a}"),
+                    kind: None,
+                    features: vec![unit(&mut s), unit(&mut s)],
+                })
+                .collect();
+            truth += candidates.iter().map(|c| expected(&c.features)).sum::<f64>() / k as f64;
+            // Logged by a softmax leaning on the first feature: far from uniform.
+            let scores: Vec<f64> = candidates.iter().map(|c| 2.0 * c.features[0]).collect();
+            let total: f64 = scores.iter().map(|x| x.exp()).sum();
+            let distribution: Vec<f64> = scores.iter().map(|x| x.exp() / total).collect();
+            let u = unit(&mut s);
+            let mut acc = 0.0;
+            let chosen = distribution
+                .iter()
+                .position(|p| {
+                    acc += p;
+                    u < acc
+                })
+                .unwrap_or(k - 1);
+            // The reward: the expected value plus noise of mean 0.
+            let reward = expected(&candidates[chosen].features) + (unit(&mut s) - 0.5);
+            LoggedDecision {
+                id: format!("d{i}"),
+                timestamp: None,
+                user: None,
+                context: vec![1.0],
+                chosen: candidates[chosen].id.clone(),
+                candidates,
+                propensity: distribution[chosen],
+                distribution: Some(distribution),
+                reward: Some(reward),
+                settled_by: None,
+                slot: None,
+                policy: None,
+                policy_version: None,
+                policy_params: Default::default(),
+                feature_version: None,
+                shadows: vec![],
+            }
+        })
+        .collect();
+    let truth = truth / decisions.len() as f64;
+    let options = Options {
+        bootstrap: 300,
+        ..Options::default()
+    };
+    let report = evaluate(&decisions, &[("uniform".to_owned(), Target::Uniform)], &options);
+    assert!(report.reward_model, "the reward model is fitted");
+    let estimates = &report.policies[0].estimates;
+    for name in ["ips", "snips", "dr", "sndr"] {
+        let e = estimates[name].expect("estimated");
+        assert!(
+            e.ci_low <= truth && truth <= e.ci_high,
+            "{name}: [{}, {}] misses the truth {truth}",
+            e.ci_low,
+            e.ci_high
+        );
+    }
+    let error = |name: &str| (estimates[name].expect("estimated").value - truth).abs();
+    let width = |name: &str| {
+        let e = estimates[name].expect("estimated");
+        e.ci_high - e.ci_low
+    };
+    assert!(width("dr") < width("ips"), "a right reward model narrows the interval");
+    assert!(
+        error("dr") <= error("ips") + 1e-3,
+        "dr {} vs ips {}",
+        error("dr"),
+        error("ips")
+    );
+}
