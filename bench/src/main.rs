@@ -22,6 +22,7 @@ mod probes;
 mod rebuild;
 mod recommend;
 mod relay;
+mod replay;
 mod snapshot;
 
 use clap::{Parser, Subcommand};
@@ -105,6 +106,17 @@ pub enum Which {
         #[arg(long, default_value_t = 50_000)]
         events: usize,
     },
+    /// Off-policy estimation speed beside Open Bandit Pipeline's formulas in numpy, then oO alone
+    /// on a large log.
+    Replay {
+        #[arg(long, default_value_t = 10_000)]
+        decisions: usize,
+        #[arg(long, default_value_t = 1_000)]
+        bootstrap: usize,
+        /// Decisions of the large run (0: skip it).
+        #[arg(long, default_value_t = 1_000_000)]
+        large: usize,
+    },
     /// Rebuild speed on a log of N events, beside the time to read the log alone.
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -162,5 +174,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Which::Snapshot { events } => snapshot::snapshot(&args.server, events).await,
         Which::Rebuild { events } => rebuild::rebuild(&args.server, events).await,
+        Which::Replay {
+            decisions,
+            bootstrap,
+            large,
+        } => replay::replay(decisions, bootstrap, large),
     }
 }
