@@ -3,60 +3,23 @@
 //! by side on the same file and bootstrap size, by Open Bandit Pipeline's formulas in numpy
 //! (`bench/reference/ope_numpy.py`); then oO alone on a large file, with its peak memory.
 
-use oo_domain::policy::mix;
 use oo_replay::evaluate::{Options, Target, evaluate};
-use oo_replay::logged::{Candidate, LoggedDecision};
+use oo_replay::logged::LoggedDecision;
 use oo_replay::ope::{Estimator, Weighted, estimate, with_intervals};
+use oo_replay::synthetic::{candidates, decision, softmax_draw, unit};
 use std::io::Write;
 use std::time::Instant;
-
-fn unit(state: &mut u64) -> f64 {
-    *state = mix(*state);
-    (*state >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// `n` decisions over `k` candidates of `features` features each, logged by a softmax.
 fn synthetic(n: usize, k: usize, features: usize) -> Vec<LoggedDecision> {
     let mut s = 42u64;
     (0..n)
         .map(|i| {
-            let candidates: Vec<Candidate> = (0..k)
-                .map(|a| Candidate {
-                    id: format!("a{a}"),
-                    kind: None,
-                    features: (0..features).map(|_| unit(&mut s)).collect(),
-                })
-                .collect();
+            let candidates = candidates(k, features, &mut s);
             let scores: Vec<f64> = candidates.iter().map(|c| 2.0 * c.features[0]).collect();
-            let total: f64 = scores.iter().map(|x| x.exp()).sum();
-            let distribution: Vec<f64> = scores.iter().map(|x| x.exp() / total).collect();
-            let u = unit(&mut s);
-            let mut acc = 0.0;
-            let chosen = distribution
-                .iter()
-                .position(|p| {
-                    acc += p;
-                    u < acc
-                })
-                .unwrap_or(k - 1);
-            LoggedDecision {
-                id: format!("d{i}"),
-                timestamp: None,
-                user: None,
-                context: vec![1.0],
-                reward: Some(candidates[chosen].features[1] + unit(&mut s) - 0.5),
-                chosen: candidates[chosen].id.clone(),
-                candidates,
-                propensity: distribution[chosen],
-                distribution: Some(distribution),
-                settled_by: None,
-                slot: None,
-                policy: None,
-                policy_version: None,
-                policy_params: Default::default(),
-                feature_version: None,
-                shadows: vec![],
-            }
+            let (distribution, chosen) = softmax_draw(&scores, unit(&mut s));
+            let reward = candidates[chosen].features[1] + unit(&mut s) - 0.5;
+            decision(format!("d{i}"), vec![1.0], candidates, distribution, chosen, reward)
         })
         .collect()
 }

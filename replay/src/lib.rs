@@ -9,6 +9,7 @@
 //! - [`export`]: the store's decisions with their settled rewards, streamed in the log's order.
 //! - [`evaluate`]: candidate policies run over logged decisions (the very code `/recommend`
 //!   decides with) and the reward model; [`ope`]: the estimators, intervals and diagnostics.
+//! - [`synthetic`]: seeded logged decisions for tests and benchmarks.
 //! - [`recompute`]: a logged decision's distributions computed again from the log alone.
 //! - [`simulate`]: the driver (hours, sessions, the reward join at each boundary), the report
 //!   and its table and plot.
@@ -24,3 +25,4 @@ pub mod logged;
 pub mod ope;
 pub mod recompute;
 pub mod simulate;
+pub mod synthetic;

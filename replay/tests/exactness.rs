@@ -6,15 +6,10 @@
 
 use oo_domain::policy::mix;
 use oo_replay::evaluate::{Options, Target, evaluate};
-use oo_replay::logged::{Candidate, LoggedDecision, read_jsonl};
+use oo_replay::logged::{LoggedDecision, read_jsonl};
 use oo_replay::ope::Estimator;
+use oo_replay::synthetic::{candidates, decision, softmax_draw, unit};
 use std::io::Write;
-
-/// A uniform number in [0, 1) from a state.
-fn unit(state: &mut u64) -> f64 {
-    *state = mix(*state);
-    (*state >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// `n` decisions logged by a softmax policy over 3 to 8 candidates, rewards in {-1, ..., 1}.
 fn synthetic(n: usize) -> Vec<LoggedDecision> {
@@ -23,44 +18,11 @@ fn synthetic(n: usize) -> Vec<LoggedDecision> {
         .map(|i| {
             let k = 3 + (mix(i as u64) % 6) as usize;
             let context: Vec<f64> = (0..3).map(|_| unit(&mut s)).collect();
-            let candidates: Vec<Candidate> = (0..k)
-                .map(|a| Candidate {
-                    id: format!("a{a}"),
-                    kind: None,
-                    features: vec![unit(&mut s), unit(&mut s)],
-                })
-                .collect();
+            let candidates = candidates(k, 2, &mut s);
             let scores: Vec<f64> = (0..k).map(|_| 3.0 * unit(&mut s)).collect();
-            let total: f64 = scores.iter().map(|x| x.exp()).sum();
-            let distribution: Vec<f64> = scores.iter().map(|x| x.exp() / total).collect();
-            let u = unit(&mut s);
-            let mut acc = 0.0;
-            let chosen = distribution
-                .iter()
-                .position(|p| {
-                    acc += p;
-                    u < acc
-                })
-                .unwrap_or(k - 1);
+            let (distribution, chosen) = softmax_draw(&scores, unit(&mut s));
             let reward = [-1.0, -0.5, 0.0, 0.5, 1.0][(mix(s ^ chosen as u64) % 5) as usize];
-            LoggedDecision {
-                id: format!("d{i}"),
-                timestamp: None,
-                user: None,
-                context,
-                chosen: candidates[chosen].id.clone(),
-                candidates,
-                propensity: distribution[chosen],
-                distribution: Some(distribution),
-                reward: Some(reward),
-                settled_by: None,
-                slot: None,
-                policy: None,
-                policy_version: None,
-                policy_params: Default::default(),
-                feature_version: None,
-                shadows: vec![],
-            }
+            decision(format!("d{i}"), context, candidates, distribution, chosen, reward)
         })
         .collect()
 }
@@ -123,47 +85,14 @@ fn the_estimates_cover_a_known_true_value() {
     let decisions: Vec<LoggedDecision> = (0..20_000)
         .map(|i| {
             let k = 4;
-            let candidates: Vec<Candidate> = (0..k)
-                .map(|a| Candidate {
-                    id: format!("a{a}"),
-                    kind: None,
-                    features: vec![unit(&mut s), unit(&mut s)],
-                })
-                .collect();
+            let candidates = candidates(k, 2, &mut s);
             truth += candidates.iter().map(|c| expected(&c.features)).sum::<f64>() / k as f64;
             // Logged by a softmax leaning on the first feature: far from uniform.
             let scores: Vec<f64> = candidates.iter().map(|c| 2.0 * c.features[0]).collect();
-            let total: f64 = scores.iter().map(|x| x.exp()).sum();
-            let distribution: Vec<f64> = scores.iter().map(|x| x.exp() / total).collect();
-            let u = unit(&mut s);
-            let mut acc = 0.0;
-            let chosen = distribution
-                .iter()
-                .position(|p| {
-                    acc += p;
-                    u < acc
-                })
-                .unwrap_or(k - 1);
+            let (distribution, chosen) = softmax_draw(&scores, unit(&mut s));
             // The reward: the expected value plus noise of mean 0.
             let reward = expected(&candidates[chosen].features) + (unit(&mut s) - 0.5);
-            LoggedDecision {
-                id: format!("d{i}"),
-                timestamp: None,
-                user: None,
-                context: vec![1.0],
-                chosen: candidates[chosen].id.clone(),
-                candidates,
-                propensity: distribution[chosen],
-                distribution: Some(distribution),
-                reward: Some(reward),
-                settled_by: None,
-                slot: None,
-                policy: None,
-                policy_version: None,
-                policy_params: Default::default(),
-                feature_version: None,
-                shadows: vec![],
-            }
+            decision(format!("d{i}"), vec![1.0], candidates, distribution, chosen, reward)
         })
         .collect();
     let truth = truth / decisions.len() as f64;
