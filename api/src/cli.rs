@@ -355,6 +355,9 @@ pub struct ReplayArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Also draw the estimates with their intervals, and how SNIPS settles, as SVG.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// `oo replay`: evaluates policies on logged decisions and prints the table (docs/replay.md).
@@ -417,6 +420,10 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let svg = oo_replay::plot::svg(&report).map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }

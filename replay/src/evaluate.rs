@@ -107,6 +107,10 @@ pub struct PolicyReport {
     /// Why the estimates may not be trusted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// SNIPS over the first `n` settled decisions, at about a hundred points of the log (for
+    /// the plot: where the estimate settles).
+    #[serde(skip)]
+    pub cumulative: Vec<(usize, f64)>,
 }
 
 /// What `oo replay` reports (DESIGN section 12).
@@ -156,6 +160,7 @@ pub fn evaluate(decisions: &[LoggedDecision], targets: &[(String, Target)], opti
                 estimates,
                 warnings: diagnostics.warnings(rows.len()),
                 diagnostics,
+                cumulative: cumulative_snips(&rows),
             }
         })
         .collect();
@@ -167,6 +172,21 @@ pub fn evaluate(decisions: &[LoggedDecision], targets: &[(String, Target)], opti
         reward_model: model.is_some(),
         policies,
     }
+}
+
+/// SNIPS over growing prefixes of `rows`, at about a hundred points.
+fn cumulative_snips(rows: &[Weighted]) -> Vec<(usize, f64)> {
+    let step = (rows.len() / 100).max(1);
+    let (mut weighted, mut weights) = (0.0, 0.0);
+    let mut out = Vec::new();
+    for (i, x) in rows.iter().enumerate() {
+        weighted += x.w * x.r;
+        weights += x.w;
+        if ((i + 1) % step == 0 || i + 1 == rows.len()) && weights > 0.0 {
+            out.push((i + 1, weighted / weights));
+        }
+    }
+    out
 }
 
 /// Whether the decision's logging distribution was uniform over its candidates.

@@ -10,6 +10,7 @@
 //! - [`evaluate`]: candidate policies run over logged decisions (the very code `/recommend`
 //!   decides with) and the reward model; [`ope`]: the estimators, intervals and diagnostics.
 //! - [`synthetic`]: seeded logged decisions for tests and benchmarks.
+//! - [`plot`]: the report as SVG (plotters).
 //! - [`recompute`]: a logged decision's distributions computed again from the log alone.
 //! - [`simulate`]: the driver (hours, sessions, the reward join at each boundary), the report
 //!   and its table and plot.
@@ -23,6 +24,7 @@ pub mod evaluate;
 pub mod export;
 pub mod logged;
 pub mod ope;
+pub mod plot;
 pub mod recompute;
 pub mod simulate;
 pub mod synthetic;

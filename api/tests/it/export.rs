@@ -200,10 +200,14 @@ async fn oo_replay_evaluates_an_exported_log_and_writes_the_json_of_design_secti
         "200",
         "--json",
         report.to_str().expect("path"),
+        "--plot",
+        dir.join("report.svg").to_str().expect("path"),
     ])
     .output()
     .await
     .expect("oo replay runs");
+    let svg = std::fs::read_to_string(dir.join("report.svg")).expect("the plot is written");
+    assert!(svg.starts_with("<svg") && svg.contains("shadow:thompson") && svg.contains("snips"));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(
