@@ -207,7 +207,7 @@ pub async fn run_group(
     // Whether each projection's position has been reported once: after that, only moves are.
     let mut reported = vec![false; projections.len()];
     let mut backoff = Duration::from_millis(100);
-    let mut held: Option<PoolConnection<Postgres>> = None;
+    let mut held = Held::default();
     let hurry = status.hurried();
     while !shutdown.is_cancelled() {
         let notified = appended.notified();
@@ -217,7 +217,7 @@ pub async fn run_group(
         let due: Vec<usize> = (0..projections.len())
             .filter(|i| retry[*i].is_none_or(|(at, _)| at <= now))
             .collect();
-        let outcomes = match round(&pool, &mut held, &projections, &due).await {
+        let outcomes = match round(&pool, &mut held.0, &projections, &due).await {
             Ok(outcomes) => outcomes,
             Err(RoundError::Projection { index, message }) => {
                 let name = projections[index].name();
@@ -236,7 +236,7 @@ pub async fn run_group(
                 continue;
             }
             Err(RoundError::Db(e)) => {
-                held = None;
+                held.0 = None;
                 tracing::error!(error = %e, "the projector's round failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -273,6 +273,22 @@ pub async fn run_group(
                 _ = tokio::time::sleep(COALESCE) => {}
                 _ = hurry.notified() => {}
             }
+        }
+    }
+}
+
+/// The connection the projector keeps between rounds. When the loop's future is dropped (the
+/// task aborted, say) in the middle of a round, sqlx 0.8 would hand the connection back to the
+/// pool still inside the round's transaction, where it holds back every reader of the cluster
+/// until the server's idle timeout ends it. Dropped, this closes the connection instead, so the
+/// server rolls the round back at once, as it would after a crash.
+#[derive(Default)]
+struct Held(Option<PoolConnection<Postgres>>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
         }
     }
 }
