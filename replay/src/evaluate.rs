@@ -243,7 +243,7 @@ fn weighted(
     options: &Options,
 ) -> Vec<Weighted> {
     let mut learner = match target {
-        Target::Policy(p) if p.uses_model() => Some(Learner::default()),
+        Target::Policy(p) if p.uses_model() => Some(Learner::new()),
         _ => None,
     };
     let mut rows = Vec::new();
@@ -273,15 +273,16 @@ fn weighted(
             },
             Target::Policy(policy) => {
                 let dim = vectors.first().map_or(0, Vec::len);
+                let unlearned = LinearModel::new(0);
                 let (person, prior) = match learner.as_mut() {
                     Some(l) => l.state(d.user.as_deref(), dim, options.prior_every),
-                    None => (LinearModel::new(0), Vec::new()),
+                    None => (&unlearned, &[][..]),
                 };
                 policy
                     .distribution(&Inputs {
                         candidates: &vectors,
-                        model: &person,
-                        prior: &prior,
+                        model: person,
+                        prior,
                         seed,
                     })
                     .probabilities
@@ -312,28 +313,38 @@ fn weighted(
 
 /// What a learning policy has learned so far: each person's model and the population's sums,
 /// with the prior solved again every `prior_every` rewards.
-#[derive(Default)]
 struct Learner {
     people: HashMap<String, LinearModel>,
     population: Option<PooledSums>,
     prior: Vec<f64>,
     since_prior: usize,
+    /// The model of someone who has not been rewarded yet.
+    fresh: LinearModel,
 }
 
 impl Learner {
+    fn new() -> Self {
+        Self {
+            people: HashMap::new(),
+            population: None,
+            prior: Vec::new(),
+            since_prior: 0,
+            fresh: LinearModel::new(0),
+        }
+    }
+
     /// The person's model (fresh for someone new) and the prior, for vectors of `dim`.
-    fn state(&mut self, user: Option<&str>, dim: usize, prior_every: usize) -> (LinearModel, Vec<f64>) {
+    fn state(&mut self, user: Option<&str>, dim: usize, prior_every: usize) -> (&LinearModel, &[f64]) {
         let population = self.population.get_or_insert_with(|| PooledSums::new(dim));
         if self.prior.len() != dim || self.since_prior >= prior_every {
             self.prior = population.theta();
             self.since_prior = 0;
         }
-        let person = self
-            .people
-            .get(user.unwrap_or_default())
-            .cloned()
-            .unwrap_or_else(|| LinearModel::new(dim));
-        (person, self.prior.clone())
+        if self.fresh.dim != dim {
+            self.fresh = LinearModel::new(dim);
+        }
+        let person = self.people.get(user.unwrap_or_default()).unwrap_or(&self.fresh);
+        (person, &self.prior)
     }
 
     fn learn(&mut self, user: Option<&str>, x: &[f64], reward: f64) {
