@@ -1,8 +1,9 @@
 //! Generates the Rust types of `oo/events/v1/*.proto` with prost-build, using the vendored
 //! `protoc` so that no system package is needed.
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 5] = [
     "oo/events/v1/envelope.proto",
+    "oo/events/v1/policy.proto",
     "oo/events/v1/signals.proto",
     "oo/events/v1/tip.proto",
     "oo/events/v1/user.proto",

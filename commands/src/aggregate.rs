@@ -127,6 +127,13 @@ impl Stream for oo_domain::tip::Tip {
     }
 }
 
+/// The line-up's one stream: system events, which belong to no person ([`UserId::SYSTEM`]).
+impl Stream for oo_domain::promotion::Policy {
+    fn user_of(e: &Self::Event) -> UserId {
+        oo_domain::promotion::user_of(e)
+    }
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error + 'static> {

@@ -783,6 +783,34 @@ pub async fn read_of_types_after(
     rows.iter().map(stored_event).collect()
 }
 
+/// The latest events of type `event_type` before `before` (all of them with `None`), newest
+/// first, at most `limit`: for reading the tail of the log backwards (the promotion gate's
+/// window). Only committed events are visible; no order guarantee holds against transactions
+/// still in flight, which a window of the latest decisions does not need.
+pub async fn read_latest_of_type(
+    conn: &mut PgConnection,
+    event_type: &str,
+    before: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let before = before.unwrap_or(Cursor {
+        tx_id: u64::MAX,
+        position: i64::MAX,
+    });
+    let sql = format!(
+        "{SELECT_EVENTS} WHERE event_type = $1 AND (tx_id, position) < ($2::text::xid8, $3) \
+         ORDER BY tx_id DESC, position DESC LIMIT $4"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(event_type)
+        .bind(before.tx_id.to_string())
+        .bind(before.position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(stored_event).collect()
+}
+
 /// The events of type `event_type` in the streams `aggregate_ids` of `aggregate_type`, each
 /// stream in its order (for joining what later events said of many streams at once).
 pub async fn read_in_streams(

@@ -5,6 +5,7 @@
 use crate::aggregate::Repository;
 use crate::store::{EventStore, WriterConfig};
 use crate::vault::{MasterKey, Vault, VaultError};
+use oo_domain::promotion::Policy;
 use oo_domain::signals::Signals;
 use oo_domain::tip::Tip;
 use oo_domain::user::User;
@@ -19,6 +20,8 @@ pub struct WriteSide {
     pub users: Repository<User>,
     pub signals: Repository<Signals>,
     pub tips: Repository<Tip>,
+    /// The serving line-up's one stream (promotions).
+    pub policies: Repository<Policy>,
 }
 
 impl WriteSide {
@@ -31,6 +34,7 @@ impl WriteSide {
             users: Repository::new(store.clone(), vault.clone()),
             signals: Repository::new(store.clone(), vault.clone()),
             tips: Repository::new(store.clone(), vault.clone()),
+            policies: Repository::new(store.clone(), vault.clone()),
             store,
             vault,
         })

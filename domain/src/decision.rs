@@ -317,6 +317,20 @@ impl Policies {
         })
     }
 
+    /// The policies of a line-up (each spec as [`crate::policy::canonical`] writes it).
+    pub fn from_lineup(lineup: &crate::promotion::Lineup) -> Result<Self, PolicySpecError> {
+        Self::from_specs(&lineup.serving, &lineup.shadows.join(";"))
+    }
+
+    /// The line-up these policies make, each by its canonical spec.
+    pub fn lineup(&self) -> crate::promotion::Lineup {
+        let spec = |p: &Arc<dyn Policy>| crate::policy::spec_of(p.name(), &p.params());
+        crate::promotion::Lineup {
+            serving: spec(&self.serving),
+            shadows: self.shadows.iter().map(spec).collect(),
+        }
+    }
+
     /// Whether any of them reads the person's model and the population's prior.
     pub fn learn(&self) -> bool {
         std::iter::once(&self.serving)
@@ -483,6 +497,14 @@ mod tests {
 
     #[test]
     fn a_bad_spec_is_refused() {
+        let lineup = Policies::from_specs("linucb:alpha=0.5", "random; thompson")
+            .expect("specs")
+            .lineup();
+        assert!(lineup.serving.starts_with("linucb:alpha=0.5,"), "{lineup:?}");
+        assert_eq!(
+            Policies::from_lineup(&lineup).expect("canonical specs parse").lineup(),
+            lineup
+        );
         assert!(Policies::from_specs("nope", "").is_err());
         assert!(Policies::from_specs("random", "linucb; nope").is_err());
         assert!(!Policies::from_specs("random", "").expect("random").learn());

@@ -13,7 +13,7 @@ macro_rules! uuid_id {
         pub struct $name(Uuid);
 
         impl $name {
-            pub fn from_uuid(id: Uuid) -> Self {
+            pub const fn from_uuid(id: Uuid) -> Self {
                 Self(id)
             }
             pub fn as_uuid(&self) -> Uuid {
@@ -40,6 +40,18 @@ uuid_id!(
     /// A user: random, never derived from an email or a provider's subject.
     UserId
 );
+impl UserId {
+    /// The envelope user id of system events, which belong to no person (the `policy` stream's
+    /// promotions): the nil UUID, which no person is ever given (theirs are random, v4). Nobody
+    /// can delete it; its events hold no personal field, so no key is ever made for it.
+    pub const SYSTEM: Self = Self::from_uuid(Uuid::nil());
+
+    /// Whether this is [`UserId::SYSTEM`].
+    pub fn is_system(&self) -> bool {
+        self.0.is_nil()
+    }
+}
+
 uuid_id!(
     /// One decision of the recommender (one `Tip` aggregate).
     TipId

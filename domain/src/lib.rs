@@ -11,6 +11,8 @@
 //! - [`personal`]: the sealed/redacted markers and where each personal field lives.
 //! - [`features`]: the feature vector of a candidate in a user's context.
 //! - [`policy`]: the policy trait and the policies' math.
+//! - [`promotion`]: the `Policy` aggregate — the serving line-up and the promotions that change
+//!   it, each with its offline evidence (a system stream: no person's).
 //! - [`decision`]: the pure decision — a person's candidates and context, the serving policy's
 //!   draw and the shadows' picks, the record `TipServed` logs.
 //!
@@ -25,6 +27,7 @@ pub mod features;
 pub mod ids;
 pub mod personal;
 pub mod policy;
+pub mod promotion;
 pub mod reward;
 pub mod signal;
 pub mod signals;

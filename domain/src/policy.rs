@@ -311,16 +311,31 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Policy>, PolicySpecError> {
 /// The policy a decision logged by name and hyper-parameters (`ridge`, a constant of the
 /// models, is not a parameter of the spec).
 pub fn from_logged(name: &str, params: &BTreeMap<String, f64>) -> Result<Box<dyn Policy>, PolicySpecError> {
-    let spec: Vec<String> = params
+    from_spec(&spec_of(name, params))
+}
+
+/// The spec of a policy named `name` with `params`: the name, then every parameter but `ridge`
+/// in key order (`linucb:alpha=1,epsilon=0.1,temperature=0.05`). A policy's spec names it
+/// exactly: two specs that parse to the same policy have the same [`canonical`] form.
+pub fn spec_of(name: &str, params: &BTreeMap<String, f64>) -> String {
+    let params: Vec<String> = params
         .iter()
         .filter(|(k, _)| k.as_str() != "ridge")
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    if spec.is_empty() {
-        from_spec(name)
+    if params.is_empty() {
+        name.to_owned()
     } else {
-        from_spec(&format!("{name}:{}", spec.join(",")))
+        format!("{name}:{}", params.join(","))
     }
+}
+
+/// `spec` with every parameter spelled out, defaults included (`thompson` →
+/// `thompson:epsilon=0.1,samples=1,v=0.5`, say): the form promotions and the serving line-up
+/// compare and log.
+pub fn canonical(spec: &str) -> Result<String, PolicySpecError> {
+    let p = from_spec(spec)?;
+    Ok(spec_of(p.name(), &p.params()))
 }
 
 /// SplitMix64: a well-mixed 64-bit value from a seed.
@@ -347,6 +362,23 @@ pub fn draw(distribution: &[f64], seed: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_canonical_spec_names_every_parameter_and_parses_to_the_same_policy() {
+        let spec = canonical("thompson").expect("a spec");
+        assert!(spec.starts_with("thompson:") && spec.contains("epsilon="), "{spec}");
+        assert_eq!(canonical(&spec).expect("its own canonical form"), spec);
+        assert_eq!(canonical("random").expect("a spec"), "random");
+        let p = from_spec("linucb:temperature=0.05,alpha=0.3").expect("a spec");
+        assert_eq!(
+            canonical("linucb:alpha=0.3,temperature=0.05").expect("a spec"),
+            spec_of(p.name(), &p.params())
+        );
+        assert_ne!(
+            canonical("linucb:alpha=0.7").expect("a spec"),
+            canonical("linucb").expect("a spec")
+        );
+    }
 
     fn inputs<'a>(xs: &'a [Vec<f64>], model: &'a LinearModel, prior: &'a [f64], seed: u64) -> Inputs<'a> {
         Inputs {

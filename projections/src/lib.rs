@@ -4,7 +4,8 @@
 //! - [`projector`]: the checkpointed loop — reads the log in the safe global order in batches and
 //!   applies each batch together with its checkpoint in one transaction.
 //! - [`rebuild`]: blue/green rebuilds into fresh tables, swapped in atomically.
-//! - [`open_tasks`], [`features`], [`tip_log`], [`bandit`], [`reward_pending`]: the projections.
+//! - [`open_tasks`], [`features`], [`tip_log`], [`bandit`], [`reward_pending`], [`policies`]: the
+//!   projections.
 //! - [`deciding`]: the typed read models a decision needs (a person's candidates and context,
 //!   their model, the population's prior), for `/recommend` and the simulator.
 //! - [`relay`]: the NATS JetStream relay (a checkpointed consumer that publishes, never appends).
@@ -18,6 +19,7 @@ pub mod bandit;
 pub mod deciding;
 pub mod features;
 pub mod open_tasks;
+pub mod policies;
 pub mod projector;
 pub mod rebuild;
 pub mod relay;
@@ -91,6 +93,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(tip_log::TipLog),
         std::sync::Arc::new(bandit::Bandit),
         std::sync::Arc::new(reward_pending::RewardPending),
+        std::sync::Arc::new(policies::Policies),
     ]
 }
 

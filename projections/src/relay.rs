@@ -86,13 +86,17 @@ pub fn partition(user_id: uuid::Uuid) -> u64 {
     oo_domain::ids::fnv1a(*user_id.as_bytes()) % 64
 }
 
+/// An event's subject. System events (user id [`UserId::SYSTEM`], the `policy` stream) belong
+/// to no person and go to the partition `system`, which no per-person subject filter matches.
+///
+/// [`UserId::SYSTEM`]: oo_domain::ids::UserId::SYSTEM
 pub fn subject(e: &StoredEvent) -> String {
-    format!(
-        "oo.events.v1.{}.{}.{}",
-        e.aggregate_type,
-        snake(&e.event_type),
-        partition(e.user_id)
-    )
+    let partition = if e.user_id.is_nil() {
+        "system".to_owned()
+    } else {
+        partition(e.user_id).to_string()
+    };
+    format!("oo.events.v1.{}.{}.{partition}", e.aggregate_type, snake(&e.event_type))
 }
 
 /// The wire form of a stored event: public fields as stored (personal ones read
@@ -126,6 +130,7 @@ fn typed(e: &StoredEvent) -> Result<(oo_proto::DomainEvent, Option<oo_proto::Sea
         "user" => oo_proto::DomainEvent::User(e.decode().map_err(|x| bad(x.to_string()))?),
         "signals" => oo_proto::DomainEvent::Signals(e.decode().map_err(|x| bad(x.to_string()))?),
         "tip" => oo_proto::DomainEvent::Tip(e.decode().map_err(|x| bad(x.to_string()))?),
+        "policy" => oo_proto::DomainEvent::Policy(e.decode().map_err(|x| bad(x.to_string()))?),
         other => return Err(bad(format!("unknown aggregate type {other}"))),
     };
     let sealed = match &e.sealed {

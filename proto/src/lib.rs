@@ -28,6 +28,7 @@
 
 use chrono::{DateTime, Utc};
 use oo_domain::ids::{InvalidSignalId, SessionId, SignalId, TipId, UserId};
+use oo_domain::promotion::{Evidence, Interval, PolicyEvent};
 use oo_domain::reward::{Reaction, SettledBy};
 use oo_domain::signal::{
     ExternalId, InvalidField, MoodScore, Place, Priority, SignalData, TaskSource, Text, TimeZoneName,
@@ -51,6 +52,7 @@ pub enum DomainEvent {
     User(UserEvent),
     Signals(SignalsEvent),
     Tip(TipEvent),
+    Policy(PolicyEvent),
 }
 
 impl From<UserEvent> for DomainEvent {
@@ -68,6 +70,12 @@ impl From<SignalsEvent> for DomainEvent {
 impl From<TipEvent> for DomainEvent {
     fn from(event: TipEvent) -> Self {
         Self::Tip(event)
+    }
+}
+
+impl From<PolicyEvent> for DomainEvent {
+    fn from(event: PolicyEvent) -> Self {
+        Self::Policy(event)
     }
 }
 
@@ -181,6 +189,7 @@ impl From<&DomainEvent> for Payload {
             DomainEvent::User(e) => e.into(),
             DomainEvent::Signals(e) => e.into(),
             DomainEvent::Tip(e) => e.into(),
+            DomainEvent::Policy(e) => e.into(),
         }
     }
 }
@@ -199,6 +208,7 @@ impl TryFrom<Payload> for DomainEvent {
             Payload::TipServed(m) => Self::Tip((*m).try_into()?),
             Payload::TipReacted(m) => Self::Tip(m.try_into()?),
             Payload::TipRewarded(m) => Self::Tip(m.try_into()?),
+            Payload::PolicyPromoted(m) => Self::Policy(m.try_into()?),
         })
     }
 }
@@ -774,6 +784,100 @@ impl TryFrom<pb::TipRewarded> for TipEvent {
     }
 }
 
+// --- Policy --------------------------------------------------------------------------------
+
+impl From<&Interval> for pb::EstimateInterval {
+    fn from(i: &Interval) -> Self {
+        Self {
+            value: i.value,
+            ci_low: i.ci_low,
+            ci_high: i.ci_high,
+        }
+    }
+}
+
+impl From<pb::EstimateInterval> for Interval {
+    fn from(i: pb::EstimateInterval) -> Self {
+        Self {
+            value: i.value,
+            ci_low: i.ci_low,
+            ci_high: i.ci_high,
+        }
+    }
+}
+
+impl From<&Evidence> for pb::PromotionEvidence {
+    fn from(e: &Evidence) -> Self {
+        Self {
+            window: e.window,
+            decisions: e.decisions,
+            min_decisions: e.min_decisions,
+            first_served_at_us: e.first_served_at.as_ref().map(micros),
+            last_served_at_us: e.last_served_at.as_ref().map(micros),
+            serving_value: e.serving_value,
+            snips: e.snips.as_ref().map(Into::into),
+            dr: e.dr.as_ref().map(Into::into),
+            bootstrap: e.bootstrap,
+            seed: e.seed,
+            refusals: e.refusals.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::PromotionEvidence> for Evidence {
+    type Error = DecodeError;
+    fn try_from(e: pb::PromotionEvidence) -> Result<Self, DecodeError> {
+        Ok(Self {
+            window: e.window,
+            decisions: e.decisions,
+            min_decisions: e.min_decisions,
+            first_served_at: optional_time("evidence.first_served_at_us", e.first_served_at_us)?,
+            last_served_at: optional_time("evidence.last_served_at_us", e.last_served_at_us)?,
+            serving_value: e.serving_value,
+            snips: e.snips.map(Into::into),
+            dr: e.dr.map(Into::into),
+            bootstrap: e.bootstrap,
+            seed: e.seed,
+            refusals: e.refusals,
+        })
+    }
+}
+
+impl From<&PolicyEvent> for Payload {
+    fn from(event: &PolicyEvent) -> Self {
+        let PolicyEvent::PolicyPromoted {
+            serving,
+            replaced,
+            shadows,
+            evidence,
+            forced,
+            promoted_at,
+        } = event;
+        Self::PolicyPromoted(pb::PolicyPromoted {
+            serving: serving.clone(),
+            replaced: replaced.clone(),
+            shadows: shadows.clone(),
+            evidence: Some(evidence.into()),
+            forced: *forced,
+            promoted_at_us: micros(promoted_at),
+        })
+    }
+}
+
+impl TryFrom<pb::PolicyPromoted> for PolicyEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::PolicyPromoted) -> Result<Self, DecodeError> {
+        Ok(Self::PolicyPromoted {
+            serving: m.serving,
+            replaced: m.replaced,
+            shadows: m.shadows,
+            evidence: m.evidence.ok_or(DecodeError::MissingField("evidence"))?.try_into()?,
+            forced: m.forced,
+            promoted_at: time("promoted_at_us", m.promoted_at_us)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1046,6 +1150,53 @@ mod tests {
                 settled_at: t(86_400_000_000),
             }));
         }
+    }
+
+    #[test]
+    fn policy_promoted_round_trips_with_and_without_estimates() {
+        let evidence = Evidence {
+            window: 1000,
+            decisions: 640,
+            min_decisions: 100,
+            first_served_at: Some(t(0)),
+            last_served_at: Some(t(3_600_000_000)),
+            serving_value: 0.25,
+            snips: Some(Interval {
+                value: 0.5,
+                ci_low: 0.41,
+                ci_high: 0.58,
+            }),
+            dr: Some(Interval {
+                value: 0.48,
+                ci_low: 0.4,
+                ci_high: 0.57,
+            }),
+            bootstrap: 200,
+            seed: 7,
+            refusals: vec![],
+        };
+        let promoted = |evidence: Evidence, forced| {
+            DomainEvent::Policy(PolicyEvent::PolicyPromoted {
+                serving: "thompson:epsilon=0.1,samples=1,v=0.5".into(),
+                replaced: "random".into(),
+                shadows: vec!["random".into()],
+                evidence,
+                forced,
+                promoted_at: t(7_200_000_000),
+            })
+        };
+        round_trip(promoted(evidence.clone(), false));
+        round_trip(promoted(
+            Evidence {
+                first_served_at: None,
+                last_served_at: None,
+                snips: None,
+                dr: None,
+                refusals: vec!["too few decisions".into()],
+                ..evidence
+            },
+            true,
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::logged::{Candidate, LoggedDecision, Shadow};
 use chrono::{DateTime, Utc};
 use oo_commands::cursor::Cursor;
-use oo_commands::store::{StoredEvent, read_in_streams, read_of_types_after, read_shredded_after};
+use oo_commands::store::{StoredEvent, read_in_streams, read_latest_of_type, read_of_types_after, read_shredded_after};
 use oo_domain::tip::{Decision, TipEvent};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -138,6 +138,59 @@ pub async fn export(
         }
     }
     Ok(out)
+}
+
+/// The latest `n` settled decisions that `keep` accepts, of people not deleted, oldest first (in
+/// the order they were served). "Latest" is by settlement: the log is read backwards from its
+/// newest `TipRewarded`, a batch at a time, until `n` are found or the log is exhausted.
+pub async fn latest_settled(
+    pool: &PgPool,
+    n: usize,
+    keep: impl Fn(&LoggedDecision) -> bool,
+) -> Result<Vec<LoggedDecision>, ExportError> {
+    let mut conn = pool.acquire().await?;
+    let deleted = deleted_people(&mut conn).await?;
+    let mut found: Vec<(Cursor, LoggedDecision)> = Vec::new();
+    let mut before = None;
+    while found.len() < n {
+        let page = read_latest_of_type(&mut conn, "TipRewarded", before, BATCH).await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.cursor);
+        let rewarded: Vec<&StoredEvent> = page.iter().filter(|e| !deleted.contains(&e.user_id)).collect();
+        let ids: Vec<String> = rewarded.iter().map(|e| e.aggregate_id.clone()).collect();
+        let serves: HashMap<String, StoredEvent> = read_in_streams(&mut conn, "tip", &ids, "TipServed")
+            .await?
+            .into_iter()
+            .map(|e| (e.aggregate_id.clone(), e))
+            .collect();
+        for event in rewarded {
+            let Some(served_event) = serves.get(&event.aggregate_id) else {
+                continue;
+            };
+            let settled = match event.decode::<TipEvent>() {
+                Ok(TipEvent::TipRewarded { reward, settled_by, .. }) => (reward, settled_by.as_str().to_owned()),
+                Ok(_) => continue,
+                Err(source) => {
+                    return Err(ExportError::Undecodable {
+                        event_id: event.event_id,
+                        source,
+                    });
+                }
+            };
+            let record = logged(served(served_event)?, Some(settled));
+            if keep(&record) {
+                found.push((served_event.cursor, record));
+                if found.len() == n {
+                    break;
+                }
+            }
+        }
+        if (page.len() as i64) < BATCH {
+            break;
+        }
+    }
+    found.sort_by_key(|(at, _)| *at);
+    Ok(found.into_iter().map(|(_, d)| d).collect())
 }
 
 /// Everyone whose account was deleted (shredded).

@@ -9,6 +9,7 @@
 //! - [`export`]: the store's decisions with their settled rewards, streamed in the log's order.
 //! - [`evaluate`]: candidate policies run over logged decisions (the very code `/recommend`
 //!   decides with) and the reward model; [`ope`]: the estimators, intervals and diagnostics.
+//! - [`gate`]: the promotion gate — a shadow's offline evidence against the serving policy.
 //! - [`synthetic`]: seeded logged decisions for tests and benchmarks.
 //! - [`plot`]: the report as SVG (plotters).
 //! - [`recompute`]: a logged decision's distributions computed again from the log alone.
@@ -22,6 +23,7 @@
 pub mod columnar;
 pub mod evaluate;
 pub mod export;
+pub mod gate;
 pub mod logged;
 pub mod ope;
 pub mod plot;
