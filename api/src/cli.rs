@@ -165,6 +165,7 @@ pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
                 Ok(oo_proto::DomainEvent::User(e)) => serde_json::to_value(e)?,
                 Ok(oo_proto::DomainEvent::Signals(e)) => serde_json::to_value(e)?,
                 Ok(oo_proto::DomainEvent::Tip(e)) => serde_json::to_value(e)?,
+                Ok(oo_proto::DomainEvent::Policy(e)) => serde_json::to_value(e)?,
                 Err(e) => serde_json::json!({ "undecodable": e.to_string() }),
             };
             let line = serde_json::json!({
@@ -438,4 +439,174 @@ fn read_decisions(input: impl std::io::BufRead, name: &str) -> anyhow::Result<Ve
     oo_replay::logged::read_jsonl(input)
         .collect::<Result<_, _>>()
         .with_context(|| format!("reading {name}"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// The serving policy before the first promotion (as `oo serve` takes it); after one, the
+    /// log's line-up holds.
+    #[arg(long, env = "OO_POLICY", default_value = "linucb")]
+    pub policy: String,
+    /// The shadows before the first promotion, `;`-separated.
+    #[arg(long, env = "OO_SHADOW_POLICIES", default_value = "thompson")]
+    pub shadow_policies: String,
+    #[command(flatten)]
+    pub gate: crate::config::GateConfig,
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PolicyArgs {
+    async fn lineup(&self, pool: &sqlx::PgPool) -> anyhow::Result<oo_domain::promotion::Lineup> {
+        let configured =
+            oo_domain::decision::Policies::from_specs(&self.policy, &self.shadow_policies).with_context(|| {
+                format!(
+                    "--policy {:?}, --shadow-policies {:?}",
+                    self.policy, self.shadow_policies
+                )
+            })?;
+        Ok(crate::promotion::lineup_of_log(pool, &configured).await?)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    /// The shadow to promote, as a policy spec (`thompson`, `linucb:alpha=0.5`).
+    pub spec: String,
+    /// Promote whatever the gate says (logged as forced).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// `oo policy show`: the line-up, each policy's mean reward and decision count over the latest
+/// settled decisions, and the last promotion.
+pub async fn policy_show(args: &PolicyArgs) -> anyhow::Result<()> {
+    let pool = args.db.connect().await?;
+    let lineup = args.lineup(&pool).await?;
+    let window = args.gate.window.max(1);
+    let decisions = oo_replay::export::latest_settled(&pool, window, |_| true).await?;
+    let recent = oo_replay::gate::recent(&decisions, &lineup);
+    let last = oo_projections::policies::latest(&pool).await?;
+    if args.json {
+        let last = last.map(|p| {
+            serde_json::json!({
+                "promoted_at": p.promoted_at, "serving": p.lineup.serving, "replaced": p.replaced,
+                "forced": p.forced, "evidence": p.evidence,
+            })
+        });
+        let out = serde_json::json!({ "window": window, "policies": recent, "last_promotion": last });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "over the latest {} settled decisions ({window} asked for):",
+        decisions.len()
+    );
+    println!("{:<8} {:>9} {:>11}  spec", "role", "decisions", "mean reward");
+    for r in &recent {
+        let mean = r.mean_reward.map_or("-".to_owned(), |m| format!("{m:.4}"));
+        println!("{:<8} {:>9} {:>11}  {}", r.role, r.decisions, mean, r.spec);
+    }
+    match last {
+        Some(p) => println!(
+            "last promotion: {} at {} (replaced {}{})",
+            p.lineup.serving,
+            p.promoted_at.to_rfc3339(),
+            p.replaced,
+            if p.forced { ", forced" } else { "" }
+        ),
+        None => println!("never promoted: the configured line-up serves"),
+    }
+    Ok(())
+}
+
+/// `oo policy promote SPEC [--force]`: the gate's evidence, then the promotion logged, or the
+/// refusal and exit status 1.
+pub async fn policy_promote(args: &PromoteArgs) -> anyhow::Result<()> {
+    use crate::promotion::{PromoteError, promote};
+    let pool = args.policy.db.connect().await?;
+    let write = oo_commands::WriteSide::start(
+        pool.clone(),
+        args.policy.db.master_key()?,
+        oo_commands::store::WriterConfig::default(),
+    )
+    .await
+    .context("cannot open the key vault")?;
+    let current = args.policy.lineup(&pool).await?;
+    let outcome = promote(
+        &write,
+        &pool,
+        &current,
+        &args.spec,
+        args.force,
+        &args.policy.gate.options(),
+    )
+    .await;
+    let (evidence, promoted) = match &outcome {
+        Ok(p) => (&p.evidence, true),
+        Err(PromoteError::Refused { evidence, .. }) => (evidence.as_ref(), false),
+        Err(_) => {
+            return outcome.map(|_| ()).context("cannot promote");
+        }
+    };
+    if args.policy.json {
+        let out = serde_json::json!({
+            "spec": oo_domain::policy::canonical(&args.spec)?,
+            "serving": current.serving,
+            "promoted": promoted,
+            "forced": args.force,
+            "evidence": evidence,
+            "passes": evidence.passes(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", evidence_text(evidence, &current.serving));
+    }
+    match outcome {
+        Ok(p) => {
+            eprintln!(
+                "{} serves from now on{} (running servers switch within a few seconds)",
+                p.lineup.serving,
+                if p.forced { ", promoted by force" } else { "" }
+            );
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(e)),
+    }
+}
+
+/// The evidence as lines for the terminal.
+fn evidence_text(e: &oo_domain::promotion::Evidence, serving: &str) -> String {
+    let interval = |i: Option<oo_domain::promotion::Interval>| {
+        i.map_or("not computable".to_owned(), |i| {
+            format!("{:.4} [{:.4}, {:.4}]", i.value, i.ci_low, i.ci_high)
+        })
+    };
+    let mut out = format!(
+        "decisions weighed: {} (latest {} settled asked for, at least {} needed)\n\
+         serving policy {serving}: on-policy value {:.4}\n\
+         candidate SNIPS: {}\n\
+         candidate DR:    {}\n",
+        e.decisions,
+        e.window,
+        e.min_decisions,
+        e.serving_value,
+        interval(e.snips),
+        interval(e.dr),
+    );
+    if e.passes() {
+        out.push_str("the gate passes: both lower 95% bounds are at least the serving policy's value");
+    } else {
+        out.push_str("the gate refuses:");
+        for r in &e.refusals {
+            out.push_str("\n  - ");
+            out.push_str(r);
+        }
+    }
+    out
 }

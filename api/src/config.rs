@@ -95,6 +95,8 @@ pub struct ServeConfig {
     /// their picks are logged in `TipServed`, never served. Empty: none.
     #[arg(long, env = "OO_SHADOW_POLICIES", default_value = "thompson")]
     pub shadow_policies: String,
+    #[command(flatten)]
+    pub gate: GateConfig,
     /// How often the reward join settles timed-out tips and completed snoozed todos, in seconds.
     #[arg(long, env = "OO_SETTLE_INTERVAL_SECS", default_value_t = 60)]
     pub settle_interval_secs: u64,
@@ -141,6 +143,7 @@ impl ServeConfig {
             session_ttl_hours: 720,
             policy: "linucb".into(),
             shadow_policies: "thompson".into(),
+            gate: GateConfig::default(),
             settle_interval_secs: 60,
             public_url: None,
             oidc_issuer: "https://accounts.google.com".into(),
@@ -148,6 +151,51 @@ impl ServeConfig {
             oidc_client_secret: None,
             body_limit: 1_048_576,
             writers: 2,
+        }
+    }
+}
+
+/// The promotion gate (`POST /admin/policies/promote`, `oo policy promote`; DESIGN section 12).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GateConfig {
+    /// N: the promotion gate weighs a shadow on the latest N settled decisions of the serving
+    /// policy (also the window of `GET /admin/policies`).
+    #[arg(long = "promotion-window", env = "OO_PROMOTION_WINDOW", default_value_t = 2_000)]
+    pub window: usize,
+    /// The gate refuses on fewer settled decisions than this.
+    #[arg(
+        long = "promotion-min-decisions",
+        env = "OO_PROMOTION_MIN_DECISIONS",
+        default_value_t = 200
+    )]
+    pub min_decisions: usize,
+    /// Bootstrap resamples of the gate's 95% intervals.
+    #[arg(
+        long = "promotion-bootstrap",
+        env = "OO_PROMOTION_BOOTSTRAP",
+        default_value_t = 1_000
+    )]
+    pub bootstrap: usize,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        let d = oo_replay::gate::GateOptions::default();
+        Self {
+            window: d.window,
+            min_decisions: d.min_decisions,
+            bootstrap: d.bootstrap,
+        }
+    }
+}
+
+impl GateConfig {
+    pub fn options(&self) -> oo_replay::gate::GateOptions {
+        oo_replay::gate::GateOptions {
+            window: self.window.max(1),
+            min_decisions: self.min_decisions,
+            bootstrap: self.bootstrap,
+            seed: 1,
         }
     }
 }

@@ -46,6 +46,12 @@ pub enum ErrorCode {
     RebuildRunning,
     /// 400: the sign-in could not be completed (state, code or ID token refused).
     SignInRefused,
+    /// The offline gate refused a promotion (the body's `evidence` says why).
+    PromotionRefused,
+    /// The policy to promote is not one of the shadows (or serves already).
+    NotAShadow,
+    /// The serving line-up changed while a promotion was being weighed.
+    LineupChanged,
 }
 
 /// A problem body (RFC 9457) with our `code`.
@@ -58,6 +64,9 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     pub code: ErrorCode,
+    /// With `promotion_refused`: what the offline gate saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<crate::routes::policies::EvidenceView>>,
 }
 
 #[derive(Debug)]
@@ -66,6 +75,7 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub detail: String,
     pub retry_after: Option<u64>,
+    pub evidence: Option<Box<crate::routes::policies::EvidenceView>>,
 }
 
 impl ApiError {
@@ -75,6 +85,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            evidence: None,
         }
     }
     pub fn bad_body(detail: impl Into<String>) -> Self {
@@ -131,6 +142,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             code: self.code,
+            evidence: self.evidence,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();

@@ -20,6 +20,7 @@ pub mod json;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod promotion;
 pub mod routes;
 pub mod state;
 
@@ -29,7 +30,6 @@ use governor::{Quota, RateLimiter};
 use oo_commands::WriteSide;
 use oo_commands::store::WriterConfig;
 use oo_domain::decision::Policies;
-use oo_projections::deciding::DecisionReader;
 use rand::RngCore;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -91,8 +91,8 @@ impl Application {
                 config.policy, config.shadow_policies
             )
         })?;
-        let reader = Arc::new(DecisionReader::new(policies.learn(), PRIOR_MAX_AGE));
         let pool = config.db.connect().await?;
+        let serving = Arc::new(promotion::Serving::at_start(&pool, policies, PRIOR_MAX_AGE).await?);
         let write = WriteSide::start(
             pool.clone(),
             config.db.master_key()?,
@@ -157,6 +157,12 @@ impl Application {
             limiter.clone(),
             shutdown.clone(),
         )));
+        // Promotions made by another process switch this one when its projection reads them.
+        background.push(tokio::spawn(promotion::follow(
+            serving.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        )));
         let cookie_secure = cookies_are_secure(config.public_url.as_deref(), config.bind);
         let listener = TcpListener::bind(config.bind)
             .await
@@ -174,8 +180,7 @@ impl Application {
             admin_token,
             limiter,
             metrics,
-            policies: Arc::new(policies),
-            reader,
+            serving: serving.clone(),
             rebuilding: Arc::default(),
             reward_join,
             cookie_secure,

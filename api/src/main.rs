@@ -37,6 +37,17 @@ enum Command {
     /// Master-key operations.
     #[command(subcommand)]
     Keys(Keys),
+    /// The serving line-up: show it, or promote a shadow through the offline gate.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// The serving policy and the shadows with their recent mean reward and decision count.
+    Show(Box<oo_api::cli::PolicyArgs>),
+    /// Make a shadow the serving policy if the offline gate lets it (exit status 1 if not).
+    Promote(Box<oo_api::cli::PromoteArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,5 +120,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Export(Export::Decisions(args)) => cli::export_decisions(&args).await,
         Command::Replay(args) => cli::replay(&args).await,
         Command::Simulate(args) => cli::simulate(*args).await,
+        Command::Policy(PolicyCommand::Show(args)) => cli::policy_show(&args).await,
+        Command::Policy(PolicyCommand::Promote(args)) => cli::policy_promote(&args).await,
     }
 }

@@ -37,6 +37,8 @@ impl Modify for Security {
         crate::routes::admin::projections,
         crate::routes::admin::rebuild,
         crate::routes::admin::events,
+        crate::routes::policies::policies,
+        crate::routes::policies::promote_policy,
     ),
     components(schemas(
         crate::error::ErrorCode,

@@ -4,8 +4,6 @@ use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use governor::DefaultKeyedRateLimiter;
 use oo_commands::WriteSide;
-use oo_domain::decision::Policies;
-use oo_projections::deciding::DecisionReader;
 use oo_projections::status::Status;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -23,10 +21,9 @@ pub struct AppState {
     pub admin_token: Option<Arc<SecretString>>,
     pub limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
     pub metrics: Arc<Metrics>,
-    /// The serving and shadow policies.
-    pub policies: Arc<Policies>,
-    /// What deciding reads (with the prior and models cached).
-    pub reader: Arc<DecisionReader>,
+    /// The serving and shadow policies, and what deciding reads (with the prior and models
+    /// cached); swapped whole by a promotion.
+    pub serving: Arc<crate::promotion::Serving>,
     pub rebuilding: Arc<Mutex<HashSet<String>>>,
     /// What the reward join last did (`GET /admin/projections`).
     pub reward_join: Arc<Mutex<crate::jobs::JoinStatus>>,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod feedback;
 pub mod health;
 pub mod me;
+pub mod policies;
 pub mod recommend;
 pub mod signals;
 
@@ -36,7 +37,9 @@ pub fn router(state: AppState) -> Router {
         .route("/feedback", post(feedback::feedback))
         .route("/admin/projections", get(admin::projections))
         .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
-        .route("/admin/events", get(admin::events));
+        .route("/admin/events", get(admin::events))
+        .route("/admin/policies", get(policies::policies))
+        .route("/admin/policies/promote", post(policies::promote_policy));
     if state.config.dev {
         r = r.route("/auth/dev-login", post(auth::dev_login));
     }

@@ -138,7 +138,8 @@ pub async fn recommend(
     let started = Instant::now();
     let asked = parse(&headers, &body);
     let now = Utc::now();
-    let reader = &state.reader;
+    let serving = state.serving.current();
+    let reader = &serving.reader;
     let (prepared, min_position) = match asked {
         // A bad body is refused after the session and the rate limit (401 and 429 come first),
         // without reading the person.
@@ -182,7 +183,7 @@ pub async fn recommend(
     };
     let stale = min_position.is_some_and(|reached| !reached);
     let prior = reader.prior(&state.pool).await?;
-    let decided = state.policies.decide(&prepared, &prior, rand::rngs::OsRng.next_u64());
+    let decided = serving.policies.decide(&prepared, &prior, rand::rngs::OsRng.next_u64());
     let served = oo_commands::serving::serve(&state.write.tips, &state.write.vault, prepared, decided)
         .await
         .map_err(|e| command_error(e, ApiError::internal))?;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 async fn admin_endpoints_take_only_the_admin_token() {
     let app = spawn_app().await;
     let (user_token, _) = app.login("u@example.org").await;
-    for path in ["/admin/projections", "/admin/events"] {
+    for path in ["/admin/projections", "/admin/events", "/admin/policies"] {
         assert_eq!(
             app.send(reqwest::Method::GET, path, None, None).await.status,
             StatusCode::UNAUTHORIZED
@@ -153,6 +153,8 @@ async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer
         "/auth/logout",
         "/admin/events",
         "/admin/projections",
+        "/admin/policies",
+        "/admin/policies/promote",
         "/ready",
         "/health",
         "/metrics",
@@ -171,6 +173,9 @@ async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer
         "payload_too_large",
         "rate_limited",
         "unavailable",
+        "promotion_refused",
+        "not_a_shadow",
+        "lineup_changed",
     ] {
         assert!(codes.contains(code), "{code} is listed");
     }

@@ -487,3 +487,45 @@ impl Drop for PrivateNats {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Promotes `spec` by force in the line-up the log holds (or `random` with the shadows
+/// `thompson` and `linucb` before the first promotion), straight through the command side.
+pub async fn promote_by_force(policies: &oo_commands::aggregate::Repository<oo_domain::promotion::Policy>, spec: &str) {
+    use oo_domain::promotion::{Evidence, Lineup, PolicyCommand, STREAM};
+    let canonical = |s: &str| oo_domain::policy::canonical(s).expect("a spec");
+    let loaded = policies.load(STREAM).await.expect("the line-up");
+    let current = loaded.state.lineup.unwrap_or_else(|| Lineup {
+        serving: canonical("random"),
+        shadows: vec![canonical("thompson"), canonical("linucb")],
+    });
+    let spec = canonical(spec);
+    let spec = if spec == current.serving {
+        current.shadows[0].clone()
+    } else {
+        spec
+    };
+    let evidence = Evidence {
+        window: 0,
+        decisions: 0,
+        min_decisions: 0,
+        first_served_at: None,
+        last_served_at: None,
+        serving_value: 0.0,
+        snips: None,
+        dr: None,
+        bootstrap: 0,
+        seed: 0,
+        refusals: vec!["forced in a test".into()],
+    };
+    let command = PolicyCommand::Promote {
+        spec,
+        current,
+        evidence,
+        force: true,
+        at: chrono::Utc::now(),
+    };
+    policies
+        .execute(STREAM, command, oo_commands::aggregate::Meta::new(chrono::Utc::now()))
+        .await
+        .expect("promoted");
+}

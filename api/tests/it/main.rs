@@ -10,6 +10,7 @@ mod faults;
 mod flow;
 mod oidc;
 mod ordering;
+mod policies;
 mod privacy;
 mod projections;
 mod recommender;

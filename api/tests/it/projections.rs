@@ -47,6 +47,16 @@ async fn a_rebuilt_projection_equals_the_incrementally_built_one() {
             .await;
         }
     }
+    // A promotion (forced: the gate has too few decisions), so that `policies` has a row too.
+    let r = app
+        .send(
+            reqwest::Method::POST,
+            "/admin/policies/promote",
+            Some(ADMIN_TOKEN),
+            Some(json!({"spec": "thompson", "force": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     wait_caught_up(&app.pool).await;
     let before = projection_tables(&app.pool).await;
     assert!(
@@ -284,6 +294,7 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
         vault,
         signals: repo,
         tips,
+        policies,
         ..
     } = write_side(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
@@ -337,6 +348,8 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
             .collect();
         record(&repo, user, completions).await;
         registered.push(user);
+        // A promotion between people's events (forced: no evidence to speak of).
+        promote_by_force(&policies, ["random", "thompson", "linucb"][u]).await;
     }
     // One user is deleted: every batch size must cut its batches there and purge them alike.
     let users: Repository<oo_domain::user::User> = Repository::new(store.clone(), vault.clone());

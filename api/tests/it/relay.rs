@@ -46,6 +46,16 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
     let url = nats.url.clone();
     let app = spawn_with(move |c| c.nats_url = Some(url)).await;
     let (token, _) = app.login("relay@example.org").await;
+    // A system event too: a promotion, which belongs to no person.
+    let r = app
+        .send(
+            reqwest::Method::POST,
+            "/admin/policies/promote",
+            Some(ADMIN_TOKEN),
+            Some(json!({"spec": "thompson", "force": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 
     let writer = {
         let (client, base, token) = (app.client.clone(), app.base.clone(), token.clone());
@@ -108,6 +118,23 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
             "no plaintext in the stream"
         );
     }
+    // The promotion travels under the partition `system`, with the nil user id and no seal.
+    let promoted: String = sqlx::query_scalar("SELECT event_id::text FROM events WHERE event_type = 'PolicyPromoted'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("the promotion");
+    let seq = log.iter().position(|id| *id == promoted).expect("in the log") as u64 + 1;
+    let m = stream.get_raw_message(seq).await.expect("message");
+    assert_eq!(m.subject.as_str(), "oo.events.v1.policy.policy_promoted.system");
+    let system = oo_proto::decode_envelope(m.payload.as_ref()).expect("protobuf");
+    assert_eq!(
+        (system.user_id.as_str(), system.sealed.is_none()),
+        ("00000000-0000-0000-0000-000000000000", true)
+    );
+    assert!(matches!(
+        oo_proto::event_from_envelope(system),
+        Ok(oo_proto::DomainEvent::Policy(_))
+    ));
     let text = format!("{envelope:?}");
     assert!(!text.contains("kept sealed in transit"));
     assert!(text.contains("[sealed]"));
