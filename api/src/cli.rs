@@ -221,6 +221,13 @@ pub struct SimulateArgs {
     /// How many people are simulated at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Off-policy evaluation: the other policies (and `uniform`) are evaluated offline on the
+    /// logging policy's decisions, beside their true values (the JSON's `ope` object).
+    #[arg(long)]
+    pub ope: bool,
+    /// The logging policy of `--ope`.
+    #[arg(long, default_value = "random", requires = "ope")]
+    pub ope_logging: String,
 }
 
 /// `oo simulate`: runs the simulator (`oo_replay::simulate`) and prints its report, as one JSON
@@ -236,12 +243,16 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         plot: args.plot,
         reset: args.reset,
         concurrency: args.concurrency,
+        ope: args.ope.then_some(args.ope_logging),
     })
     .await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", oo_replay::simulate::table(&report));
+        if let Some(ope) = &report.ope {
+            print!("\n{}", oo_replay::simulate::ope_table(ope));
+        }
     }
     Ok(())
 }

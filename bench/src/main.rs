@@ -14,9 +14,11 @@
 //!   be traced to the machine, the runtime or the durable commit.
 //! - `snapshot`: the time of one command on a `Signals` stream after 10 and after 50,000 events.
 //! - `rebuild`: projection rebuild speed on a log of N events, beside the time to read the log.
+//! - `export`: `oo export decisions`' time and peak memory on logs of growing size.
 
 mod appends;
 mod crypto;
+mod export;
 mod harness;
 mod probes;
 mod rebuild;
@@ -122,6 +124,21 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
+    /// `oo export decisions`' time and peak memory on logs of these sizes, in both formats.
+    Export {
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        decisions: Vec<usize>,
+    },
+    /// One export, for `export` to measure (prints its peak memory in MiB).
+    #[command(hide = true)]
+    ExportChild {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        format: String,
+        #[arg(long)]
+        out: String,
+    },
 }
 
 #[tokio::main]
@@ -179,5 +196,11 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             bootstrap,
             large,
         } => replay::replay(decisions, bootstrap, large),
+        Which::Export { decisions } => export::export(&args.server, &decisions).await,
+        Which::ExportChild {
+            database_url,
+            format,
+            out,
+        } => export::child(&database_url, &format, &out).await,
     }
 }

@@ -25,7 +25,7 @@ fn synthetic(n: usize, k: usize, features: usize) -> Vec<LoggedDecision> {
 }
 
 /// The peak resident memory of this process so far, in MiB (Linux).
-fn peak_mib() -> Option<f64> {
+pub(crate) fn peak_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -111,6 +111,10 @@ pub struct PolicyReport {
     /// the plot: where the estimate settles).
     #[serde(skip)]
     pub cumulative: Vec<(usize, f64)>,
+    /// The target's true value on the settled decisions when the expected rewards are known (the
+    /// simulator's): the mean of `Σₐ π(a|xᵢ)·E[r|xᵢ,a]`, `π` as the target decided at each one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth: Option<f64>,
 }
 
 /// What `oo replay` reports (DESIGN section 12).
@@ -131,6 +135,26 @@ pub struct Report {
 
 /// Evaluates each of `targets` (spec as given, target) on `decisions`.
 pub fn evaluate(decisions: &[LoggedDecision], targets: &[(String, Target)], options: &Options) -> Report {
+    evaluate_inner(decisions, targets, options, None)
+}
+
+/// [`evaluate`], and each target's true value from `expected`: the expected reward of every
+/// candidate of each decision, in the decision's order, by decision id (known in a simulation).
+pub fn evaluate_with_truth(
+    decisions: &[LoggedDecision],
+    targets: &[(String, Target)],
+    options: &Options,
+    expected: &HashMap<String, Vec<f64>>,
+) -> Report {
+    evaluate_inner(decisions, targets, options, Some(expected))
+}
+
+fn evaluate_inner(
+    decisions: &[LoggedDecision],
+    targets: &[(String, Target)],
+    options: &Options,
+    expected: Option<&HashMap<String, Vec<f64>>>,
+) -> Report {
     let settled: Vec<&LoggedDecision> = decisions.iter().filter(|d| d.reward.is_some()).collect();
     let uniform_logging = settled.iter().all(|d| logged_uniformly(d));
     let representation = Representation::of(decisions);
@@ -143,7 +167,7 @@ pub fn evaluate(decisions: &[LoggedDecision], targets: &[(String, Target)], opti
     let policies = targets
         .iter()
         .map(|(spec, target)| {
-            let rows = weighted(decisions, target, &representation, model.as_ref(), options);
+            let (rows, truth) = weighted(decisions, target, &representation, model.as_ref(), options, expected);
             let mut estimators = options.estimators.clone();
             if !uniform_logging {
                 estimators.retain(|e| *e != Estimator::Replay);
@@ -161,6 +185,7 @@ pub fn evaluate(decisions: &[LoggedDecision], targets: &[(String, Target)], opti
                 warnings: diagnostics.warnings(rows.len()),
                 diagnostics,
                 cumulative: cumulative_snips(&rows),
+                truth,
             }
         })
         .collect();
@@ -241,12 +266,14 @@ fn weighted(
     representation: &Representation,
     model: Option<&RewardModel>,
     options: &Options,
-) -> Vec<Weighted> {
+    expected: Option<&HashMap<String, Vec<f64>>>,
+) -> (Vec<Weighted>, Option<f64>) {
     let mut learner = match target {
         Target::Policy(p) if p.uses_model() => Some(Learner::new()),
         _ => None,
     };
     let mut rows = Vec::new();
+    let mut truth = (0.0, 0usize);
     for d in decisions {
         let Some(chosen) = d.chosen_index() else { continue };
         let k = d.candidates.len();
@@ -296,6 +323,10 @@ fn weighted(
             }
             None => (0.0, 0.0),
         };
+        if let Some(e) = expected.and_then(|e| e.get(&d.id)).filter(|e| e.len() == k) {
+            truth.0 += e.iter().zip(&distribution).map(|(r, p)| r * p).sum::<f64>();
+            truth.1 += 1;
+        }
         rows.push(Weighted {
             w: distribution[chosen] / d.propensity,
             r: reward,
@@ -308,7 +339,9 @@ fn weighted(
             l.learn(d.user.as_deref(), &vectors[chosen], reward);
         }
     }
-    rows
+    // Known only if every settled decision's expected rewards are.
+    let truth = (expected.is_some() && truth.1 == rows.len() && !rows.is_empty()).then(|| truth.0 / truth.1 as f64);
+    (rows, truth)
 }
 
 /// What a learning policy has learned so far: each person's model and the population's sums,

@@ -9,6 +9,7 @@ mod export;
 mod faults;
 mod flow;
 mod oidc;
+mod ope;
 mod ordering;
 mod policies;
 mod privacy;

@@ -837,6 +837,7 @@ async fn the_simulator_learns_and_a_seed_reproduces_its_run() {
         plot: None,
         reset: true,
         concurrency: 32,
+        ope: None,
     };
     let report = oo_replay::simulate::run(args(30, 7, "random,linucb"))
         .await

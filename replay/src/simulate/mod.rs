@@ -13,6 +13,7 @@
 //! The oracle is a chooser of its own, not a policy of oO: through the same path, it serves the
 //! candidate with the highest expected reward under the hidden preferences, with probability 1.
 
+pub mod coverage;
 pub mod world;
 
 use anyhow::Context;
@@ -62,6 +63,9 @@ pub struct SimulateArgs {
     pub reset: bool,
     /// How many people are simulated at once.
     pub concurrency: usize,
+    /// `--ope`: the logging policy whose decisions the other policies are evaluated on offline,
+    /// beside their true values (`None`: no off-policy evaluation).
+    pub ope: Option<String>,
 }
 
 /// One policy's results.
@@ -82,6 +86,29 @@ pub struct Report {
     pub users: usize,
     pub days: u32,
     pub policies: BTreeMap<String, PolicyResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ope: Option<OpeReport>,
+}
+
+/// `--ope`: each target's true value on the logging policy's decisions beside its offline
+/// estimates from them (DESIGN section 11).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OpeReport {
+    pub logged_by: String,
+    /// Settled decisions of the logging run, the ones every estimate and truth is over.
+    pub decisions: usize,
+    pub targets: BTreeMap<String, OpeTarget>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OpeTarget {
+    /// The mean over the logged decisions of `Σₐ π(a|xᵢ)·E[r|xᵢ,a]`: `π` the target's
+    /// distribution at each decision (after learning from the ones before it), `E[r|x,a]` the
+    /// world's hidden expected reward.
+    pub truth: f64,
+    /// By estimator name (`replay`, `ips`, `ips_clipped`, `snips`, `dr`, `sndr`); `null` where
+    /// the estimator does not apply.
+    pub estimates: BTreeMap<&'static str, Option<crate::ope::Estimate>>,
 }
 
 /// The day a person joins: a tenth of the population (every tenth person) joins at the start of
@@ -141,8 +168,25 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
     if !specs.iter().any(|s| s == "random") {
         specs.insert(0, "random".into());
     }
+    // The logging policy of `--ope` runs like the others (added if it is not one of them).
+    let logging = match &args.ope {
+        Some(spec) => {
+            let spec = spec.trim().to_owned();
+            anyhow::ensure!(
+                spec != ORACLE,
+                "--ope-logging: the oracle logs no distribution to evaluate from"
+            );
+            oo_domain::policy::from_spec(&spec).with_context(|| format!("--ope-logging: {spec:?}"))?;
+            if !specs.contains(&spec) {
+                specs.push(spec.clone());
+            }
+            Some(spec)
+        }
+        None => None,
+    };
     specs.push(ORACLE.into());
     let mut policies = BTreeMap::new();
+    let mut logged = None;
     for spec in &specs {
         // Reported under the whole spec when it carries parameters, so two variants of one
         // policy do not overwrite each other.
@@ -151,9 +195,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
             args.users, args.days, args.seed
         );
         let started = std::time::Instant::now();
-        let result = run_policy(&args, spec)
+        let records = logging.as_deref() == Some(spec.as_str());
+        let (result, log) = run_policy(&args, spec, records)
             .await
             .with_context(|| format!("simulating {spec}"))?;
+        if log.is_some() {
+            logged = log;
+        }
         eprintln!(
             "  {spec}: {} decisions in {:.1} s, last week {:.3}",
             result.decisions,
@@ -162,11 +210,23 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Report> {
         );
         policies.insert(spec.clone(), result);
     }
+    let ope = match (logging, logged) {
+        (Some(logged_by), Some(log)) => {
+            // The targets: uniform, and every other policy of the run but the oracle.
+            let targets: Vec<String> = std::iter::once("uniform".to_owned())
+                .chain(specs.iter().filter(|s| **s != logged_by && *s != ORACLE).cloned())
+                .collect();
+            eprintln!("evaluating {} offline on {logged_by}'s decisions", targets.join(", "));
+            Some(off_policy(logged_by, log, targets, args.seed).await?)
+        }
+        _ => None,
+    };
     let report = Report {
         seed: args.seed,
         users: args.users,
         days: args.days,
         policies,
+        ope,
     };
     if let Some(path) = &args.plot {
         std::fs::write(path, plot(&report)).with_context(|| format!("cannot write {}", path.display()))?;
@@ -246,6 +306,36 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// The `--ope` part of the table: each target's truth beside its estimates and intervals.
+pub fn ope_table(ope: &OpeReport) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "off-policy evaluation on {}'s {} settled decisions (95% bootstrap intervals)\n",
+        ope.logged_by, ope.decisions
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>8} {:<12} {:>8} {:>19}  covers",
+        "target", "truth", "estimator", "estimate", "interval"
+    );
+    for (name, t) in &ope.targets {
+        for (estimator, e) in &t.estimates {
+            let Some(e) = e else { continue };
+            let covers = e.ci_low <= t.truth && t.truth <= e.ci_high;
+            let _ = writeln!(
+                out,
+                "{name:<28} {:>8.4} {estimator:<12} {:>8.4} [{:>8.4}, {:>8.4}]  {}",
+                t.truth,
+                e.value,
+                e.ci_low,
+                e.ci_high,
+                if covers { "yes" } else { "no" }
+            );
+        }
+    }
+    out
+}
+
 /// The URL of the database a policy's run uses: `<database>_sim_<policy>` on the same server.
 fn sim_url(base: &str, policy: &str) -> String {
     let slug: String = policy
@@ -293,6 +383,8 @@ struct Sim {
     reader: DecisionReader,
     world: Mutex<World>,
     seed: u64,
+    /// With `--ope`, in the logging run: each decision's candidates' expected rewards.
+    expected: Option<Mutex<HashMap<String, Vec<f64>>>>,
 }
 
 impl Sim {
@@ -301,7 +393,69 @@ impl Sim {
     }
 }
 
-async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyResult> {
+/// The logging run's decisions, as `oo export` writes them, and the expected reward of each
+/// candidate of each decision when it was made, by decision id.
+struct Logged {
+    decisions: Vec<crate::logged::LoggedDecision>,
+    expected: HashMap<String, Vec<f64>>,
+}
+
+/// `--ope` alone: the logging policy's run, and `targets` evaluated offline on its decisions
+/// beside their true values (what `run` does for `--ope`, without the other policies' runs).
+pub async fn logged_run(
+    args: &SimulateArgs,
+    logging: &str,
+    targets: &[String],
+) -> anyhow::Result<(PolicyResult, OpeReport)> {
+    let (result, log) = run_policy(args, logging, true).await?;
+    let log = log.ok_or_else(|| anyhow::anyhow!("the logging run recorded nothing"))?;
+    Ok((
+        result,
+        off_policy(logging.to_owned(), log, targets.to_vec(), args.seed).await?,
+    ))
+}
+
+/// Evaluates `targets` offline on the logged decisions, each beside its true value, on a
+/// blocking thread (the bootstrap is seconds of CPU the runtime's other tasks must not wait for).
+async fn off_policy(logged_by: String, log: Logged, targets: Vec<String>, seed: u64) -> anyhow::Result<OpeReport> {
+    tokio::task::spawn_blocking(move || evaluate_logged(logged_by, &log, &targets, seed)).await?
+}
+
+fn evaluate_logged(logged_by: String, log: &Logged, targets: &[String], seed: u64) -> anyhow::Result<OpeReport> {
+    use crate::evaluate::{Options, Target, evaluate_with_truth};
+    let parsed = targets
+        .iter()
+        .map(|t| Ok((t.clone(), Target::parse(t)?)))
+        .collect::<Result<Vec<_>, oo_domain::policy::PolicySpecError>>()?;
+    let options = Options {
+        seed,
+        ..Options::default()
+    };
+    let report = evaluate_with_truth(&log.decisions, &parsed, &options, &log.expected);
+    let targets = report
+        .policies
+        .into_iter()
+        .map(|p| {
+            let truth = p
+                .truth
+                .ok_or_else(|| anyhow::anyhow!("{}: the expected rewards of some decision are missing", p.policy))?;
+            Ok((
+                p.policy,
+                OpeTarget {
+                    truth,
+                    estimates: p.estimates,
+                },
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(OpeReport {
+        logged_by,
+        decisions: report.decisions,
+        targets,
+    })
+}
+
+async fn run_policy(args: &SimulateArgs, spec: &str, records: bool) -> anyhow::Result<(PolicyResult, Option<Logged>)> {
     let pool = fresh_database(args, spec).await?;
     let write = WriteSide::start(pool.clone(), MasterKey::generate(), WriterConfig::default()).await?;
     let status = Status::default();
@@ -319,6 +473,7 @@ async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyRes
         world: Mutex::new(World::new(args.users, args.seed)),
         seed: args.seed,
         pool: pool.clone(),
+        expected: records.then(|| Mutex::new(HashMap::new())),
     });
     let epoch = world::epoch();
     let mut users = Vec::with_capacity(args.users);
@@ -358,12 +513,53 @@ async fn run_policy(args: &SimulateArgs, spec: &str) -> anyhow::Result<PolicyRes
     let end = epoch + Duration::hours(hours) + oo_domain::tip::SETTLE_WINDOW + Duration::hours(1);
     boundary(&sim, end).await?;
     let result = outcome(&pool, &users, args.days).await?;
+    let logged = match &sim.expected {
+        Some(expected) => {
+            let mut decisions = Vec::new();
+            crate::export::export(
+                &pool,
+                crate::export::Range::default(),
+                |d| {
+                    decisions.push(d.clone());
+                    Ok(())
+                },
+                |_, _| {},
+            )
+            .await?;
+            // A seed must give the same evaluation, but tip and user ids are random and people
+            // run concurrently, so the log interleaves them differently from run to run (and a
+            // policy evaluated offline learns in the order it reads, draws with seeds derived
+            // from ids, and DR's halves are split by id). So decisions are named by person and
+            // time (`p<person>-<microseconds>`), people by their index, and read in simulated
+            // time order; each person's decisions keep their order.
+            let mut by_tip = std::mem::take(&mut *expected.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+            let person_of: HashMap<String, usize> = users.iter().enumerate().map(|(i, u)| (u.to_string(), i)).collect();
+            let mut expected = HashMap::with_capacity(by_tip.len());
+            for d in &mut decisions {
+                let person = d
+                    .user
+                    .as_ref()
+                    .and_then(|u| person_of.get(u))
+                    .ok_or_else(|| anyhow::anyhow!("a decision of nobody simulated"))?;
+                let at = d.timestamp.map_or(0, |t| t.timestamp_micros());
+                let id = format!("p{person}-{at}");
+                if let Some(values) = by_tip.remove(&d.id) {
+                    expected.insert(id.clone(), values);
+                }
+                d.id = id;
+                d.user = Some(person.to_string());
+            }
+            decisions.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
+            Some(Logged { decisions, expected })
+        }
+        None => None,
+    };
     shutdown.cancel();
     for h in handles {
         h.await?;
     }
     pool.close().await;
-    Ok(result)
+    Ok((result, logged))
 }
 
 /// End of an hour: the projections catch up, the reward join settles what is due, the prior is
@@ -548,9 +744,29 @@ async fn session(
     };
     let tips_today = prepared.context.tips_today;
     let candidate = prepared.candidates[decided.chosen].clone();
+    // The truth of off-policy evaluation: what each candidate was worth at this moment (a pure
+    // read of the world, which changes nothing the run does).
+    let expected = match &sim.expected {
+        Some(_) => {
+            let world = sim.world()?;
+            Some(
+                prepared
+                    .candidates
+                    .iter()
+                    .map(|c| world.expected_reward(person, sim_candidate(c), prepared.now, tips_today))
+                    .collect::<Vec<f64>>(),
+            )
+        }
+        None => None,
+    };
     let served = oo_commands::serving::serve(&sim.write.tips, &sim.write.vault, prepared, decided)
         .await
         .context("recommend")?;
+    if let (Some(values), Some(all)) = (expected, &sim.expected) {
+        all.lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(served.tip_id.to_string(), values);
+    }
     let mut last = served.executed.cursor;
     if served.kind == CandidateKind::NotNow {
         return Ok(last);
