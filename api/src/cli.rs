@@ -16,7 +16,7 @@ pub async fn migrate(db: &DbConfig) -> anyhow::Result<()> {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub db: DbConfig,
-    /// The projection to rebuild (open_tasks, features, tip_log, bandit, reward_pending).
+    /// The projection to rebuild (open_tasks, features, tip_log, bandit, reward_pending, policies).
     pub name: Option<String>,
     /// Rebuild every projection.
     #[arg(long, conflicts_with = "name")]

@@ -883,6 +883,27 @@ pub async fn read_shredded_after(
         .collect()
 }
 
+/// Which of `users` the log has shredded, each with where its (first) committed `UserShredded`
+/// stands in the global order.
+pub async fn shredded_among(
+    conn: &mut PgConnection,
+    users: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Cursor>, sqlx::Error> {
+    if users.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT DISTINCT ON (user_id) user_id, tx_id::text, position FROM events \
+         WHERE event_type = 'UserShredded' AND user_id = ANY($1) ORDER BY user_id, tx_id, position",
+    )
+    .bind(users)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(user, tx, position)| Ok((user, cursor_of(&tx, position)?)))
+        .collect()
+}
+
 /// Every event of one user, in the global order (for exports; committed events only).
 pub async fn read_user_events(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!("{SELECT_EVENTS} WHERE user_id = $1 ORDER BY tx_id, position");

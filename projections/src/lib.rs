@@ -58,21 +58,46 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Applies a batch in log order: folded between `UserShredded` events, at each of which the
 /// user's rows are purged from the projection's user tables — the same result as applying the
-/// events one by one, so a rebuild purges a shredded user again.
+/// events one by one, so a rebuild purges a shredded user again. An event of a person that comes
+/// after their `UserShredded` in the log (a request that passed its session check just before
+/// the deletion, the reward join settling an open tip) is never applied, live or in a rebuild:
+/// nothing may bring the person's rows back. Their events before it are applied as they were
+/// (and purged at it), so what they left in tables of no one person — the population's sums —
+/// is the same live and rebuilt.
 pub async fn apply_batch(
     projection: &dyn Projection,
     conn: &mut PgConnection,
     events: &[StoredEvent],
 ) -> Result<(), ApplyError> {
+    let mut people: Vec<uuid::Uuid> = events.iter().map(|e| e.user_id).filter(|u| !u.is_nil()).collect();
+    people.sort_unstable();
+    people.dedup();
+    let shredded = oo_commands::store::shredded_among(&mut *conn, &people).await?;
     let mut start = 0;
     for (i, e) in events.iter().enumerate() {
         if e.event_type == "UserShredded" {
-            projection.fold(&mut *conn, &events[start..i]).await?;
+            fold_kept(projection, &mut *conn, &events[start..i], &shredded).await?;
             purge(&mut *conn, projection.user_tables(), e.user_id).await?;
             start = i + 1;
         }
     }
-    projection.fold(conn, &events[start..]).await
+    fold_kept(projection, conn, &events[start..], &shredded).await
+}
+
+/// Folds `events` but those that come after their person's `UserShredded` (copying the run
+/// only when it holds some).
+async fn fold_kept(
+    projection: &dyn Projection,
+    conn: &mut PgConnection,
+    events: &[StoredEvent],
+    shredded: &std::collections::HashMap<uuid::Uuid, oo_commands::cursor::Cursor>,
+) -> Result<(), ApplyError> {
+    let after_shredding = |e: &StoredEvent| shredded.get(&e.user_id).is_some_and(|at| e.cursor > *at);
+    if !events.iter().any(after_shredding) {
+        return projection.fold(conn, events).await;
+    }
+    let kept: Vec<StoredEvent> = events.iter().filter(|e| !after_shredding(e)).cloned().collect();
+    projection.fold(conn, &kept).await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -66,34 +66,67 @@ impl Estimator {
     }
 }
 
+/// The sums every estimator is a function of, over rows each counted `count` times (a bootstrap
+/// resample is a count per row): one pass gives them all.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    n: f64,
+    /// Σ w·r, Σ min(w, M)·r, Σ w.
+    wr: f64,
+    clipped: f64,
+    w: f64,
+    /// Σ q̂ under the target, Σ w·(r − q̂ of the logged action).
+    q_target: f64,
+    correction: f64,
+    /// Σ r and how many, over the rows where the target's draw matched the logged action.
+    matched_r: f64,
+    matched: f64,
+}
+
+impl Sums {
+    fn add(&mut self, x: &Weighted, count: f64, clip: f64) {
+        self.n += count;
+        self.wr += count * x.w * x.r;
+        self.clipped += count * x.w.min(clip) * x.r;
+        self.w += count * x.w;
+        self.q_target += count * x.q_target;
+        self.correction += count * x.w * (x.r - x.q_logged);
+        let matched = if x.matched { count } else { 0.0 };
+        self.matched_r += matched * x.r;
+        self.matched += matched;
+    }
+
+    fn of(rows: &[Weighted], clip: f64) -> Self {
+        let mut sums = Self::default();
+        for x in rows {
+            sums.add(x, 1.0, clip);
+        }
+        sums
+    }
+
+    /// `estimator`'s value (`None` where it is undefined: no row, no weight, no match).
+    fn estimate(&self, estimator: Estimator) -> Option<f64> {
+        if self.n == 0.0 {
+            return None;
+        }
+        match estimator {
+            Estimator::Replay => (self.matched > 0.0).then(|| self.matched_r / self.matched),
+            Estimator::Ips => Some(self.wr / self.n),
+            Estimator::IpsClipped => Some(self.clipped / self.n),
+            Estimator::Snips => (self.w > 0.0).then(|| self.wr / self.w),
+            Estimator::Dr => Some((self.q_target + self.correction) / self.n),
+            Estimator::Sndr => {
+                let mean_w = self.w / self.n;
+                (mean_w > 0.0).then(|| (self.q_target + self.correction / mean_w) / self.n)
+            }
+        }
+    }
+}
+
 /// The point estimate of `estimator` on `rows` (`None` where it is undefined: no row, no
 /// weight, no match).
 pub fn estimate(estimator: Estimator, rows: &[Weighted], clip: f64) -> Option<f64> {
-    let n = rows.len() as f64;
-    if rows.is_empty() {
-        return None;
-    }
-    let sum = |f: &dyn Fn(&Weighted) -> f64| rows.iter().map(f).sum::<f64>();
-    match estimator {
-        Estimator::Replay => {
-            let (total, matched) = rows
-                .iter()
-                .filter(|x| x.matched)
-                .fold((0.0, 0usize), |(s, m), x| (s + x.r, m + 1));
-            (matched > 0).then(|| total / matched as f64)
-        }
-        Estimator::Ips => Some(sum(&|x| x.w * x.r) / n),
-        Estimator::IpsClipped => Some(sum(&|x| x.w.min(clip) * x.r) / n),
-        Estimator::Snips => {
-            let weights = sum(&|x| x.w);
-            (weights > 0.0).then(|| sum(&|x| x.w * x.r) / weights)
-        }
-        Estimator::Dr => Some(sum(&|x| x.q_target + x.w * (x.r - x.q_logged)) / n),
-        Estimator::Sndr => {
-            let mean_w = sum(&|x| x.w) / n;
-            (mean_w > 0.0).then(|| sum(&|x| x.q_target + x.w / mean_w * (x.r - x.q_logged)) / n)
-        }
-    }
+    Sums::of(rows, clip).estimate(estimator)
 }
 
 /// The standard error of `estimator` for the normal approximation.
@@ -235,16 +268,24 @@ fn bootstrap(rows: &[Weighted], points: &[(Estimator, f64)], clip: f64, samples:
             .map(|t| {
                 scope.spawn(move || {
                     let mut out = vec![Vec::new(); points.len()];
-                    let mut sample = Vec::with_capacity(n);
+                    // A resample is how many times each row was drawn; every estimator is then
+                    // one pass of sums over the rows.
+                    let mut counts = vec![0u32; n];
                     for s in (t..samples).step_by(threads) {
                         let mut state = oo_domain::policy::mix(seed ^ (s as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                        sample.clear();
+                        counts.fill(0);
                         for _ in 0..n {
                             state = oo_domain::policy::mix(state);
-                            sample.push(rows[(state % n as u64) as usize]);
+                            counts[(state % n as u64) as usize] += 1;
+                        }
+                        // Without a branch on the count: a third of the rows are not drawn, at
+                        // random, which a branch would mispredict.
+                        let mut sums = Sums::default();
+                        for (x, c) in rows.iter().zip(&counts) {
+                            sums.add(x, f64::from(*c), clip);
                         }
                         for (slot, (e, _)) in out.iter_mut().zip(points) {
-                            if let Some(v) = estimate(*e, &sample, clip) {
+                            if let Some(v) = sums.estimate(*e) {
                                 slot.push(v);
                             }
                         }

@@ -271,3 +271,107 @@ async fn another_process_drops_a_deleted_users_cached_key() {
     }
     follower.abort();
 }
+
+#[tokio::test]
+async fn events_after_a_deletion_bring_none_of_the_person_back_live_or_rebuilt() {
+    use oo_domain::ids::{SignalId, UserId};
+    use oo_domain::signal::{MoodScore, SignalData};
+    use oo_domain::tip::TipCommand;
+    let app = spawn_app().await;
+    let (token, user_id) = app.login("late-events@example.org").await;
+    let (other, _) = app.login("stays@example.org").await;
+    let uid: Uuid = user_id.parse().expect("uuid");
+    for t in [&token, &other] {
+        let r = app
+            .post(
+                "/signals",
+                t,
+                json!({"signals": [task("a", "t1", "A task", 3, false), mood("m", 1, "fine")]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // An open tip of the person's, which the reward join will settle after the deletion.
+    let open = loop {
+        let r = app.post("/recommend", &token, json!({})).await;
+        if r.status == StatusCode::OK {
+            break r.body["tip"]["id"].as_str().expect("tip id").to_owned();
+        }
+    };
+    app.tip(&other).await;
+    wait_caught_up(&app.pool).await;
+    let r = app.send(Method::DELETE, "/me", Some(&token), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    wait_caught_up(&app.pool).await;
+    assert_eq!(projection_rows(&app, uid).await, 0, "purged at the deletion");
+    let others_before = projection_tables(&app.pool).await;
+
+    // After `UserShredded`, through the store: a signal without personal fields (a request that
+    // passed its session check just before), and the reward join settling the open tip.
+    let write = write_side_with(&app.pool, MasterKey::load(None, &app.data_dir).expect("the dev key").0).await;
+    let user = UserId::from_uuid(uid);
+    let late = oo_domain::signals::SignalsEvent::SignalRecorded {
+        user_id: user,
+        signal_id: SignalId::parse("late-mood").expect("id"),
+        occurred_at: Utc::now(),
+        data: SignalData::Mood {
+            score: MoodScore::parse(-2).expect("score"),
+            note: None,
+        },
+    };
+    let event = oo_commands::aggregate::prepare_event(&late, user, Utc::now(), None, None, &Meta::new(Utc::now()))
+        .expect("prepared");
+    let last: i64 =
+        sqlx::query_scalar("SELECT max(sequence) FROM events WHERE aggregate_type = 'signals' AND aggregate_id = $1")
+            .bind(user.to_string())
+            .fetch_one(&app.pool)
+            .await
+            .expect("the stream");
+    let appended = write
+        .store
+        .append(oo_commands::store::AppendRequest {
+            aggregate_type: "signals",
+            aggregate_id: user.to_string(),
+            expected: oo_commands::store::Expected::Any(last),
+            events: vec![event],
+        })
+        .await
+        .expect("appended");
+    assert_eq!(
+        appended.written.len(),
+        1,
+        "the store takes it: it holds nothing personal"
+    );
+    let settled = write
+        .tips
+        .execute(
+            &open,
+            TipCommand::SettleTimeout {
+                at: Utc::now() + chrono::Duration::hours(25),
+            },
+            Meta::new(Utc::now()),
+        )
+        .await
+        .expect("settled");
+    assert_eq!(settled.written.len(), 1, "a TipRewarded after the deletion");
+    wait_caught_up(&app.pool).await;
+    assert_eq!(
+        projection_rows(&app, uid).await,
+        0,
+        "the live projector brings nothing back"
+    );
+
+    // Nor does a rebuild of every projection, which replays the same order.
+    let status = oo_projections::status::Status::default();
+    for p in oo_projections::all() {
+        oo_projections::rebuild::rebuild(&app.pool, p.as_ref(), &status, |_, _| {})
+            .await
+            .expect("rebuilt");
+    }
+    assert_eq!(projection_rows(&app, uid).await, 0, "a rebuild brings nothing back");
+    assert_eq!(
+        projection_tables(&app.pool).await,
+        others_before,
+        "everyone else's rows are as they were"
+    );
+}
