@@ -97,6 +97,9 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// How long a wrong admin token waits for its 401.
+const FAILED_ADMIN_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// An admin request: `Authorization: Bearer $OO_ADMIN_TOKEN`, nothing else.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
@@ -123,6 +126,8 @@ impl FromRequestParts<AppState> for Admin {
         if constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
             Ok(Admin)
         } else {
+            // A wrong token is answered slowly: guessing costs time.
+            tokio::time::sleep(FAILED_ADMIN_DELAY).await;
             Err(denied())
         }
     }

@@ -53,17 +53,54 @@ pub fn cookies_are_secure(public_url: Option<&str>, bind: SocketAddr) -> bool {
     let Some(url) = public_url else {
         return !bind.ip().is_loopback();
     };
-    let Some(rest) = url.strip_prefix("http://") else {
-        return true;
-    };
-    let authority = rest.split('/').next().unwrap_or("");
+    !(url.starts_with("http://") && on_loopback(url))
+}
+
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 32;
+
+/// Refuses configurations that expose more than they should: a short admin token (in any mode),
+/// and development mode (which signs anyone in by email) anywhere but on loopback — behind an
+/// `https://` public URL, or beside a real OpenID provider (a mock provider on loopback is
+/// fine: the sign-in tests use one).
+fn check_exposure(config: &ServeConfig) -> anyhow::Result<()> {
+    if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty())
+        && token.chars().count() < MIN_ADMIN_TOKEN
+    {
+        anyhow::bail!(
+            "OO_ADMIN_TOKEN is {} characters; it must have at least {MIN_ADMIN_TOKEN} (e.g. `openssl rand -hex 32`)",
+            token.chars().count()
+        );
+    }
+    if !config.dev {
+        return Ok(());
+    }
+    if config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.trim_start().to_ascii_lowercase().starts_with("https://"))
+    {
+        anyhow::bail!("--dev refuses an https:// OO_PUBLIC_URL: development mode is for a developer's own machine");
+    }
+    if config.oidc_client_id.is_some() && !on_loopback(&config.oidc_issuer) {
+        anyhow::bail!(
+            "--dev refuses the OpenID provider {}: development mode signs anyone in by email, so it runs only beside a provider on loopback",
+            config.oidc_issuer
+        );
+    }
+    Ok(())
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+fn on_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     };
-    let loopback =
-        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    !loopback
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Everything `oo serve` runs.
@@ -85,6 +122,7 @@ impl Application {
                 config.bind
             );
         }
+        check_exposure(&config)?;
         let policies = Policies::from_specs(&config.policy, &config.shadow_policies).with_context(|| {
             format!(
                 "OO_POLICY {:?}, OO_SHADOW_POLICIES {:?}",
@@ -236,6 +274,34 @@ impl Application {
 #[cfg(test)]
 mod tests {
     use super::cookies_are_secure;
+
+    #[test]
+    fn dev_mode_and_short_admin_tokens_are_refused_where_they_expose_too_much() {
+        use super::check_exposure;
+        use crate::config::ServeConfig;
+        let base = || {
+            let mut c = ServeConfig::for_database("postgres:///x", std::env::temp_dir());
+            c.dev = true;
+            c
+        };
+        assert!(check_exposure(&base()).is_ok(), "--dev with the defaults");
+        let mut short = base();
+        short.admin_token = Some("too-short".into());
+        assert!(check_exposure(&short).is_err());
+        short.dev = false;
+        assert!(check_exposure(&short).is_err(), "in every mode");
+        let mut https = base();
+        https.public_url = Some("https://oo.example.org".into());
+        assert!(check_exposure(&https).is_err());
+        let mut google = base();
+        google.oidc_client_id = Some("id".into());
+        assert!(check_exposure(&google).is_err(), "a real provider");
+        google.oidc_issuer = "http://127.0.0.1:8000/oidc".into();
+        assert!(check_exposure(&google).is_ok(), "a mock provider on loopback");
+        google.dev = false;
+        google.oidc_issuer = "https://accounts.google.com".into();
+        assert!(check_exposure(&google).is_ok(), "production mode with a real provider");
+    }
 
     #[test]
     fn cookies_are_secure_unless_plain_http_on_loopback() {

@@ -36,7 +36,22 @@ pub struct Checkpoint {
     pub events_applied: i64,
     pub status: String,
     pub last_error: Option<String>,
+    /// When it last moved (or its status changed).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
+
+impl Checkpoint {
+    /// Whether this is a rebuild's checkpoint (`<projection>#rebuild`) that moved within
+    /// [`REBUILD_STALE_AFTER`]: a rebuild is running somewhere (this process or another). One
+    /// whose process died goes stale and stops counting.
+    pub fn is_running_rebuild_of(&self, projection: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.name.strip_suffix("#rebuild") == Some(projection)
+            && now - self.updated_at < chrono::Duration::from_std(REBUILD_STALE_AFTER).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// How long a rebuild's checkpoint may stand still before it counts as abandoned.
+pub const REBUILD_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
@@ -48,7 +63,8 @@ pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Er
 
 pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT name, tx_id::text AS tx, position, events_applied, status, last_error FROM checkpoints ORDER BY name",
+        "SELECT name, tx_id::text AS tx, position, events_applied, status, last_error, updated_at FROM checkpoints \
+         ORDER BY name",
     )
     .fetch_all(pool)
     .await?;
@@ -61,6 +77,7 @@ pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> 
                 events_applied: r.try_get("events_applied")?,
                 status: r.try_get("status")?,
                 last_error: r.try_get("last_error")?,
+                updated_at: r.try_get("updated_at")?,
             })
         })
         .collect()

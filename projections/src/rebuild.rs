@@ -81,12 +81,10 @@ async fn rebuild_locked(
         .bind(&checkpoint)
         .execute(&mut *tx)
         .await?;
+    // The live checkpoint is left as it is: a rebuild shows as its own checkpoint, which goes
+    // stale if the rebuilding process dies (`Checkpoint::is_running_rebuild_of`).
     sqlx::query("INSERT INTO checkpoints (name, status) VALUES ($1, 'rebuilding')")
         .bind(&checkpoint)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE checkpoints SET status = 'rebuilding' WHERE name = $1")
-        .bind(name)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -148,8 +146,8 @@ async fn rebuild_locked(
     .await;
     status.set_rebuild(name, None);
     if let Err(e) = result {
-        let _ = sqlx::query("UPDATE checkpoints SET status = 'live' WHERE name = $1 AND status = 'rebuilding'")
-            .bind(name)
+        let _ = sqlx::query("DELETE FROM checkpoints WHERE name = $1")
+            .bind(&checkpoint)
             .execute(pool)
             .await;
         return Err(e);

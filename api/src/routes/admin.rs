@@ -63,7 +63,12 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
             position: cp.map(|c| c.cursor.encode()),
             lag_events: lag,
             events_applied: cp.map_or(0, |c| c.events_applied),
-            status: if rebuild.is_some() || running.contains(name) {
+            status: if rebuild.is_some()
+                || running.contains(name)
+                || checkpoints
+                    .iter()
+                    .any(|c| c.is_running_rebuild_of(name, chrono::Utc::now()))
+            {
                 "rebuilding".into()
             } else {
                 cp.map_or("live".into(), |c| c.status.clone())

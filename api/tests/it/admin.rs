@@ -257,3 +257,31 @@ async fn connections_get_our_session_settings_unless_the_url_says_otherwise() {
         "the settings the URL does not name are still ours"
     );
 }
+
+#[tokio::test]
+async fn arbitrary_methods_add_no_metric_series() {
+    let app = spawn_app().await;
+    for i in 0..5_000 {
+        let method = reqwest::Method::from_bytes(format!("X{i}").as_bytes()).expect("a method");
+        let r = app.send(method, "/health", None, None).await;
+        assert!(r.status.is_client_error(), "{}", r.status);
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let methods: HashSet<&str> = metrics
+        .match_indices("method=\"")
+        .map(|(i, m)| {
+            let rest = &metrics[i + m.len()..];
+            &rest[..rest.find('"').expect("closing quote")]
+        })
+        .collect();
+    assert!(methods.len() <= 8, "{methods:?}");
+    assert!(methods.contains("other"), "{methods:?}");
+}

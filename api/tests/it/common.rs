@@ -15,7 +15,7 @@ use std::process::Command;
 pub use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-characters";
 
 /// The server of the shared test Postgres (trust auth).
 pub fn server_url() -> String {

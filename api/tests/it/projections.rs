@@ -460,3 +460,62 @@ pub async fn serve_and_react(tips: &Repository<Tip>, user: UserId, n: usize, rng
         }
     }
 }
+
+#[tokio::test]
+async fn a_rebuild_that_dies_midway_leaves_the_projection_live() {
+    let app = spawn_app().await;
+    let (token, _) = app.login("rebuild-dies@example.org").await;
+    let signals: Vec<_> = (0..20).map(|i| mood(&format!("m{i}"), 1, "fine")).collect();
+    assert_eq!(
+        app.post("/signals", &token, json!({ "signals": signals })).await.status,
+        StatusCode::OK
+    );
+    wait_caught_up(&app.pool).await;
+    // The rebuilding task dies after its first batch, as a killed process would: no error path
+    // runs.
+    let pool = app.pool.clone();
+    let died = tokio::spawn(async move {
+        let status = oo_projections::status::Status::default();
+        let features = oo_projections::all()
+            .into_iter()
+            .find(|p| p.name() == "features")
+            .expect("features");
+        let _ = oo_projections::rebuild::rebuild(&pool, features.as_ref(), &status, |_, _| {
+            panic!("the rebuilding process dies")
+        })
+        .await;
+    })
+    .await;
+    assert!(died.is_err(), "the task died");
+    let live: String = sqlx::query_scalar("SELECT status FROM checkpoints WHERE name = 'features'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("the live checkpoint");
+    assert_eq!(live, "live", "the live checkpoint is never marked");
+    let status = |body: &serde_json::Value| {
+        body["projections"]
+            .as_array()
+            .expect("projections")
+            .iter()
+            .find(|p| p["name"] == "features")
+            .expect("features")["status"]
+            .clone()
+    };
+    let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+    assert_eq!(status(&r.body), "rebuilding", "until its checkpoint goes stale");
+    sqlx::query("UPDATE checkpoints SET updated_at = now() - interval '2 minutes' WHERE name = 'features#rebuild'")
+        .execute(&app.pool)
+        .await
+        .expect("time passes");
+    let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+    assert_eq!(status(&r.body), "live", "an abandoned rebuild does not count");
+    let r = app
+        .send(
+            reqwest::Method::POST,
+            "/admin/projections/features/rebuild",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+}
