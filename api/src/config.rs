@@ -100,6 +100,9 @@ pub struct ServeConfig {
     /// How often the reward join settles timed-out tips and completed snoozed todos, in seconds.
     #[arg(long, env = "OO_SETTLE_INTERVAL_SECS", default_value_t = 60)]
     pub settle_interval_secs: u64,
+    /// How often unfinished account deletions are completed, in seconds.
+    #[arg(long, env = "OO_DELETION_SWEEP_SECS", default_value_t = 60)]
+    pub deletion_sweep_secs: u64,
     /// The public base URL (decides whether cookies are `Secure`); default: http://BIND.
     #[arg(long, env = "OO_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -145,6 +148,7 @@ impl ServeConfig {
             shadow_policies: "thompson".into(),
             gate: GateConfig::default(),
             settle_interval_secs: 60,
+            deletion_sweep_secs: 60,
             public_url: None,
             oidc_issuer: "https://accounts.google.com".into(),
             oidc_client_id: None,

@@ -120,3 +120,35 @@ pub async fn clean_rate_limiter(
         }
     }
 }
+
+/// Completes every deletion that was requested and not finished, now and then every `every`
+/// until `shutdown`: a deletion interrupted without a crash (the final append refused while the
+/// database was away, say) completes within one period, without a restart. Deleting is
+/// idempotent, so one running meanwhile is not disturbed.
+pub async fn sweep_deletions(
+    write: oo_commands::WriteSide,
+    pool: PgPool,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = complete_deletions(&write, &pool).await {
+            tracing::warn!(error = %e, "cannot complete the interrupted deletions; trying again later");
+        }
+    }
+}
+
+/// Completes the deletions that were requested and not finished; returns how many.
+pub async fn complete_deletions(write: &oo_commands::WriteSide, pool: &PgPool) -> anyhow::Result<usize> {
+    let interrupted = oo_commands::identity::interrupted_deletions(pool).await?;
+    for user_id in &interrupted {
+        let meta = oo_commands::aggregate::Meta::new(chrono::Utc::now());
+        oo_commands::identity::delete_user(&write.users, &write.vault, pool, *user_id, meta).await?;
+        tracing::info!("completed an account deletion that was interrupted");
+    }
+    Ok(interrupted.len())
+}

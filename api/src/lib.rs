@@ -225,14 +225,17 @@ impl Application {
             oidc: Arc::default(),
             public_url,
         };
-        // A deletion interrupted by a crash is completed before anything else is served.
-        for user_id in oo_commands::identity::interrupted_deletions(&state.pool).await? {
-            let meta = oo_commands::aggregate::Meta::new(chrono::Utc::now());
-            oo_commands::identity::delete_user(&state.write.users, &state.write.vault, &state.pool, user_id, meta)
-                .await
-                .context("cannot complete an interrupted deletion")?;
-            tracing::info!("completed an account deletion that was interrupted");
-        }
+        // A deletion interrupted by a crash is completed before anything else is served, and
+        // one interrupted otherwise within a sweep period.
+        jobs::complete_deletions(&state.write, &state.pool)
+            .await
+            .context("cannot complete an interrupted deletion")?;
+        background.push(tokio::spawn(jobs::sweep_deletions(
+            state.write.clone(),
+            state.pool.clone(),
+            Duration::from_secs(state.config.deletion_sweep_secs.max(1)),
+            shutdown.clone(),
+        )));
         Ok(Self {
             listener,
             state,

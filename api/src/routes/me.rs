@@ -90,10 +90,17 @@ pub struct DeletedResponse {
 pub async fn delete_me(State(state): State<AppState>, user: CurrentUser) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let meta = oo_commands::aggregate::Meta::new(Utc::now());
-    let cursor =
-        oo_commands::identity::delete_user(&state.write.users, &state.write.vault, &state.pool, user.user_id, meta)
-            .await
-            .map_err(|e| crate::error::command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
+    // Detached from the request: a client that hangs up does not stop a deletion half-way (and
+    // one stopped otherwise is completed by the sweep, `jobs::sweep_deletions`).
+    let write = state.write.clone();
+    let pool = state.pool.clone();
+    let user_id = user.user_id;
+    let cursor = tokio::spawn(async move {
+        oo_commands::identity::delete_user(&write.users, &write.vault, &pool, user_id, meta).await
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| crate::error::command_error(e, |d| ApiError::invalid_value(d.to_string())))?;
     let target = match cursor {
         Some(c) => c,
         None => state.write.store.head().await?,

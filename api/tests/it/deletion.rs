@@ -375,3 +375,57 @@ async fn events_after_a_deletion_bring_none_of_the_person_back_live_or_rebuilt()
         "everyone else's rows are as they were"
     );
 }
+
+#[tokio::test]
+async fn a_deletion_interrupted_at_any_step_completes_within_a_sweep_period_without_a_restart() {
+    let app = spawn_with(|c| c.deletion_sweep_secs = 1).await;
+    let (master, _) = MasterKey::load(None, &app.data_dir).expect("the app's master key");
+    let users = write_side_with(&app.pool, master).await.users;
+    for step in ["after the request", "after the key was destroyed"] {
+        let (token, user_id) = app.login(&format!("interrupted-{}@example.org", step.len())).await;
+        app.post("/signals", &token, json!({"signals": [mood("a", 1, "note")]}))
+            .await;
+        let uid: Uuid = user_id.parse().expect("uuid");
+        wait_caught_up(&app.pool).await;
+        users
+            .execute(
+                &user_id,
+                UserCommand::RequestDeletion { at: Utc::now() },
+                Meta::new(Utc::now()),
+            )
+            .await
+            .expect("requested");
+        if step == "after the key was destroyed" {
+            // The final append was refused (the database went away) after the key was gone.
+            for sql in [
+                "DELETE FROM sessions WHERE user_id = $1",
+                "DELETE FROM key_vault WHERE user_id = $1",
+                "DELETE FROM user_lookup WHERE user_id = $1",
+            ] {
+                count_rows_deleted(&app, sql, uid).await;
+            }
+        }
+        let shredded = "SELECT count(*) FROM events WHERE user_id = $1 AND event_type = 'UserShredded'";
+        let mut done = false;
+        for _ in 0..50 {
+            if count(&app, shredded, uid).await == 1 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(done, "{step}: the sweep completed the deletion");
+        wait_caught_up(&app.pool).await;
+        assert_eq!(
+            count(&app, "SELECT count(*) FROM key_vault WHERE user_id = $1", uid).await,
+            0,
+            "{step}"
+        );
+        assert_eq!(projection_rows(&app, uid).await, 0, "{step}: projections purged");
+        assert_eq!(app.get("/me", &token).await.status, StatusCode::UNAUTHORIZED, "{step}");
+    }
+}
+
+async fn count_rows_deleted(app: &TestApp, sql: &str, user: Uuid) {
+    sqlx::query(sql).bind(user).execute(&app.pool).await.expect("deleted");
+}
