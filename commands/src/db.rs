@@ -48,10 +48,31 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
     PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
+        .after_release(|conn, _| Box::pin(leave_no_transaction_open(conn)))
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(connect_options(url)?)
         .await
         .map_err(ConnectError::Connect)
+}
+
+/// Ends, as a connection goes back to the pool, a transaction the server still has open on it,
+/// so that every connection taken from a pool starts outside one. A task cancelled while sqlx
+/// 0.8 opens a transaction (after `BEGIN` was sent, before its answer) leaves sqlx believing
+/// there is none: its rollback guard checks a depth not yet raised. The next borrower's
+/// autocommit writes would then run inside that transaction, be acknowledged, and vanish when it
+/// ends; meanwhile it holds back every reader of the log. One query tells: outside a transaction
+/// block a statement's transaction starts with it (`now()` is its own start), inside one it
+/// started earlier. `ROLLBACK` runs only then, so the server logs no "no transaction in
+/// progress" warning for every release.
+async fn leave_no_transaction_open(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    let open: bool = sqlx::query_scalar("SELECT now() <> statement_timestamp()")
+        .fetch_one(&mut *conn)
+        .await?;
+    if open {
+        sqlx::Executor::execute(&mut *conn, "ROLLBACK").await?;
+        tracing::warn!("a connection came back to the pool inside a transaction; rolled it back");
+    }
+    Ok(true)
 }
 
 /// The URL's options, plus the session settings of [`SESSION_SETTINGS`] that the URL does not

@@ -286,3 +286,27 @@ async fn a_held_connection_starts_outside_any_transaction_left_open() {
         .expect("query");
     assert!(exists, "the autocommit statement on the held connection was committed");
 }
+
+#[tokio::test]
+async fn a_connection_back_in_the_pool_inside_a_transaction_leaves_no_write_to_vanish() {
+    let (url, _) = fresh_db(&server_url()).await;
+    let one = oo_commands::db::connect(&url, 1).await.expect("pool");
+    {
+        // What a `begin` cancelled after its BEGIN was sent leaves: the server inside a
+        // transaction, sqlx believing there is none.
+        let mut conn = one.acquire().await.expect("conn");
+        sqlx::Executor::execute(&mut *conn, "BEGIN").await.expect("begin");
+    }
+    // A logout's revocation, say: an autocommit write through the pool.
+    sqlx::query("CREATE TABLE revoked_in_autocommit (x int)")
+        .execute(&one)
+        .await
+        .expect("create");
+    let other = sqlx::PgPool::connect(&url).await.expect("pool");
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('revoked_in_autocommit') IS NOT NULL")
+        .fetch_one(&other)
+        .await
+        .expect("query");
+    assert!(exists, "the write was committed, not left inside a transaction");
+    one.close().await;
+}
