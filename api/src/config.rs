@@ -115,6 +115,13 @@ pub struct ServeConfig {
     /// OpenID Connect client secret.
     #[arg(long, env = "OO_OIDC_CLIENT_SECRET", hide_env_values = true)]
     pub oidc_client_secret: Option<String>,
+    /// How long a client may take to send a request's headers, in seconds; then the connection
+    /// is closed.
+    #[arg(long, env = "OO_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// How long a request may take, body and answer included, in seconds; then 408.
+    #[arg(long, env = "OO_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
     /// Largest request body, in bytes.
     #[arg(long, env = "OO_BODY_LIMIT", default_value_t = 1_048_576)]
     pub body_limit: usize,
@@ -154,6 +161,8 @@ impl ServeConfig {
             oidc_client_id: None,
             oidc_client_secret: None,
             body_limit: 1_048_576,
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
             writers: 2,
         }
     }

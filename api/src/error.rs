@@ -52,6 +52,8 @@ pub enum ErrorCode {
     NotAShadow,
     /// The serving line-up changed while a promotion was being weighed.
     LineupChanged,
+    /// The request took longer than `OO_REQUEST_TIMEOUT_SECS`.
+    RequestTimeout,
 }
 
 /// A problem body (RFC 9457) with our `code`.

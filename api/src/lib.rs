@@ -260,9 +260,8 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = routes::router(self.state.clone());
-        let result = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let header_timeout = Duration::from_secs(self.state.config.header_timeout_secs.max(1));
+        let result = serve(self.listener, router, header_timeout, shutdown).await;
         self.shutdown.cancel();
         for mut task in self.background {
             if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
@@ -272,6 +271,53 @@ impl Application {
         }
         result.context("the HTTP server failed")
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the requests in flight
+/// finish (for up to [`STOP_GRACE`]). axum's own `serve` sets no deadline for reading a request's
+/// headers, so a client that sends half a header holds its connection for ever; here hyper closes
+/// it after `header_timeout`.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(STOP_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {STOP_GRACE:?}; closing them");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         r = r.route("/auth/dev-login", post(auth::dev_login));
     }
     r.fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), request_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let path = req
@@ -55,6 +56,23 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .with_state(state)
+}
+
+/// Ends a request that takes longer than `OO_REQUEST_TIMEOUT_SECS`, body and answer included,
+/// with 408 `request_timeout`. Whatever it had asked the store to append is still appended (the
+/// writer does not depend on the request), and a deletion runs detached from it.
+async fn request_deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let limit = std::time::Duration::from_secs(state.config.request_timeout_secs.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            crate::error::ErrorCode::RequestTimeout,
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

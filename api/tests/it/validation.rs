@@ -208,3 +208,55 @@ async fn bad_feedback_and_recommend_bodies_are_refused() {
     .await;
     assert_eq!(app.event_count().await, before);
 }
+
+/// Reads from `stream` until the server closes it or `within` passes; returns what came and
+/// whether it closed.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn half_a_request_header_is_dropped_and_a_slow_body_times_out() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_with(|c| {
+        c.header_timeout_secs = 1;
+        c.request_timeout_secs = 1;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: oo\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let (_, closed) = read_until_closed(&mut half, std::time::Duration::from_secs(5)).await;
+    assert!(closed, "the connection was still open after 5 s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (token, _) = app.login("slow-body@example.org").await;
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /signals HTTP/1.1\r\nHost: oo\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"signals\": ["
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    let (answer, _) = read_until_closed(&mut slow, std::time::Duration::from_secs(4)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // The server still answers everyone else.
+    let r = app.send(reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
