@@ -5,7 +5,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use governor::clock::{Clock, DefaultClock};
 use oo_domain::ids::{SessionId, UserId};
 use secrecy::ExposeSecret;
@@ -26,9 +26,30 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+/// A cookie's name as oO sets it: `__Host-` first when cookies are `Secure`, so that the browser
+/// keeps it to this exact origin (no `Domain`, `Path=/`, HTTPS only).
+pub fn cookie_name(base: &str, secure: bool) -> String {
+    if secure {
+        format!("__Host-{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
+/// The `Set-Cookie` value of one of oO's cookies (`max_age` 0 clears it).
+pub fn set_cookie(base: &str, value: &str, max_age: i64, secure: bool) -> Result<HeaderValue, ApiError> {
+    let name = cookie_name(base, secure);
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .map_err(ApiError::internal)
+}
+
+/// The value of one of oO's cookies in `headers`.
+pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, base: &str, secure: bool) -> Option<&'a str> {
+    let name = cookie_name(base, secure);
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -38,6 +59,46 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Refuses a cookie-authenticated unsafe request from another site: one that says
+/// `Sec-Fetch-Site: cross-site`, or whose `Origin` is not oO's public origin. A bearer token is
+/// never sent by a browser on its own, so bearer requests pass, and so do requests with neither
+/// header (non-browser clients).
+fn check_same_origin(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+    if parts.method.is_safe() {
+        return Ok(());
+    }
+    let cross = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::CrossOrigin,
+            "a cookie-authenticated request must come from oO's own pages",
+        )
+    };
+    if parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
+    {
+        return Err(cross());
+    }
+    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        if !origin.eq_ignore_ascii_case(&origin_of(&state.public_url)) {
+            return Err(cross());
+        }
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or("")),
+        None => url.to_owned(),
+    }
+}
+
 /// The session token a request carries (bearer or cookie), not yet checked against the
 /// sessions table: for `POST /recommend`, which checks it in the same query that reads the
 /// person ([`crate::recommender::Person::Session`]). 401 when there is none.
@@ -45,10 +106,16 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 pub struct SessionToken(pub String);
 
 impl SessionToken {
-    fn of(parts: &Parts) -> Result<Self, ApiError> {
-        let token = bearer(parts)
-            .or_else(|| cookie(parts, SESSION_COOKIE))
-            .ok_or_else(ApiError::unauthorized)?;
+    fn of(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = match bearer(parts) {
+            Some(t) => t,
+            None => {
+                let t = cookie_value(&parts.headers, SESSION_COOKIE, state.cookie_secure)
+                    .ok_or_else(ApiError::unauthorized)?;
+                check_same_origin(parts, state)?;
+                t
+            }
+        };
         if token.is_empty() || token.len() > 200 {
             return Err(ApiError::unauthorized());
         }
@@ -59,8 +126,8 @@ impl SessionToken {
 impl FromRequestParts<AppState> for SessionToken {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
-        Self::of(parts)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::of(parts, state)
     }
 }
 
@@ -93,7 +160,7 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Self::authenticate(state, &SessionToken::of(parts)?).await
+        Self::authenticate(state, &SessionToken::of(parts, state)?).await
     }
 }
 
@@ -136,6 +203,26 @@ impl FromRequestParts<AppState> for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secure_cookies_carry_the_host_prefix_and_are_read_under_it() {
+        let set = set_cookie(SESSION_COOKIE, "t0k", 60, true).expect("a header");
+        let set = set.to_str().expect("text");
+        assert!(
+            set.starts_with("__Host-oo_session=t0k; Path=/;") && set.ends_with("; Secure"),
+            "{set}"
+        );
+        let plain = set_cookie(SESSION_COOKIE, "t0k", 60, false).expect("a header");
+        assert!(plain.to_str().expect("text").starts_with("oo_session=t0k;"));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("oo_session=plain; __Host-oo_session=hosted"),
+        );
+        assert_eq!(cookie_value(&headers, SESSION_COOKIE, true), Some("hosted"));
+        assert_eq!(cookie_value(&headers, SESSION_COOKIE, false), Some("plain"));
+        assert_eq!(origin_of("https://oo.example.org/app?x=1"), "https://oo.example.org");
+    }
 
     #[test]
     fn secrets_compare_by_content() {

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     LineupChanged,
     /// The request took longer than `OO_REQUEST_TIMEOUT_SECS`.
     RequestTimeout,
+    /// A cookie-authenticated unsafe request from another site.
+    CrossOrigin,
 }
 
 /// A problem body (RFC 9457) with our `code`.

@@ -10,16 +10,18 @@ pub fn parse_optional<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> 
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);
     }
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::UnsupportedMediaType,
-                "the body must be application/json",
-            ));
-        }
+    // A body must say it is JSON: a page on another site can post a body without a type (or
+    // as text/plain) with the browser's cookies, but not as application/json without asking.
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if essence.as_deref() != Some("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "a request body must be sent as application/json",
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error_free(&mut de) {

@@ -117,12 +117,8 @@ async fn client_for_retry(
     }
 }
 
-fn cookie(state: &AppState, name: &str, value: &str, max_age: i64, path: &str) -> Result<HeaderValue, ApiError> {
-    let secure = if state.cookie_secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    ))
-    .map_err(ApiError::internal)
+fn cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> Result<HeaderValue, ApiError> {
+    crate::auth::set_cookie(name, value, max_age, state.cookie_secure)
 }
 
 /// Starts a sign-in: redirects to the provider.
@@ -158,7 +154,7 @@ pub async fn login(State(state): State<AppState>) -> Result<Response, ApiError> 
             (header::LOCATION, location),
             (
                 header::SET_COOKIE,
-                cookie(&state, STATE_COOKIE, &value, STATE_TTL_SECONDS, "/auth")?,
+                cookie(&state, STATE_COOKIE, &value, STATE_TTL_SECONDS)?,
             ),
         ],
     )
@@ -176,15 +172,8 @@ fn refused(detail: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::SignInRefused, detail.to_owned())
 }
 
-fn state_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == STATE_COOKIE)
-        .map(|(_, v)| v.to_owned())
+fn state_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
+    crate::auth::cookie_value(headers, STATE_COOKIE, secure).map(str::to_owned)
 }
 
 /// Completes a sign-in: checks `state` against the browser's cookie, exchanges the code with the
@@ -206,7 +195,7 @@ pub async fn callback(
     let (Some(code), Some(returned_state)) = (q.code, q.state) else {
         return Err(refused("code and state are required"));
     };
-    let bound = state_cookie(&headers)
+    let bound = state_cookie(&headers, state.cookie_secure)
         .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
         .and_then(|b| state.write.vault.open_transit(STATE_PURPOSE, &b))
         .ok_or_else(|| refused("this browser did not start a sign-in (missing or invalid state cookie)"))?;
@@ -284,8 +273,8 @@ pub async fn callback(
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
-        cookie(&state, SESSION_COOKIE, &session.token, ttl.num_seconds(), "/")?,
+        cookie(&state, SESSION_COOKIE, &session.token, ttl.num_seconds())?,
     );
-    h.append(header::SET_COOKIE, cookie(&state, STATE_COOKIE, "", 0, "/auth")?);
+    h.append(header::SET_COOKIE, cookie(&state, STATE_COOKIE, "", 0)?);
     Ok(response)
 }

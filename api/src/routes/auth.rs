@@ -30,11 +30,7 @@ pub struct DevLoginResponse {
 }
 
 fn session_cookie(token: &str, max_age: i64, secure: bool) -> Result<HeaderValue, ApiError> {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    ))
-    .map_err(ApiError::internal)
+    crate::auth::set_cookie(SESSION_COOKIE, token, max_age, secure)
 }
 
 /// Development sign-in by email (only with `--dev`): the same email gives the same user.

@@ -118,11 +118,7 @@ pub async fn delete_me(State(state): State<AppState>, user: CurrentUser) -> Resu
     } else {
         axum::http::StatusCode::ACCEPTED
     };
-    let cookie = axum::http::HeaderValue::from_str(&format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
-        crate::auth::SESSION_COOKIE
-    ))
-    .map_err(ApiError::internal)?;
+    let cookie = crate::auth::set_cookie(crate::auth::SESSION_COOKIE, "", 0, state.cookie_secure)?;
     Ok((
         status,
         [(axum::http::header::SET_COOKIE, cookie)],

@@ -260,3 +260,87 @@ async fn half_a_request_header_is_dropped_and_a_slow_body_times_out() {
     let r = app.send(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_body_must_say_it_is_json_and_a_cookie_request_from_another_site_is_refused() {
+    let app = spawn_app().await;
+    let (token, _) = app.login("same-site@example.org").await;
+    let body = r#"{"signals": []}"#;
+    let post =
+        |auth: Option<(&'static str, String)>, extra: Vec<(&'static str, String)>, body: Option<&'static str>| {
+            let mut req = app.client.post(format!("{}/signals", app.base));
+            if let Some((name, value)) = auth {
+                req = req.header(name, value);
+            }
+            for (name, value) in extra {
+                req = req.header(name, value);
+            }
+            if let Some(b) = body {
+                req = req.body(b);
+            }
+            req.send()
+        };
+    let json_type = || vec![("content-type", "application/json; charset=utf-8".to_owned())];
+    let bearer = || Some(("authorization", format!("Bearer {token}")));
+    let cookie = || Some(("cookie", format!("oo_session={token}")));
+    let code = |r: reqwest::Response| async move {
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (status, body["code"].as_str().unwrap_or("").to_owned())
+    };
+
+    // No type, or another one: 415, after authentication (401 first).
+    let r = code(post(bearer(), vec![], Some(body)).await.expect("sent")).await;
+    assert_eq!(r, (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type".into()));
+    let r = code(
+        post(bearer(), vec![("content-type", "text/plain".into())], Some(body))
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = code(post(None, vec![], Some(body)).await.expect("sent")).await;
+    assert_eq!(r.0, StatusCode::UNAUTHORIZED);
+    let r = code(post(bearer(), json_type(), Some(body)).await.expect("sent")).await;
+    assert_eq!(r.0, StatusCode::OK, "{r:?}");
+    // A bodiless POST /recommend needs no type.
+    let r = app
+        .client
+        .post(format!("{}/recommend", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        r.status() == StatusCode::OK || r.status() == StatusCode::NO_CONTENT,
+        "{}",
+        r.status()
+    );
+
+    // A cookie request from another site: 403, whether the browser says so or the origin does.
+    let mut evil = json_type();
+    evil.push(("origin", "https://evil.example".into()));
+    let r = code(post(cookie(), evil.clone(), Some(body)).await.expect("sent")).await;
+    assert_eq!(r, (StatusCode::FORBIDDEN, "cross_origin".into()));
+    let mut fetched = json_type();
+    fetched.push(("sec-fetch-site", "cross-site".into()));
+    let r = code(post(cookie(), fetched, Some(body)).await.expect("sent")).await;
+    assert_eq!(r, (StatusCode::FORBIDDEN, "cross_origin".into()));
+    // From oO's own origin, or with neither header, or with a bearer token: accepted.
+    let mut own = json_type();
+    own.push(("origin", app.base.clone()));
+    assert_eq!(
+        code(post(cookie(), own, Some(body)).await.expect("sent")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        code(post(cookie(), json_type(), Some(body)).await.expect("sent"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        code(post(bearer(), evil, Some(body)).await.expect("sent")).await.0,
+        StatusCode::OK
+    );
+}
