@@ -171,11 +171,13 @@ impl Application {
                 shutdown.clone(),
             )));
         }
-        let head = write.store.head().await?;
+        // From the safe horizon, not the head: a deletion whose transaction commits late must
+        // still drop its key from this process's cache.
+        let horizon = oo_commands::store::safe_head(&pool).await?;
         background.push(tokio::spawn(oo_commands::vault::follow_shredding(
             write.vault.clone(),
             write.store.appended(),
-            head,
+            horizon,
             shutdown.clone(),
         )));
         // The reward join: settles timeouts and completions of snoozed todos off the request path.

@@ -305,10 +305,22 @@ impl EventStore {
     }
 }
 
+/// The latest event below the safe horizon: every event after it is either committed later or
+/// still in flight, so a reader that starts here misses none of them — not even one whose
+/// transaction took its position earlier and commits late (`head` would skip it).
+pub async fn safe_head(pool: &PgPool) -> Result<Cursor, StoreError> {
+    last_event(pool, "WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())").await
+}
+
 pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT e.tx_id::text AS tx, e.position FROM events e ORDER BY e.tx_id DESC, e.position DESC LIMIT 1",
-    )
+    last_event(pool, "").await
+}
+
+/// The last event in the global order among those `filter` (a `WHERE` clause or nothing) keeps.
+async fn last_event(pool: &PgPool, filter: &str) -> Result<Cursor, StoreError> {
+    let row: Option<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT tx_id::text, position FROM events {filter} ORDER BY tx_id DESC, position DESC LIMIT 1"
+    ))
     .fetch_optional(pool)
     .await
     .map_err(StoreError::from_sqlx)?;

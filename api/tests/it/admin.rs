@@ -191,15 +191,7 @@ async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer
     let (token, _) = app.login("m@example.org").await;
     app.post("/signals", &token, json!({"signals": [mood("a", 0, "x")]}))
         .await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     for name in [
         "oo_events_appended_total",
         "oo_projection_lag_events",
@@ -266,15 +258,7 @@ async fn arbitrary_methods_add_no_metric_series() {
         let r = app.send(method, "/health", None, None).await;
         assert!(r.status.is_client_error(), "{}", r.status);
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let methods: HashSet<&str> = metrics
         .match_indices("method=\"")
         .map(|(i, m)| {

@@ -193,6 +193,29 @@ impl TestApp {
         )
     }
 
+    /// Promotes the shadow `spec` by force (the gate may refuse it) through the admin endpoint.
+    pub async fn promote_by_force(&self, spec: &str) -> Response {
+        self.send(
+            reqwest::Method::POST,
+            "/admin/policies/promote",
+            Some(ADMIN_TOKEN),
+            Some(json!({"spec": spec, "force": true})),
+        )
+        .await
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&self.pool)

@@ -48,14 +48,7 @@ async fn a_rebuilt_projection_equals_the_incrementally_built_one() {
         }
     }
     // A promotion (forced: the gate has too few decisions), so that `policies` has a row too.
-    let r = app
-        .send(
-            reqwest::Method::POST,
-            "/admin/policies/promote",
-            Some(ADMIN_TOKEN),
-            Some(json!({"spec": "thompson", "force": true})),
-        )
-        .await;
+    let r = app.promote_by_force("thompson").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     wait_caught_up(&app.pool).await;
     let before = projection_tables(&app.pool).await;

@@ -47,14 +47,7 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
     let app = spawn_with(move |c| c.nats_url = Some(url)).await;
     let (token, _) = app.login("relay@example.org").await;
     // A system event too: a promotion, which belongs to no person.
-    let r = app
-        .send(
-            reqwest::Method::POST,
-            "/admin/policies/promote",
-            Some(ADMIN_TOKEN),
-            Some(json!({"spec": "thompson", "force": true})),
-        )
-        .await;
+    let r = app.promote_by_force("thompson").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 
     let writer = {
@@ -143,15 +136,7 @@ async fn every_event_reaches_the_stream_once_and_in_order_across_a_nats_outage()
         "up"
     );
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(metrics.contains("oo_nats_up 1"), "{metrics}");
     assert!(metrics.contains("oo_projection_lag_events{path=\"nats_relay\"} 0"));
     assert!(metrics.contains("oo_projection_lag_seconds{path=\"nats_relay\"}"));
