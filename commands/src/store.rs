@@ -309,7 +309,7 @@ impl EventStore {
 /// still in flight, so a reader that starts here misses none of them — not even one whose
 /// transaction took its position earlier and commits late (`head` would skip it).
 pub async fn safe_head(pool: &PgPool) -> Result<Cursor, StoreError> {
-    last_event(pool, "WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())").await
+    last_event(pool, "WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())").await
 }
 
 pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
@@ -319,7 +319,8 @@ pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
 /// The last event in the global order among those `filter` (a `WHERE` clause or nothing) keeps.
 async fn last_event(pool: &PgPool, filter: &str) -> Result<Cursor, StoreError> {
     let row: Option<(String, i64)> = sqlx::query_as(&format!(
-        "SELECT tx_id::text, position FROM events {filter} ORDER BY tx_id DESC, position DESC LIMIT 1"
+        // The text form under another name: `ORDER BY tx_id` must sort the xid8, not its text.
+        "SELECT e.tx_id::text AS tx, e.position FROM events e {filter} ORDER BY e.tx_id DESC, e.position DESC LIMIT 1"
     ))
     .fetch_optional(pool)
     .await
@@ -882,7 +883,7 @@ pub async fn read_shredded_after(
     limit: i64,
 ) -> Result<Vec<(Cursor, Uuid)>, sqlx::Error> {
     let sql = format!(
-        "SELECT tx_id::text, position, user_id FROM events WHERE event_type = 'UserShredded' AND {AFTER_IN_SAFE_ORDER}"
+        "SELECT tx_id::text AS tx, position, user_id FROM events WHERE event_type = 'UserShredded' AND {AFTER_IN_SAFE_ORDER}"
     );
     let rows: Vec<(String, i64, Uuid)> = sqlx::query_as(&sql)
         .bind(after.tx_id.to_string())
@@ -905,8 +906,8 @@ pub async fn shredded_among(
         return Ok(std::collections::HashMap::new());
     }
     let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT DISTINCT ON (user_id) user_id, tx_id::text, position FROM events \
-         WHERE event_type = 'UserShredded' AND user_id = ANY($1) ORDER BY user_id, tx_id, position",
+        "SELECT DISTINCT ON (e.user_id) e.user_id, e.tx_id::text AS tx, e.position FROM events e \
+         WHERE e.event_type = 'UserShredded' AND e.user_id = ANY($1) ORDER BY e.user_id, e.tx_id, e.position",
     )
     .bind(users)
     .fetch_all(conn)

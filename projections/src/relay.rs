@@ -189,8 +189,10 @@ async fn set_checkpoint(pool: &PgPool, cursor: Cursor, applied: i64) -> Result<(
 }
 
 /// Sets the checkpoint to the last event the stream holds (or the start of the log if it holds
-/// none); returns that event's id.
-pub async fn reconcile(pool: &PgPool, stream: &mut stream::Stream) -> Result<Option<uuid::Uuid>, RelayError> {
+/// none); returns the stream's last sequence, which the next publish must follow. When that last
+/// message is gone (expired under `OO_NATS_MAX_AGE_SECS`, and every earlier one with it), the
+/// stream says nothing of what it held: the checkpoint stays as it is.
+pub async fn reconcile(pool: &PgPool, stream: &mut stream::Stream) -> Result<u64, RelayError> {
     let last = stream.info().await.map_err(nats)?.state.last_sequence;
     let last_id = if last == 0 {
         None
@@ -200,6 +202,7 @@ pub async fn reconcile(pool: &PgPool, stream: &mut stream::Stream) -> Result<Opt
                 .headers
                 .get("Nats-Msg-Id")
                 .and_then(|v| v.as_str().parse::<uuid::Uuid>().ok()),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(last),
             Err(e) => return Err(nats(e)),
         }
     };
@@ -229,7 +232,7 @@ pub async fn reconcile(pool: &PgPool, stream: &mut stream::Stream) -> Result<Opt
     .bind(count)
     .execute(pool)
     .await?;
-    Ok(last_id)
+    Ok(last)
 }
 
 /// Publishes one batch after the checkpoint; returns how many events it relayed.
@@ -237,7 +240,7 @@ async fn step(
     pool: &PgPool,
     js: &jetstream::Context,
     config: &RelayConfig,
-    last_id: &mut Option<uuid::Uuid>,
+    last_sequence: &mut u64,
 ) -> Result<usize, RelayError> {
     let from = checkpoint(pool).await?;
     let events = {
@@ -248,8 +251,11 @@ async fn step(
         return Ok(0);
     }
     let mut acks = Vec::with_capacity(events.len());
-    let mut previous = *last_id;
-    for e in &events {
+    // Each publish names the stream sequence it must follow, which NATS keeps across restarts
+    // (a last message id it rebuilds only from the duplicate window, so an idle stream forgot it
+    // and refused every publish for good). A publish that does not follow is refused and the
+    // relay reconciles.
+    for (expected, e) in (*last_sequence..).zip(&events) {
         // An event this build cannot decode still travels, in its place, without a typed
         // payload (consumers see `Oo-Undecodable`), so one bad event never stops the stream.
         let (body, encoded) = envelope(e);
@@ -267,23 +273,21 @@ async fn step(
         headers.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
         headers.insert("Oo-Event-Type", e.event_type.as_str());
         headers.insert("Oo-Schema-Version", e.schema_version.to_string().as_str());
-        if let Some(p) = previous {
-            headers.insert("Nats-Expected-Last-Msg-Id", p.to_string().as_str());
-        }
+        headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
         acks.push(
             js.publish_with_headers(subject(e), headers, body.into())
                 .await
                 .map_err(nats)?,
         );
-        previous = Some(e.event_id);
     }
+    let mut sequence = *last_sequence;
     for ack in acks {
-        ack.await.map_err(nats)?;
+        let ack = ack.await.map_err(nats)?;
+        sequence = sequence.max(ack.sequence);
     }
-    let last = events.last().map(|e| (e.cursor, e.event_id));
-    if let Some((cursor, id)) = last {
-        set_checkpoint(pool, cursor, events.len() as i64).await?;
-        *last_id = Some(id);
+    if let Some(last) = events.last() {
+        set_checkpoint(pool, last.cursor, events.len() as i64).await?;
+        *last_sequence = sequence;
     }
     Ok(events.len())
 }
@@ -366,13 +370,13 @@ async fn relay_session(
         .map_err(nats)?;
     let js = jetstream::new(client);
     let mut stream = ensure_stream(&js, config).await?;
-    let mut last_id = reconcile(pool, &mut stream).await?;
+    let mut last_sequence = reconcile(pool, &mut stream).await?;
     status.set_relay_up(true);
     loop {
         let notified = appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match step(pool, &js, config, &mut last_id).await {
+        match step(pool, &js, config, &mut last_sequence).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {
                 let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
@@ -380,8 +384,18 @@ async fn relay_session(
             Err(e) => {
                 // Some publish may have failed after others landed: resume after whatever the
                 // stream holds last.
-                tracing::info!(error = %e, "relay: publish failed; reconciling with the stream");
-                last_id = reconcile(pool, &mut stream).await?;
+                // A relay that cannot advance says so: the checkpoint shows `failed` with the
+                // error (in `/admin/projections`) until a publish lands again.
+                tracing::warn!(error = %e, "relay: publish failed; reconciling with the stream");
+                let _ = sqlx::query(
+                    "UPDATE checkpoints SET status = 'failed', last_error = $2, updated_at = now() WHERE name = $1",
+                )
+                .bind(CHECKPOINT)
+                .bind(e.to_string())
+                .execute(pool)
+                .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                last_sequence = reconcile(pool, &mut stream).await?;
             }
         }
     }

@@ -495,6 +495,14 @@ impl PrivateNats {
         }
     }
 
+    /// Stops the server cleanly (SIGTERM: it syncs its store first), and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
     /// Kills the server (SIGKILL: what it had not synced to disk is lost).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

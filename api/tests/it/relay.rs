@@ -407,3 +407,70 @@ async fn killing_oo_during_concurrent_appends_loses_and_duplicates_nothing() {
         .expect("log");
     assert_eq!(stream_ids(&nats.url).await, log);
 }
+
+/// Appends `n` moods for `token` through the API.
+async fn append_moods(app: &TestApp, token: &str, prefix: &str, n: usize) {
+    let signals: Vec<_> = (0..n).map(|k| mood(&format!("{prefix}-{k}"), 1, "relayed")).collect();
+    let r = app.post("/signals", token, json!({ "signals": signals })).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+/// The log's event ids, in its order.
+async fn log_ids(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_id::text FROM events ORDER BY tx_id, position")
+        .fetch_all(&app.pool)
+        .await
+        .expect("log")
+}
+
+#[tokio::test]
+async fn the_relay_resumes_after_a_nats_restart_once_the_stream_was_idle_past_its_duplicate_window() {
+    let mut nats = PrivateNats::start();
+    let url = nats.url.clone();
+    let app = spawn_with(move |c| {
+        c.nats_url = Some(url);
+        c.nats_duplicate_window_secs = 1;
+    })
+    .await;
+    let (token, _) = app.login("idle-stream@example.org").await;
+    append_moods(&app, &token, "before", 3).await;
+    relay_caught_up(&app).await;
+    // Idle for longer than the duplicate window, then a clean restart: NATS no longer knows the
+    // stream's last message id, only its last sequence.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.stop();
+    nats.start_server();
+    append_moods(&app, &token, "after", 3).await;
+    relay_caught_up(&app).await;
+    assert_eq!(
+        stream_ids(&nats.url).await,
+        log_ids(&app).await,
+        "every event once, in order"
+    );
+}
+
+#[tokio::test]
+async fn the_relay_resumes_when_every_message_of_the_stream_has_expired() {
+    let mut nats = PrivateNats::start();
+    let url = nats.url.clone();
+    let app = spawn_with(move |c| {
+        c.nats_url = Some(url);
+        c.nats_max_age_secs = 2;
+        c.nats_duplicate_window_secs = 1;
+    })
+    .await;
+    let (token, _) = app.login("expired-stream@example.org").await;
+    append_moods(&app, &token, "before", 3).await;
+    relay_caught_up(&app).await;
+    let relayed = log_ids(&app).await.len();
+    // Every message expires; a restart makes the relay reconcile with a stream whose last
+    // sequence names a message that is gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.stop();
+    nats.start_server();
+    append_moods(&app, &token, "after", 3).await;
+    relay_caught_up(&app).await;
+    let log = log_ids(&app).await;
+    let stream = stream_ids(&nats.url).await;
+    assert_eq!(stream, log[relayed..].to_vec(), "what came after, once, in order");
+}
