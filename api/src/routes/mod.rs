@@ -26,12 +26,20 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/auth/login", get(crate::oidc::login))
-        .route("/auth/callback", get(crate::oidc::callback))
+        .route(
+            "/auth/callback",
+            get(crate::oidc::callback).layer(middleware::map_response(no_store)),
+        )
         .route("/auth/logout", post(auth::logout))
         .route("/legal/terms", get(auth::terms))
         .route("/legal/privacy", get(auth::privacy))
-        .route("/me", get(me::me).delete(me::delete_me))
-        .route("/me/export", get(me::export))
+        .route(
+            "/me",
+            get(me::me)
+                .delete(me::delete_me)
+                .layer(middleware::map_response(no_store)),
+        )
+        .route("/me/export", get(me::export).layer(middleware::map_response(no_store)))
         .route("/signals", post(signals::post_signals))
         .route("/recommend", post(recommend::recommend))
         .route("/feedback", post(feedback::feedback))
@@ -41,7 +49,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/policies", get(policies::policies))
         .route("/admin/policies/promote", post(policies::promote_policy));
     if state.config.dev {
-        r = r.route("/auth/dev-login", post(auth::dev_login));
+        r = r.route(
+            "/auth/dev-login",
+            post(auth::dev_login).layer(middleware::map_response(no_store)),
+        );
     }
     r.fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_deadline))
@@ -73,6 +84,16 @@ async fn request_deadline(State(state): State<AppState>, req: Request, next: Nex
         )
         .into_response(),
     }
+}
+
+/// `Cache-Control: no-store` on answers that carry a person's data or a session token: no
+/// browser or proxy may keep them.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 async fn not_found() -> ApiError {

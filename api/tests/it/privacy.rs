@@ -198,3 +198,38 @@ async fn rotating_the_master_key_keeps_every_user_readable_under_the_new_key_onl
     assert!(export.body.to_string().contains("Survives rotation"));
     assert_eq!(rotated.get("/me", &token2).await.body["email"], "rotate@example.org");
 }
+
+#[tokio::test]
+async fn answers_with_a_persons_data_or_a_session_are_never_cached() {
+    let app = spawn_app().await;
+    let r = app
+        .send(
+            reqwest::Method::POST,
+            "/auth/dev-login",
+            None,
+            Some(serde_json::json!({"email": "no-store@example.org"})),
+        )
+        .await;
+    assert_eq!(
+        r.headers.get("cache-control").map(|v| v.to_str().unwrap_or("")),
+        Some("no-store")
+    );
+    let token = r.body["token"].as_str().expect("token").to_owned();
+    for path in ["/me", "/me/export"] {
+        let r = app.get(path, &token).await;
+        assert_eq!(r.status, reqwest::StatusCode::OK, "{path}");
+        assert_eq!(
+            r.headers.get("cache-control").map(|v| v.to_str().unwrap_or("")),
+            Some("no-store"),
+            "{path}"
+        );
+    }
+    let r = app
+        .send(reqwest::Method::GET, "/auth/callback?code=x&state=y", None, None)
+        .await;
+    assert_eq!(
+        r.headers.get("cache-control").map(|v| v.to_str().unwrap_or("")),
+        Some("no-store"),
+        "the callback, even when it refuses"
+    );
+}
