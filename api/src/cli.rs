@@ -500,9 +500,11 @@ pub async fn policy_show(args: &PolicyArgs) -> anyhow::Result<()> {
     let pool = args.db.connect().await?;
     let lineup = args.lineup(&pool).await?;
     let window = args.gate.window.max(1);
-    let decisions = oo_replay::export::latest_settled(&pool, window, |_| true).await?;
-    let recent = oo_replay::gate::recent(&decisions, &lineup);
-    let last = oo_projections::policies::latest(&pool).await?;
+    let crate::promotion::Overview {
+        decisions,
+        recent,
+        last_promotion: last,
+    } = crate::promotion::overview(&pool, &lineup, window).await?;
     if args.json {
         let last = last.map(|p| {
             serde_json::json!({
@@ -514,10 +516,7 @@ pub async fn policy_show(args: &PolicyArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
-        "over the latest {} settled decisions ({window} asked for):",
-        decisions.len()
-    );
+    println!("over the latest {decisions} settled decisions ({window} asked for):");
     println!("{:<8} {:>9} {:>11}  spec", "role", "decisions", "mean reward");
     for r in &recent {
         let mean = r.mean_reward.map_or("-".to_owned(), |m| format!("{m:.4}"));

@@ -226,3 +226,23 @@ pub async fn promote(
         position: executed.cursor.map(|c| c.position),
     })
 }
+
+/// The line-up over the latest settled decisions: what `GET /admin/policies` and `oo policy
+/// show` report.
+pub struct Overview {
+    /// How many settled decisions the figures are over.
+    pub decisions: usize,
+    /// The serving policy first, then each shadow.
+    pub recent: Vec<oo_replay::gate::Recent>,
+    pub last_promotion: Option<oo_projections::policies::Promotion>,
+}
+
+/// Each policy of `lineup` over the latest `window` settled decisions, and the last promotion.
+pub async fn overview(pool: &PgPool, lineup: &Lineup, window: usize) -> anyhow::Result<Overview> {
+    let decisions = oo_replay::export::latest_settled(pool, window.max(1), |_| true).await?;
+    Ok(Overview {
+        decisions: decisions.len(),
+        recent: oo_replay::gate::recent(&decisions, lineup),
+        last_promotion: oo_projections::policies::latest(pool).await?,
+    })
+}

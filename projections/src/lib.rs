@@ -69,19 +69,38 @@ pub async fn apply_batch(
     conn: &mut PgConnection,
     events: &[StoredEvent],
 ) -> Result<(), ApplyError> {
+    let shredded = shredded_in(&mut *conn, events).await?;
+    apply_batch_with(projection, conn, events, &shredded).await
+}
+
+/// Where the log shredded each person of `events` who has been ([`apply_batch_with`]'s input:
+/// one query for a round that applies the same events to several projections).
+pub async fn shredded_in(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<Shredded, sqlx::Error> {
     let mut people: Vec<uuid::Uuid> = events.iter().map(|e| e.user_id).filter(|u| !u.is_nil()).collect();
     people.sort_unstable();
     people.dedup();
-    let shredded = oo_commands::store::shredded_among(&mut *conn, &people).await?;
+    oo_commands::store::shredded_among(conn, &people).await
+}
+
+/// Each shredded person's `UserShredded`, where it stands in the log.
+pub type Shredded = std::collections::HashMap<uuid::Uuid, oo_commands::cursor::Cursor>;
+
+/// [`apply_batch`] with `shredded` read already ([`shredded_in`] of these events or more).
+pub async fn apply_batch_with(
+    projection: &dyn Projection,
+    conn: &mut PgConnection,
+    events: &[StoredEvent],
+    shredded: &Shredded,
+) -> Result<(), ApplyError> {
     let mut start = 0;
     for (i, e) in events.iter().enumerate() {
         if e.event_type == "UserShredded" {
-            fold_kept(projection, &mut *conn, &events[start..i], &shredded).await?;
+            fold_kept(projection, &mut *conn, &events[start..i], shredded).await?;
             purge(&mut *conn, projection.user_tables(), e.user_id).await?;
             start = i + 1;
         }
     }
-    fold_kept(projection, conn, &events[start..], &shredded).await
+    fold_kept(projection, conn, &events[start..], shredded).await
 }
 
 /// Folds `events` but those that come after their person's `UserShredded` (copying the run
@@ -90,7 +109,7 @@ async fn fold_kept(
     projection: &dyn Projection,
     conn: &mut PgConnection,
     events: &[StoredEvent],
-    shredded: &std::collections::HashMap<uuid::Uuid, oo_commands::cursor::Cursor>,
+    shredded: &Shredded,
 ) -> Result<(), ApplyError> {
     let after_shredding = |e: &StoredEvent| shredded.get(&e.user_id).is_some_and(|at| e.cursor > *at);
     if !events.iter().any(after_shredding) {

@@ -360,6 +360,8 @@ async fn round(
     let payloads = union_of_payloads(due.iter().map(|i| projections[*i].payloads_of()));
     let shared = read_after_filtered(&mut tx, from, BATCH, payloads.as_deref()).await?;
     let shared_end = shared.last().map(|e| e.cursor);
+    // Who among the round's people was shredded: read once for every projection of the round.
+    let shredded = crate::shredded_in(&mut tx, &shared).await?;
 
     let mut outcomes = Vec::with_capacity(due.len());
     let mut moved = Moved::default();
@@ -368,7 +370,8 @@ async fn round(
         // A full read that ends before this projection's checkpoint tells nothing of what
         // follows it: this one reads on its own.
         let own;
-        let events: &[StoredEvent] = if shared.len() as i64 == BATCH && shared_end.is_some_and(|end| end <= at[k]) {
+        let read_alone = shared.len() as i64 == BATCH && shared_end.is_some_and(|end| end <= at[k]);
+        let events: &[StoredEvent] = if read_alone {
             own = read_after_filtered(&mut tx, at[k], BATCH, p.payloads_of()).await?;
             &own
         } else {
@@ -378,7 +381,13 @@ async fn round(
             outcomes.push((i, 0, at[k]));
             continue;
         };
-        if let Err(e) = crate::apply_batch(p, &mut tx, events).await {
+        // Events read on their own lie past the shared read: their people are looked up anew.
+        let applied = if read_alone {
+            crate::apply_batch(p, &mut tx, events).await
+        } else {
+            crate::apply_batch_with(p, &mut tx, events, &shredded).await
+        };
+        if let Err(e) = applied {
             tx.rollback().await?;
             return Err(RoundError::Projection {
                 index: i,

@@ -10,7 +10,7 @@
 use crate::evaluate::{Options, Target, evaluate};
 use crate::export::{ExportError, latest_settled};
 use crate::logged::{LoggedDecision, Shadow};
-use crate::ope::Estimator;
+use crate::ope::{Estimator, Weighted, estimate};
 use oo_domain::policy::spec_of;
 use oo_domain::promotion::{Evidence, Interval, Lineup};
 use sqlx::PgPool;
@@ -165,21 +165,26 @@ pub fn recent(decisions: &[LoggedDecision], lineup: &Lineup) -> Vec<Recent> {
         mean_reward: mean(served.iter().sum(), served.len() as f64),
     }];
     for spec in &lineup.shadows {
-        let (mut n, mut weighted, mut weights) = (0, 0.0, 0.0);
-        for d in settled() {
-            let (Some(s), Some(chosen), Some(r)) = (shadow(d, spec), d.chosen_index(), d.reward) else {
-                continue;
-            };
-            let w = s.distribution.as_ref().map_or(0.0, |p| p[chosen]) / d.propensity;
-            n += 1;
-            weighted += w * r;
-            weights += w;
-        }
+        // The shadow's importance-weighted rows, estimated by SNIPS as `oo replay` does.
+        let rows: Vec<Weighted> = settled()
+            .filter_map(|d| {
+                let (s, chosen, r) = (shadow(d, spec)?, d.chosen_index()?, d.reward?);
+                let w = s.distribution.as_ref()?[chosen] / d.propensity;
+                Some(Weighted {
+                    w,
+                    r,
+                    q_logged: 0.0,
+                    q_target: 0.0,
+                    matched: false,
+                    low_propensity: false,
+                })
+            })
+            .collect();
         out.push(Recent {
             spec: spec.clone(),
             role: "shadow",
-            decisions: n,
-            mean_reward: mean(weighted, weights),
+            decisions: rows.len(),
+            mean_reward: estimate(Estimator::Snips, &rows, f64::INFINITY),
         });
     }
     out

@@ -120,27 +120,23 @@ pub struct PoliciesResponse {
 pub async fn policies(State(state): State<AppState>, _admin: Admin) -> Result<Json<PoliciesResponse>, ApiError> {
     let lineup = state.serving.current().policies.lineup();
     let window = state.config.gate.window.max(1);
-    let decisions = oo_replay::export::latest_settled(&state.pool, window, |_| true)
+    let overview = crate::promotion::overview(&state.pool, &lineup, window)
         .await
         .map_err(ApiError::internal)?;
-    let mut recent = oo_replay::gate::recent(&decisions, &lineup)
-        .into_iter()
-        .map(|r| PolicyView {
-            spec: r.spec,
-            role: r.role.to_owned(),
-            decisions: r.decisions as u64,
-            mean_reward: r.mean_reward,
-        });
+    let mut recent = overview.recent.into_iter().map(|r| PolicyView {
+        spec: r.spec,
+        role: r.role.to_owned(),
+        decisions: r.decisions as u64,
+        mean_reward: r.mean_reward,
+    });
     let serving = recent.next().ok_or_else(|| ApiError::internal("no serving policy"))?;
-    let last_promotion = oo_projections::policies::latest(&state.pool)
-        .await?
-        .map(|p| PromotionView {
-            promoted_at: p.promoted_at,
-            serving: p.lineup.serving,
-            replaced: p.replaced,
-            forced: p.forced,
-            evidence: EvidenceView::from(&p.evidence),
-        });
+    let last_promotion = overview.last_promotion.map(|p| PromotionView {
+        promoted_at: p.promoted_at,
+        serving: p.lineup.serving,
+        replaced: p.replaced,
+        forced: p.forced,
+        evidence: EvidenceView::from(&p.evidence),
+    });
     Ok(Json(PoliciesResponse {
         serving,
         shadows: recent.collect(),
