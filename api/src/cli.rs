@@ -69,28 +69,43 @@ pub async fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
 pub struct RotateArgs {
     #[command(flatten)]
     pub db: DbConfig,
-    /// A file holding the new age identity (`age-keygen -o FILE` makes one). Afterwards, point
-    /// OO_MASTER_KEY at it and destroy the old master key everywhere it is kept.
+    /// A file holding the new age identity (`age-keygen -o FILE` makes one). Every running
+    /// server must hold it beside the old one before the rotation starts (docs/operations.md).
     #[arg(long)]
     pub new_key: std::path::PathBuf,
+    /// How many data keys one transaction re-wraps.
+    #[arg(long, default_value_t = oo_commands::vault::ROTATION_BATCH)]
+    pub batch: i64,
 }
 
-/// `oo keys rotate --new-key FILE`: re-wraps every data key under the new master key.
+/// `oo keys rotate --new-key FILE`: re-wraps every data key under the new master key, in short
+/// transactions; run again with the same keys, it resumes an interrupted rotation.
 pub async fn rotate_keys(args: &RotateArgs) -> anyhow::Result<()> {
     let pool = args.db.connect().await?;
     let old = args.db.master_key()?;
     let text =
         std::fs::read_to_string(&args.new_key).with_context(|| format!("cannot read {}", args.new_key.display()))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .context("the file holds no age identity")?;
-    let new = oo_commands::vault::MasterKey::parse(line)?;
-    let (keys, secrets) = oo_commands::vault::rotate_master_key(&pool, &old, &new).await?;
+    let new = oo_commands::vault::MasterKey::parse_file(&text)
+        .with_context(|| format!("{} holds no age identity", args.new_key.display()))?;
+    if args.batch < 1 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("keys [{bar:40}] {pos}/{len}  {per_sec}  eta {eta}")
+            .context("progress template")?
+            .progress_chars("=> "),
+    );
+    let (keys, secrets) = oo_commands::vault::rotate_master_key(&pool, &old, &new, args.batch, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await?;
+    bar.finish_and_clear();
     eprintln!(
         "re-wrapped {keys} data keys and {secrets} service secrets under {}.\n\
-         Now point OO_MASTER_KEY at that file, restart oO, and destroy the old master key (and its backups):\n\
-         until then, keys of deleted users that survive in old copies can still be unwrapped.",
+         Now point OO_MASTER_KEY at that file alone, restart every server, and destroy the old master key (and its \
+         backups): until then, keys of deleted users that survive in old copies can still be unwrapped.",
         args.new_key.display()
     );
     Ok(())

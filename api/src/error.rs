@@ -187,8 +187,8 @@ impl From<oo_commands::vault::VaultError> for ApiError {
         use oo_commands::vault::VaultError;
         match e {
             VaultError::Db(e) => StoreError::from_sqlx(e).into(),
-            VaultError::StaleMaster => {
-                tracing::error!("this process's master key was rotated away: restart it with the current one");
+            VaultError::StaleMaster | VaultError::RotationUnderway => {
+                tracing::error!(error = %e, "this process cannot open the vault's keys");
                 Self::unavailable()
             }
             other => Self::internal(other),

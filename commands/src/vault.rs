@@ -1,10 +1,19 @@
-//! The key vault: each user's data key, stored wrapped with age to the master key, and the
-//! service's own secrets (the blind-index key) wrapped the same way. Unwrapped keys are kept in
-//! a bounded in-memory cache.
+//! The key vault: each user's data key, stored wrapped with age to the master key and
+//! authenticated under a key derived from it, and the service's own secrets (the blind-index and
+//! transit keys) kept the same way; the master-key rotation, in batches. Unwrapped keys are kept
+//! in a bounded in-memory cache.
 //!
 //! The master key is an age x25519 identity kept outside the database (`OO_MASTER_KEY`: a file
-//! holding it, or the identity itself). Without one, a key is generated into the data directory
-//! with a loud warning: fine for development, not for production.
+//! holding it, or the identity itself). The file may hold several identities — the old and the
+//! new one while a rotation is under way — and every one of them opens what was wrapped to it.
+//! Without a configured key, one is generated into the data directory with a loud warning: fine
+//! for development, not for production.
+//!
+//! Why the MAC: age wraps to a public recipient, so anyone who can write the database could plant
+//! a data key they know and oO would seal new personal fields under it. Each row carries an
+//! HMAC-SHA-256 of what it is (user and key id, or secret name) and of its wrapped bytes, under a
+//! key derived from the secret half of the master key it is wrapped to; a row that fails it is
+//! refused ([`VaultError::Forged`]).
 
 use crate::sealing::DataKey;
 use age::secrecy::ExposeSecret;
@@ -21,6 +30,9 @@ use uuid::Uuid;
 /// How many unwrapped keys the cache holds at most.
 const CACHE_CAPACITY: usize = 100_000;
 
+/// How many data keys one transaction of a rotation re-wraps.
+pub const ROTATION_BATCH: i64 = 500;
+
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     #[error("the master key is not a valid age identity")]
@@ -33,6 +45,18 @@ pub enum VaultError {
     Wrap,
     #[error("this process's master key is not the vault's current one (rotated?): restart with the current key")]
     StaleMaster,
+    #[error(
+        "a master-key rotation is under way: this process must hold both the old and the new master key \
+         (OO_MASTER_KEY may name a file holding both identities)"
+    )]
+    RotationUnderway,
+    #[error("a rotation to another master key is under way: finish it first (oo keys rotate with that key)")]
+    OtherRotation,
+    #[error(
+        "a key in the vault fails its authentication: it was not written by a holder of the master key \
+         (the database was tampered with)"
+    )]
+    Forged,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -45,9 +69,80 @@ pub enum MasterKeySource {
     DataDir(std::path::PathBuf),
 }
 
-/// The master key (an age identity). Never printed.
+/// One identity of the master key, with what derives from it.
+struct Held {
+    identity: age::x25519::Identity,
+    recipient: String,
+    mac_key: [u8; 32],
+}
+
+impl Held {
+    fn new(identity: age::x25519::Identity) -> Self {
+        let recipient = identity.to_public().to_string();
+        #[allow(clippy::expect_used)] // HMAC takes keys of any length
+        let mut kdf =
+            Hmac::<Sha256>::new_from_slice(identity.to_string().expose_secret().as_bytes()).expect("any key length");
+        kdf.update(b"oo:vault-mac:v1");
+        let mac_key = kdf.finalize().into_bytes().into();
+        Self {
+            identity,
+            recipient,
+            mac_key,
+        }
+    }
+
+    fn wrap(&self, secret: &[u8]) -> Result<Vec<u8>, VaultError> {
+        age::encrypt(&self.identity.to_public(), secret).map_err(|_| VaultError::Wrap)
+    }
+
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, VaultError> {
+        age::decrypt(&self.identity, wrapped).map_err(|_| VaultError::Unwrap)
+    }
+
+    fn mac(&self, what: &Bound<'_>, wrapped: &[u8]) -> Vec<u8> {
+        #[allow(clippy::expect_used)] // HMAC takes keys of any length
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.mac_key).expect("any key length");
+        what.feed(&mut mac);
+        mac.update(wrapped);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    fn verify(&self, what: &Bound<'_>, wrapped: &[u8], tag: &[u8]) -> Result<(), VaultError> {
+        #[allow(clippy::expect_used)] // HMAC takes keys of any length
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.mac_key).expect("any key length");
+        what.feed(&mut mac);
+        mac.update(wrapped);
+        mac.verify_slice(tag).map_err(|_| VaultError::Forged)
+    }
+}
+
+/// What a row of the vault is bound to by its MAC.
+enum Bound<'a> {
+    Key { user_id: Uuid, key_id: Uuid },
+    Secret { name: &'a str },
+}
+
+impl Bound<'_> {
+    fn feed(&self, mac: &mut Hmac<Sha256>) {
+        match self {
+            Self::Key { user_id, key_id } => {
+                mac.update(b"key\0");
+                mac.update(user_id.as_bytes());
+                mac.update(key_id.as_bytes());
+            }
+            Self::Secret { name } => {
+                mac.update(b"secret\0");
+                mac.update(&(name.len() as u64).to_be_bytes());
+                mac.update(name.as_bytes());
+            }
+        }
+    }
+}
+
+/// The master key: one age identity, or several while a rotation is under way (each opens what
+/// was wrapped to it). Never printed.
 #[derive(Clone)]
-pub struct MasterKey(Arc<age::x25519::Identity>);
+pub struct MasterKey(Arc<[Held]>);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,13 +151,30 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// One identity (`AGE-SECRET-KEY-1…`).
     pub fn parse(s: &str) -> Result<Self, VaultError> {
-        age::x25519::Identity::from_str(s.trim())
-            .map(|i| Self(Arc::new(i)))
-            .map_err(|_| VaultError::BadMasterKey)
+        let identity = age::x25519::Identity::from_str(s.trim()).map_err(|_| VaultError::BadMasterKey)?;
+        Ok(Self(Arc::from([Held::new(identity)])))
     }
 
-    /// `configured` is `OO_MASTER_KEY`: an identity (`AGE-SECRET-KEY-1…`) or a file holding one.
+    /// Every identity in an age identity file's text (comments and blank lines skipped); the
+    /// first one wraps a vault that has none yet.
+    pub fn parse_file(text: &str) -> Result<Self, VaultError> {
+        let held = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .map(|l| age::x25519::Identity::from_str(l).map(Held::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| VaultError::BadMasterKey)?;
+        if held.is_empty() {
+            return Err(VaultError::BadMasterKey);
+        }
+        Ok(Self(held.into()))
+    }
+
+    /// `configured` is `OO_MASTER_KEY`: an identity (`AGE-SECRET-KEY-1…`) or a file holding one
+    /// or more.
     pub fn load(configured: Option<&str>, data_dir: &Path) -> Result<(Self, MasterKeySource), VaultError> {
         if let Some(c) = configured {
             let text = if c.trim_start().starts_with("AGE-SECRET-KEY-") {
@@ -70,20 +182,12 @@ impl MasterKey {
             } else {
                 std::fs::read_to_string(c)?
             };
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-                .ok_or(VaultError::BadMasterKey)?;
-            return Ok((Self::parse(line)?, MasterKeySource::Configured));
+            return Ok((Self::parse_file(&text)?, MasterKeySource::Configured));
         }
         let path = data_dir.join("master.key");
         if path.exists() {
             let text = std::fs::read_to_string(&path)?;
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-                .ok_or(VaultError::BadMasterKey)?;
-            return Ok((Self::parse(line)?, MasterKeySource::DataDir(path)));
+            return Ok((Self::parse_file(&text)?, MasterKeySource::DataDir(path)));
         }
         std::fs::create_dir_all(data_dir)?;
         let key = Self::generate();
@@ -98,36 +202,137 @@ impl MasterKey {
     }
 
     pub fn generate() -> Self {
-        Self(Arc::new(age::x25519::Identity::generate()))
+        Self(Arc::from([Held::new(age::x25519::Identity::generate())]))
     }
 
-    /// The identity in age's text form, for writing a key file. Handle with care.
+    /// Both keys' identities: what a process holds while a rotation from `self` to `other` runs.
+    pub fn and(&self, other: &MasterKey) -> MasterKey {
+        let mut held: Vec<Held> = self.0.iter().map(|h| Held::new(h.identity.clone())).collect();
+        for h in other.0.iter() {
+            if !self.holds(&h.recipient) {
+                held.push(Held::new(h.identity.clone()));
+            }
+        }
+        Self(held.into())
+    }
+
+    /// The first identity in age's text form, for writing a key file. Handle with care.
     pub fn secret_string(&self) -> String {
-        self.0.to_string().expose_secret().to_owned()
+        self.first().identity.to_string().expose_secret().to_owned()
     }
 
-    /// Wraps a data key as the vault stores it.
+    /// Wraps a data key to the first identity, as the vault stores it (without its MAC).
     pub fn wrap_key(&self, key: &DataKey) -> Result<Vec<u8>, VaultError> {
-        self.wrap(&key_plaintext(key))
+        self.first().wrap(&key_plaintext(key))
     }
 
     /// Unwraps a data key wrapped by [`MasterKey::wrap_key`].
     pub fn unwrap_key(&self, wrapped: &[u8]) -> Result<DataKey, VaultError> {
-        key_from_plaintext(&self.unwrap_secret(wrapped)?)
+        key_from_plaintext(&self.first().unwrap(wrapped)?)
     }
 
-    /// The public half, recorded in `vault_master`.
+    /// The first identity's public half, recorded in `vault_master` by a new vault.
     pub fn recipient(&self) -> String {
-        self.0.to_public().to_string()
+        self.first().recipient.clone()
     }
 
-    fn wrap(&self, secret: &[u8]) -> Result<Vec<u8>, VaultError> {
-        age::encrypt(&self.0.to_public(), secret).map_err(|_| VaultError::Wrap)
+    /// Whether this key holds the identity of `recipient`.
+    pub fn holds(&self, recipient: &str) -> bool {
+        self.held(recipient).is_some()
     }
 
-    fn unwrap_secret(&self, wrapped: &[u8]) -> Result<Vec<u8>, VaultError> {
-        age::decrypt(self.0.as_ref(), wrapped).map_err(|_| VaultError::Unwrap)
+    fn held(&self, recipient: &str) -> Option<&Held> {
+        self.0.iter().find(|h| h.recipient == recipient)
     }
+
+    fn first(&self) -> &Held {
+        #[allow(clippy::indexing_slicing)] // never empty: every constructor makes at least one
+        &self.0[0]
+    }
+
+    /// Wraps and authenticates a user's data key under the identity of `recipient`.
+    fn seal_key(&self, recipient: &str, user_id: Uuid, key: &DataKey) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let held = self.held(recipient).ok_or(VaultError::StaleMaster)?;
+        let wrapped = held.wrap(&key_plaintext(key))?;
+        let mac = held.mac(
+            &Bound::Key {
+                user_id,
+                key_id: key.key_id,
+            },
+            &wrapped,
+        );
+        Ok((wrapped, mac))
+    }
+
+    /// Checks and unwraps a row of `key_vault`.
+    fn open_key(&self, user_id: Uuid, row: &KeyRow) -> Result<DataKey, VaultError> {
+        let (Some(recipient), Some(mac)) = (&row.wrapped_for, &row.mac) else {
+            return Err(VaultError::Forged);
+        };
+        let held = self.held(recipient).ok_or(VaultError::StaleMaster)?;
+        held.verify(
+            &Bound::Key {
+                user_id,
+                key_id: row.key_id,
+            },
+            &row.wrapped,
+            mac,
+        )?;
+        let key = key_from_plaintext(&held.unwrap(&row.wrapped)?)?;
+        if key.key_id != row.key_id {
+            return Err(VaultError::Forged);
+        }
+        Ok(key)
+    }
+
+    fn seal_secret(&self, recipient: &str, name: &str, secret: &[u8]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let held = self.held(recipient).ok_or(VaultError::StaleMaster)?;
+        let wrapped = held.wrap(secret)?;
+        let mac = held.mac(&Bound::Secret { name }, &wrapped);
+        Ok((wrapped, mac))
+    }
+
+    fn open_secret(&self, name: &str, row: &SecretRow) -> Result<[u8; 32], VaultError> {
+        let (Some(recipient), Some(mac)) = (&row.wrapped_for, &row.mac) else {
+            return Err(VaultError::Forged);
+        };
+        let held = self.held(recipient).ok_or(VaultError::StaleMaster)?;
+        held.verify(&Bound::Secret { name }, &row.wrapped, mac)?;
+        held.unwrap(&row.wrapped)?.try_into().map_err(|_| VaultError::Unwrap)
+    }
+}
+
+/// A row of `key_vault`.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    key_id: Uuid,
+    wrapped: Vec<u8>,
+    wrapped_for: Option<String>,
+    mac: Option<Vec<u8>>,
+}
+
+/// A row of `key_vault` with its user.
+#[derive(sqlx::FromRow)]
+struct UserKeyRow {
+    user_id: Uuid,
+    #[sqlx(flatten)]
+    row: KeyRow,
+}
+
+/// A row of `vault_secrets` with its name.
+#[derive(sqlx::FromRow)]
+struct NamedSecretRow {
+    name: String,
+    #[sqlx(flatten)]
+    row: SecretRow,
+}
+
+/// A row of `vault_secrets`.
+#[derive(sqlx::FromRow)]
+struct SecretRow {
+    wrapped: Vec<u8>,
+    wrapped_for: Option<String>,
+    mac: Option<Vec<u8>>,
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -175,18 +380,35 @@ impl LookupKind {
     }
 }
 
+/// `vault_master`'s one row.
+#[derive(sqlx::FromRow)]
+struct MasterRow {
+    recipient: String,
+    previous_recipient: Option<String>,
+    authenticated: bool,
+}
+
+const MASTER_ROW: &str = "SELECT recipient, previous_recipient, authenticated FROM vault_master WHERE id = 1";
+
 impl Vault {
-    /// Opens the vault, creating the blind-index key on first use.
+    /// Opens the vault, creating the service's secrets on first use. Refuses a master key that
+    /// is not the vault's current one, or that lacks the previous one while a rotation runs.
     pub async fn open(pool: PgPool, master: MasterKey) -> Result<Self, VaultError> {
-        sqlx::query("INSERT INTO vault_master (id, recipient) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
-            .bind(master.recipient())
-            .execute(&pool)
-            .await?;
-        let current: String = sqlx::query_scalar("SELECT recipient FROM vault_master WHERE id = 1")
-            .fetch_one(&pool)
-            .await?;
-        if current != master.recipient() {
+        sqlx::query(
+            "INSERT INTO vault_master (id, recipient, authenticated) VALUES (1, $1, true) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(master.recipient())
+        .execute(&pool)
+        .await?;
+        let row: MasterRow = sqlx::query_as(MASTER_ROW).fetch_one(&pool).await?;
+        if !master.holds(&row.recipient) {
             return Err(VaultError::StaleMaster);
+        }
+        if row.previous_recipient.as_deref().is_some_and(|p| !master.holds(p)) {
+            return Err(VaultError::RotationUnderway);
+        }
+        if !row.authenticated {
+            authenticate_legacy_rows(&pool, &master).await?;
         }
         let index_key = load_or_create_secret(&pool, &master, "blind_index").await?;
         let transit = load_or_create_secret(&pool, &master, "transit").await?;
@@ -206,15 +428,14 @@ impl Vault {
         let current: String = sqlx::query_scalar("SELECT recipient FROM vault_master WHERE id = 1 FOR SHARE")
             .fetch_one(&mut *conn)
             .await?;
-        if current != self.master.recipient() {
-            return Err(VaultError::StaleMaster);
-        }
         let key = DataKey::generate();
-        let wrapped = self.master.wrap(&key_plaintext(&key))?;
-        sqlx::query("INSERT INTO key_vault (user_id, key_id, wrapped) VALUES ($1, $2, $3)")
+        let (wrapped, mac) = self.master.seal_key(&current, user_id.as_uuid(), &key)?;
+        sqlx::query("INSERT INTO key_vault (user_id, key_id, wrapped, wrapped_for, mac) VALUES ($1, $2, $3, $4, $5)")
             .bind(user_id.as_uuid())
             .bind(key.key_id)
             .bind(wrapped)
+            .bind(&current)
+            .bind(mac)
             .execute(conn)
             .await?;
         Ok(key)
@@ -225,19 +446,25 @@ impl Vault {
         self.cache_put(user_id, key);
     }
 
-    /// The user's data key, or `None` if it was destroyed (or never existed).
+    /// The user's data key, or `None` if it was destroyed (or never existed). A key that fails
+    /// its authentication is refused ([`VaultError::Forged`]) and logged.
     pub async fn key_for(&self, user_id: UserId) -> Result<Option<DataKey>, VaultError> {
         if let Some(k) = self.cache.read().ok().and_then(|c| c.get(&user_id).cloned()) {
             return Ok(Some(k));
         }
-        let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT wrapped FROM key_vault WHERE user_id = $1")
-            .bind(user_id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some((wrapped,)) = row else {
+        let row: Option<KeyRow> =
+            sqlx::query_as("SELECT key_id, wrapped, wrapped_for, mac FROM key_vault WHERE user_id = $1")
+                .bind(user_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else {
             return Ok(None);
         };
-        let key = key_from_plaintext(&self.master.unwrap_secret(&wrapped)?)?;
+        let key = self.master.open_key(user_id.as_uuid(), &row).inspect_err(|e| {
+            if matches!(e, VaultError::Forged) {
+                tracing::error!(user = %user_id, "a data key in the vault fails its authentication: refused");
+            }
+        })?;
         self.cache_put(user_id, key.clone());
         Ok(Some(key))
     }
@@ -306,66 +533,253 @@ fn key_from_plaintext(p: &[u8]) -> Result<DataKey, VaultError> {
 }
 
 async fn load_or_create_secret(pool: &PgPool, master: &MasterKey, name: &str) -> Result<[u8; 32], VaultError> {
-    let fresh = DataKey::generate();
-    let wrapped = master.wrap(fresh.secret_bytes())?;
-    sqlx::query("INSERT INTO vault_secrets (name, wrapped) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .bind(wrapped)
-        .execute(pool)
+    let current: String = sqlx::query_scalar("SELECT recipient FROM vault_master WHERE id = 1")
+        .fetch_one(pool)
         .await?;
-    let (wrapped,): (Vec<u8>,) = sqlx::query_as("SELECT wrapped FROM vault_secrets WHERE name = $1")
+    let fresh = DataKey::generate();
+    let (wrapped, mac) = master.seal_secret(&current, name, fresh.secret_bytes())?;
+    sqlx::query(
+        "INSERT INTO vault_secrets (name, wrapped, wrapped_for, mac) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(wrapped)
+    .bind(&current)
+    .bind(mac)
+    .execute(pool)
+    .await?;
+    let row: SecretRow = sqlx::query_as("SELECT wrapped, wrapped_for, mac FROM vault_secrets WHERE name = $1")
         .bind(name)
         .fetch_one(pool)
         .await?;
-    let plain = master.unwrap_secret(&wrapped)?;
-    plain.try_into().map_err(|_| VaultError::Unwrap)
+    master.open_secret(name, &row).inspect_err(|e| {
+        if matches!(e, VaultError::Forged) {
+            tracing::error!(
+                secret = name,
+                "a service secret in the vault fails its authentication: refused"
+            );
+        }
+    })
 }
 
-/// Re-wraps every live data key and every service secret under `new`, in one transaction, so
-/// that the old master key can be destroyed: any copy of a key wrapped under it that survives
-/// elsewhere (dead tuples, write-ahead log, backups) — a deleted user's included — becomes
-/// unreadable with it. Returns how many keys and secrets were re-wrapped.
-pub async fn rotate_master_key(pool: &PgPool, old: &MasterKey, new: &MasterKey) -> Result<(usize, usize), VaultError> {
+/// Authenticates, once, the rows written before keys were authenticated (migration 0010): each
+/// must unwrap under the current master key (and a data key must carry its row's key id). One
+/// transaction, once per database.
+async fn authenticate_legacy_rows(pool: &PgPool, master: &MasterKey) -> Result<(), VaultError> {
     let mut tx = pool.begin().await?;
-    // Taking the master row waits for registrations under way (they hold it shared until they
-    // commit) and makes every later one see the new recipient and refuse to wrap under the old key.
-    let current: String = sqlx::query_scalar("SELECT recipient FROM vault_master WHERE id = 1 FOR UPDATE")
+    let row: MasterRow = sqlx::query_as(&format!("{MASTER_ROW} FOR UPDATE"))
         .fetch_one(&mut *tx)
         .await?;
-    if current != old.recipient() {
-        return Err(VaultError::StaleMaster);
+    if row.authenticated {
+        return Ok(());
     }
-    sqlx::query("UPDATE vault_master SET recipient = $1, updated_at = now() WHERE id = 1")
-        .bind(new.recipient())
-        .execute(&mut *tx)
-        .await?;
+    let held = master.held(&row.recipient).ok_or(VaultError::StaleMaster)?;
     sqlx::query("LOCK TABLE key_vault, vault_secrets IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let keys: Vec<(uuid::Uuid, Vec<u8>)> = sqlx::query_as("SELECT user_id, wrapped FROM key_vault")
-        .fetch_all(&mut *tx)
-        .await?;
-    for (user_id, wrapped) in &keys {
-        let plain = old.unwrap_secret(wrapped)?;
-        sqlx::query("UPDATE key_vault SET wrapped = $2 WHERE user_id = $1")
+    let keys: Vec<(Uuid, Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT user_id, key_id, wrapped FROM key_vault WHERE mac IS NULL")
+            .fetch_all(&mut *tx)
+            .await?;
+    for (user_id, key_id, wrapped) in &keys {
+        let key = key_from_plaintext(&held.unwrap(wrapped)?)?;
+        if key.key_id != *key_id {
+            return Err(VaultError::Forged);
+        }
+        sqlx::query("UPDATE key_vault SET wrapped_for = $2, mac = $3 WHERE user_id = $1")
             .bind(user_id)
-            .bind(new.wrap(&plain)?)
+            .bind(&row.recipient)
+            .bind(held.mac(
+                &Bound::Key {
+                    user_id: *user_id,
+                    key_id: *key_id,
+                },
+                wrapped,
+            ))
             .execute(&mut *tx)
             .await?;
     }
-    let secrets: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT name, wrapped FROM vault_secrets")
+    let secrets: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT name, wrapped FROM vault_secrets WHERE mac IS NULL")
         .fetch_all(&mut *tx)
         .await?;
     for (name, wrapped) in &secrets {
-        let plain = old.unwrap_secret(wrapped)?;
-        sqlx::query("UPDATE vault_secrets SET wrapped = $2 WHERE name = $1")
+        held.unwrap(wrapped)?;
+        sqlx::query("UPDATE vault_secrets SET wrapped_for = $2, mac = $3 WHERE name = $1")
             .bind(name)
-            .bind(new.wrap(&plain)?)
+            .bind(&row.recipient)
+            .bind(held.mac(&Bound::Secret { name }, wrapped))
             .execute(&mut *tx)
             .await?;
     }
+    sqlx::query("UPDATE vault_master SET authenticated = true WHERE id = 1")
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok((keys.len(), secrets.len()))
+    tracing::info!(
+        keys = keys.len(),
+        secrets = secrets.len(),
+        "authenticated the vault's keys written before keys carried a MAC"
+    );
+    Ok(())
+}
+
+/// A master-key rotation under way: every live data key and the service's secrets are re-wrapped
+/// to the new master key in short transactions of [`ROTATION_BATCH`] keys, so that no reader of
+/// the log waits on it (ADR 0002: readers stop below the oldest transaction in flight). While it
+/// runs, `vault_master` names both keys and every process must hold both; an interrupted rotation
+/// is resumed by starting it again with the same keys.
+pub struct Rotation {
+    pool: PgPool,
+    /// The old key and the new one.
+    keys: MasterKey,
+    new: String,
+    /// Re-wrapped so far by this rotation.
+    pub keys_rewrapped: usize,
+    pub secrets_rewrapped: usize,
+}
+
+impl Rotation {
+    /// Records the new master key as the current one and the old as the previous one (in one
+    /// short transaction that waits for registrations in flight and makes every later one wrap to
+    /// the new key), then re-wraps the service's secrets.
+    pub async fn begin(pool: &PgPool, old: &MasterKey, new: &MasterKey) -> Result<Self, VaultError> {
+        let keys = old.and(new);
+        let new_recipient = new.recipient();
+        let mut tx = pool.begin().await?;
+        let row: MasterRow = sqlx::query_as(&format!("{MASTER_ROW} FOR UPDATE"))
+            .fetch_one(&mut *tx)
+            .await?;
+        if row.recipient == new_recipient {
+            // Resuming (or already done): what is left is wrapped to the previous key.
+            if row.previous_recipient.as_deref().is_some_and(|p| !keys.holds(p)) {
+                return Err(VaultError::RotationUnderway);
+            }
+        } else {
+            if row.previous_recipient.is_some() {
+                return Err(VaultError::OtherRotation);
+            }
+            if !old.holds(&row.recipient) {
+                return Err(VaultError::StaleMaster);
+            }
+            sqlx::query(
+                "UPDATE vault_master SET previous_recipient = recipient, recipient = $1, updated_at = now() WHERE id = 1",
+            )
+            .bind(&new_recipient)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+
+        let mut tx = pool.begin().await?;
+        let secrets: Vec<NamedSecretRow> = sqlx::query_as(
+            "SELECT name, wrapped, wrapped_for, mac FROM vault_secrets \
+             WHERE wrapped_for IS DISTINCT FROM $1 FOR UPDATE",
+        )
+        .bind(&new_recipient)
+        .fetch_all(&mut *tx)
+        .await?;
+        for NamedSecretRow { name, row } in &secrets {
+            let secret = keys.open_secret(name, row)?;
+            let (wrapped, mac) = keys.seal_secret(&new_recipient, name, &secret)?;
+            sqlx::query("UPDATE vault_secrets SET wrapped = $2, wrapped_for = $3, mac = $4 WHERE name = $1")
+                .bind(name)
+                .bind(wrapped)
+                .bind(&new_recipient)
+                .bind(mac)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Self {
+            pool: pool.clone(),
+            keys,
+            new: new_recipient,
+            keys_rewrapped: 0,
+            secrets_rewrapped: secrets.len(),
+        })
+    }
+
+    /// How many data keys are still wrapped to another key than the new one.
+    pub async fn remaining(&self) -> Result<i64, VaultError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM key_vault WHERE wrapped_for IS DISTINCT FROM $1")
+                .bind(&self.new)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Re-wraps up to `batch` data keys in one transaction; 0 when none is left.
+    pub async fn step(&mut self, batch: i64) -> Result<usize, VaultError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<UserKeyRow> = sqlx::query_as(
+            "SELECT user_id, key_id, wrapped, wrapped_for, mac FROM key_vault \
+             WHERE wrapped_for IS DISTINCT FROM $1 ORDER BY user_id LIMIT $2 FOR UPDATE",
+        )
+        .bind(&self.new)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        for UserKeyRow { user_id, row } in &rows {
+            let user_id = *user_id;
+            let key = self.keys.open_key(user_id, row)?;
+            let (wrapped, mac) = self.keys.seal_key(&self.new, user_id, &key)?;
+            sqlx::query("UPDATE key_vault SET wrapped = $2, wrapped_for = $3, mac = $4 WHERE user_id = $1")
+                .bind(user_id)
+                .bind(wrapped)
+                .bind(&self.new)
+                .bind(mac)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.keys_rewrapped += rows.len();
+        Ok(rows.len())
+    }
+
+    /// Ends the rotation once every key is under the new master key: from then on the old one
+    /// opens nothing in the vault and may be destroyed.
+    pub async fn finish(self) -> Result<(usize, usize), VaultError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM vault_master WHERE id = 1 FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM key_vault WHERE wrapped_for IS DISTINCT FROM $1")
+            .bind(&self.new)
+            .fetch_one(&mut *tx)
+            .await?;
+        if left > 0 {
+            return Err(VaultError::RotationUnderway);
+        }
+        sqlx::query(
+            "UPDATE vault_master SET previous_recipient = NULL, updated_at = now() WHERE id = 1 AND recipient = $1",
+        )
+        .bind(&self.new)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((self.keys_rewrapped, self.secrets_rewrapped))
+    }
+}
+
+/// Re-wraps every live data key and every service secret under `new`, in batches of `batch`, so
+/// that the old master key can be destroyed: any copy of a key wrapped under it that survives
+/// elsewhere (dead tuples, write-ahead log, backups) — a deleted user's included — becomes
+/// unreadable with it. `progress` is told the keys done and the keys in all after each batch.
+/// Returns how many keys and secrets were re-wrapped.
+pub async fn rotate_master_key(
+    pool: &PgPool,
+    old: &MasterKey,
+    new: &MasterKey,
+    batch: i64,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(usize, usize), VaultError> {
+    let mut rotation = Rotation::begin(pool, old, new).await?;
+    let total = usize::try_from(rotation.remaining().await?).unwrap_or(0);
+    while rotation.step(batch).await? > 0 {
+        progress(rotation.keys_rewrapped, total.max(rotation.keys_rewrapped));
+    }
+    rotation.finish().await
 }
 
 /// Drops from `vault`'s cache the key of every user shredded from now on — by this process or

@@ -18,3 +18,4 @@ mod recommender;
 mod relay;
 mod store;
 mod validation;
+mod vault;

@@ -159,6 +159,7 @@ async fn rotating_the_master_key_keeps_every_user_readable_under_the_new_key_onl
     oo_api::cli::rotate_keys(&oo_api::cli::RotateArgs {
         db,
         new_key: file.clone(),
+        batch: 2,
     })
     .await
     .expect("rotated");
