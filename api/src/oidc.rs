@@ -1,8 +1,11 @@
 //! Sign-in with OpenID Connect: authorization code with PKCE (S256), `state` bound to the browser
-//! by a sealed, short-lived cookie, `nonce` checked, and the ID token validated by the
-//! openidconnect crate (signature from the provider's JWKS, issuer, audience and `azp`, expiry and
-//! issued-at). A user is identified by (issuer, subject) through the blind index, never by email.
-//! Outbound requests follow no redirects.
+//! by a sealed, short-lived cookie and accepted once across every replica (`oidc_used_states`),
+//! `nonce` checked, and the ID token validated by the openidconnect crate (signature from the
+//! provider's JWKS, by an algorithm of [`ID_TOKEN_ALGS`] whatever the provider's discovery lists;
+//! issuer, audience, expiry and issued-at) and here (`azp`, which the crate leaves unchecked). A
+//! user is identified by (issuer, subject) through the blind index, never by email. Outbound
+//! requests follow no redirects; a failed discovery is remembered for a few seconds so that
+//! sign-in attempts do not hammer an unreachable provider.
 
 use crate::auth::SESSION_COOKIE;
 use crate::error::{ApiError, ErrorCode, command_error};
@@ -15,7 +18,7 @@ use chrono::{Duration, Utc};
 use oo_commands::aggregate::Meta;
 use oo_commands::vault::LookupKind;
 use oo_domain::user::Email;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
     Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
@@ -37,12 +40,57 @@ type Client =
 /// How long discovered provider metadata (and its signing keys) is trusted before it is fetched
 /// again: providers rotate their keys.
 const METADATA_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long a failed discovery is remembered: meanwhile sign-ins are answered 503 at once.
+const DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The only algorithms an ID token may be signed with, whatever the provider's discovery lists:
+/// asymmetric signatures (no `none`, and no HMAC under the client secret, which the client's
+/// operators hold too).
+pub const ID_TOKEN_ALGS: [CoreJwsSigningAlgorithm; 9] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// The longest part of a provider's `error` parameter that is logged.
+const PROVIDER_ERROR_LOGGED: usize = 100;
 
 /// The provider, discovered on first use and again once its metadata is older than an hour, or
 /// when an ID token is signed by a key it does not list yet.
 #[derive(Default)]
 pub struct Oidc {
     client: RwLock<Option<(Client, std::time::Instant)>>,
+    /// When discovery last failed.
+    failed: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+fn provider_unreachable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        "the sign-in provider is unreachable; retry shortly",
+    )
+    .with_retry_after(DISCOVERY_RETRY.as_secs())
+}
+
+/// What a provider sent as its `error` parameter, made safe for a log line: at most
+/// [`PROVIDER_ERROR_LOGGED`] characters, control and non-ASCII characters escaped.
+pub fn loggable_provider_error(error: &str) -> String {
+    let mut out: String = error
+        .chars()
+        .take(PROVIDER_ERROR_LOGGED)
+        .flat_map(char::escape_default)
+        .collect();
+    if error.chars().nth(PROVIDER_ERROR_LOGGED).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 impl std::fmt::Debug for Oidc {
@@ -81,18 +129,28 @@ async fn client(state: &AppState, refresh: bool) -> Result<Client, ApiError> {
     {
         return Ok(client.clone());
     }
+    let recently_failed = |s: &AppState| {
+        s.oidc
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| *f)
+            .is_some_and(|at| at.elapsed() < DISCOVERY_RETRY)
+    };
+    if recently_failed(state) {
+        return Err(provider_unreachable());
+    }
     let issuer = IssuerUrl::new(state.config.oidc_issuer.clone()).map_err(|_| not_configured())?;
-    let metadata = CoreProviderMetadata::discover_async(issuer, &http_client()?)
-        .await
-        .map_err(|e| {
+    let metadata = match CoreProviderMetadata::discover_async(issuer, &http_client()?).await {
+        Ok(m) => m,
+        Err(e) => {
             tracing::warn!(error = %e, "OpenID Connect discovery failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Unavailable,
-                "the sign-in provider is unreachable; retry shortly",
-            )
-            .with_retry_after(5)
-        })?;
+            if let Ok(mut f) = state.oidc.failed.lock() {
+                *f = Some(std::time::Instant::now());
+            }
+            return Err(provider_unreachable());
+        }
+    };
     let redirect = RedirectUrl::new(format!("{}/auth/callback", public_url(state))).map_err(ApiError::internal)?;
     let client = CoreClient::from_provider_metadata(
         metadata,
@@ -176,6 +234,36 @@ fn state_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
     crate::auth::cookie_value(headers, STATE_COOKIE, secure).map(str::to_owned)
 }
 
+/// The client's ID-token verifier, limited to [`ID_TOKEN_ALGS`].
+fn id_token_verifier(client: &Client) -> openidconnect::core::CoreIdTokenVerifier<'_> {
+    client.id_token_verifier().set_allowed_algs(ID_TOKEN_ALGS)
+}
+
+/// Records `state` as used, once across every replica: a replayed callback is refused before the
+/// provider is called. Forgets states that have expired anyway.
+async fn use_state_once(state: &AppState, value: &str) -> Result<(), ApiError> {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(value.as_bytes()).to_vec();
+    let fresh = sqlx::query(
+        "INSERT INTO oidc_used_states (state_hash, expires_at) VALUES ($1, now() + make_interval(secs => $2)) \
+         ON CONFLICT (state_hash) DO NOTHING",
+    )
+    .bind(hash)
+    .bind(STATE_TTL_SECONDS as f64)
+    .execute(&state.pool)
+    .await?
+    .rows_affected()
+        == 1;
+    sqlx::query("DELETE FROM oidc_used_states WHERE expires_at < now()")
+        .execute(&state.pool)
+        .await?;
+    if fresh {
+        Ok(())
+    } else {
+        Err(refused("this sign-in was already completed; start again"))
+    }
+}
+
 /// Completes a sign-in: checks `state` against the browser's cookie, exchanges the code with the
 /// PKCE verifier, validates the ID token and its nonce, registers the user on first sign-in and
 /// starts a session.
@@ -189,7 +277,7 @@ pub async fn callback(
 ) -> Result<Response, ApiError> {
     let client = client(&state, false).await?;
     if let Some(e) = q.error {
-        tracing::info!(error = %e, "the provider refused the sign-in");
+        tracing::info!(error = %loggable_provider_error(&e), "the provider refused the sign-in");
         return Err(refused("the provider refused the sign-in"));
     }
     let (Some(code), Some(returned_state)) = (q.code, q.state) else {
@@ -213,6 +301,7 @@ pub async fn callback(
     if !crate::auth::constant_time_eq(expected_state.as_bytes(), returned_state.as_bytes()) {
         return Err(refused("state does not match"));
     }
+    use_state_once(&state, &expected_state).await?;
     let http = http_client()?;
     let token = client
         .exchange_code(AuthorizationCode::new(code))
@@ -228,13 +317,13 @@ pub async fn callback(
         .id_token()
         .ok_or_else(|| refused("the provider returned no ID token"))?;
     let nonce = Nonce::new(nonce);
-    let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+    let claims = match id_token.claims(&id_token_verifier(&client), &nonce) {
         Ok(c) => c.clone(),
         Err(first) => {
             // Perhaps the provider rotated its keys since discovery: fetch them again, once.
             let fresh = client_for_retry(&state, &first).await?;
             id_token
-                .claims(&fresh.id_token_verifier(), &nonce)
+                .claims(&id_token_verifier(&fresh), &nonce)
                 .cloned()
                 .map_err(|e| {
                     tracing::info!(error = %e, "ID token refused");
@@ -242,6 +331,18 @@ pub async fn callback(
                 })?
         }
     };
+    // The authorized party, when named, must be this client (OpenID Connect Core 3.1.3.7 step 5);
+    // with several audiences it must be named (step 4).
+    match claims.authorized_party() {
+        Some(azp) if azp.as_str() != client.client_id().as_str() => {
+            tracing::info!(azp = %loggable_provider_error(azp.as_str()), "ID token for another party refused");
+            return Err(refused("the ID token was issued to another party"));
+        }
+        None if claims.audiences().len() > 1 => {
+            return Err(refused("the ID token names several audiences and no authorized party"));
+        }
+        _ => {}
+    }
     let now = Utc::now();
     if claims.issue_time() > now + Duration::minutes(2) {
         return Err(refused("the ID token is issued in the future"));
@@ -277,4 +378,26 @@ pub async fn callback(
     );
     h.append(header::SET_COOKIE, cookie(&state, STATE_COOKIE, "", 0)?);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_providers_error_is_logged_bounded_and_escaped() {
+        assert_eq!(loggable_provider_error("access_denied"), "access_denied");
+        let forged = "access_denied\nINFO signed in as admin\u{1b}[2J";
+        let logged = loggable_provider_error(forged);
+        assert!(!logged.contains('\n') && !logged.contains('\u{1b}'), "{logged}");
+        assert!(logged.starts_with("access_denied\\n"));
+        let long = "x".repeat(10_000);
+        let logged = loggable_provider_error(&long);
+        assert_eq!(
+            logged.chars().count(),
+            PROVIDER_ERROR_LOGGED + 1,
+            "bounded, with an ellipsis"
+        );
+        assert!(loggable_provider_error("é").starts_with("\\u{"), "non-ASCII escaped");
+    }
 }

@@ -1,7 +1,8 @@
 //! Sign-in with OpenID Connect against a real provider on loopback (npm `oauth2-mock-server`,
 //! driven by `api/tests/oidc/mock-provider.mjs`): the happy path, and refusals of a wrong state,
-//! a missing state cookie, and ID tokens with a wrong nonce, audience or issuer, expired,
-//! unsigned or signed with another key.
+//! a missing state cookie, a replayed callback, and ID tokens with a wrong nonce, audience,
+//! issuer or authorized party, expired, unsigned, signed with another key or with an HMAC under
+//! the client secret that the provider's discovery allows.
 
 use crate::common::*;
 use reqwest::StatusCode;
@@ -241,7 +242,16 @@ async fn a_wrong_state_or_a_missing_state_cookie_is_refused() {
 
 #[tokio::test]
 async fn bad_id_tokens_are_refused() {
-    for tamper in ["nonce", "audience", "issuer", "expired", "unsigned", "wrong_key"] {
+    for tamper in [
+        "nonce",
+        "audience",
+        "issuer",
+        "expired",
+        "unsigned",
+        "wrong_key",
+        "azp",
+        "hs256",
+    ] {
         let provider = Provider::start(tamper, "subject-t", "t@example.org");
         let app = app_for(&provider).await;
         let r = sign_in(&app, |u| u, true).await;
@@ -253,6 +263,101 @@ async fn bad_id_tokens_are_refused() {
         assert!(set_cookie(r.headers(), "oo_session").is_none(), "{tamper}: no session");
         assert_eq!(app.event_count().await, 0, "{tamper}: nobody was registered");
     }
+}
+
+#[tokio::test]
+async fn a_callback_is_accepted_once() {
+    let provider = Provider::start("none", "subject-r", "r@example.org");
+    let app = app_for(&provider).await;
+    // The callback URL and the state cookie, as someone who captured them would hold them.
+    let r = app
+        .client
+        .get(format!("{}/auth/login", app.base))
+        .send()
+        .await
+        .expect("login");
+    let state_cookie = set_cookie(r.headers(), "oo_oidc").expect("state cookie");
+    let to_provider = r.headers()["location"].to_str().expect("location").to_owned();
+    let r = app.client.get(&to_provider).send().await.expect("provider");
+    let back = r.headers()["location"].to_str().expect("location").to_owned();
+    let replay = || app.client.get(&back).header("cookie", &state_cookie).send();
+    let token_requests = || async {
+        let r: serde_json::Value = reqwest::get(format!("{}/oo-test/token-requests", provider.issuer))
+            .await
+            .expect("count")
+            .json()
+            .await
+            .expect("json");
+        r["count"].as_i64().expect("a count")
+    };
+    let first = replay().await.expect("callback");
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(token_requests().await, 1);
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    for _ in 0..3 {
+        let again = replay().await.expect("callback");
+        assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+        assert!(set_cookie(again.headers(), "oo_session").is_none());
+        let body: serde_json::Value = again.json().await.expect("json");
+        assert_eq!(body["code"], "sign_in_refused");
+    }
+    // Another replica (same database, own process state) refuses it too.
+    let other = spawn_at(&app.database_url, app.data_dir.clone(), |c| {
+        c.oidc_issuer = provider.issuer.clone();
+        c.oidc_client_id = Some("oo-test-client".into());
+        c.oidc_client_secret = Some("oo-test-secret".into());
+    })
+    .await;
+    let back_other = back.replace(&app.base, &other.base);
+    let r = other
+        .client
+        .get(&back_other)
+        .header("cookie", &state_cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(after, sessions, "no session from a replay");
+    assert_eq!(
+        token_requests().await,
+        1,
+        "no replay reached the provider's token endpoint"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_asked_again_only_after_a_pause() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let app = spawn_with(move |c| {
+        c.oidc_issuer = format!("http://127.0.0.1:{port}");
+        c.oidc_client_id = Some("oo-test-client".into());
+        c.oidc_client_secret = Some("oo-test-secret".into());
+    })
+    .await;
+    let r = app.send(reqwest::Method::GET, "/auth/login", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers.contains_key("retry-after"));
+    // Now the provider comes up on that port; within the pause oO does not ask it again.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the same port");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let r = app.send(reqwest::Method::GET, "/auth/login", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a failed discovery is remembered: no second connection within the pause"
+    );
 }
 
 /// A browser: follows nothing by itself, keeps cookies by name.
