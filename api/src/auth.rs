@@ -166,6 +166,67 @@ impl FromRequestParts<AppState> for CurrentUser {
 
 /// How long a wrong admin token waits for its 401.
 const FAILED_ADMIN_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How many wrong admin tokens one client address may send per [`ADMIN_FAILURE_WINDOW`]; past
+/// that, every admin request from it is answered 429 without looking at its token.
+pub const MAX_ADMIN_FAILURES: u32 = 10;
+/// The window over which failed admin attempts are counted.
+pub const ADMIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy (`OO_TRUSTED_PROXIES`),
+/// the rightmost `X-Forwarded-For` entry that is not one.
+pub fn client_address(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .rev()
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
+}
+
+/// Failed admin-token attempts per client address, over [`ADMIN_FAILURE_WINDOW`].
+#[derive(Debug, Default)]
+pub struct AdminFailures(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>);
+
+impl AdminFailures {
+    /// How long `address` must still wait, if it has used up its failures.
+    pub fn blocked(&self, address: std::net::IpAddr) -> Option<std::time::Duration> {
+        let map = self.0.lock().ok()?;
+        let (count, since) = map.get(&address)?;
+        let left = ADMIN_FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        (*count >= MAX_ADMIN_FAILURES).then_some(left)
+    }
+
+    /// Counts one failure of `address`.
+    pub fn record(&self, address: std::net::IpAddr) {
+        if let Ok(mut map) = self.0.lock() {
+            let entry = map.entry(address).or_insert((0, std::time::Instant::now()));
+            if entry.1.elapsed() >= ADMIN_FAILURE_WINDOW {
+                *entry = (0, std::time::Instant::now());
+            }
+            entry.0 += 1;
+        }
+    }
+
+    /// Forgets the addresses whose window has passed.
+    pub fn forget_old(&self) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|_, (_, since)| since.elapsed() < ADMIN_FAILURE_WINDOW);
+        }
+    }
+}
 
 /// An admin request: `Authorization: Bearer $OO_ADMIN_TOKEN`, nothing else.
 #[derive(Debug, Clone, Copy)]
@@ -189,11 +250,22 @@ impl FromRequestParts<AppState> for Admin {
             )
         };
         let expected = state.admin_token.as_ref().ok_or_else(denied)?;
+        let address = client_address(&parts.extensions, &parts.headers, &state.config.trusted_proxies);
+        if let Some(wait) = state.admin_failures.blocked(address) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                "too many wrong admin tokens from this address; wait",
+            )
+            .with_retry_after(wait.as_secs().max(1)));
+        }
         let given = bearer(parts).ok_or_else(denied)?;
         if constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
             Ok(Admin)
         } else {
-            // A wrong token is answered slowly: guessing costs time.
+            // A wrong token is answered slowly, and counted: guessing costs time, then stops.
+            state.admin_failures.record(address);
+            tracing::warn!(%address, "a wrong admin token");
             tokio::time::sleep(FAILED_ADMIN_DELAY).await;
             Err(denied())
         }

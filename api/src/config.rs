@@ -83,6 +83,21 @@ pub struct ServeConfig {
     /// Per-user rate limit as `PER_SECOND/BURST`.
     #[arg(long, env = "OO_RATE_LIMIT", default_value = "100/200")]
     pub rate_limit: RateLimit,
+    /// Per client address, for what needs neither a session nor the admin token (sign-in,
+    /// dev-login, health, readiness, metrics, the OpenAPI document, the legal pages), as
+    /// `PER_SECOND/BURST`.
+    #[arg(long, env = "OO_ANON_RATE_LIMIT", default_value = "50/200")]
+    pub anon_rate_limit: RateLimit,
+    /// Signals one person may have accepted per UTC day (`POST /signals`); a batch that would
+    /// pass it is refused whole with 429 and `Retry-After` until midnight UTC. Recommendations,
+    /// reactions and connector syncs do not count.
+    #[arg(long, env = "OO_SIGNAL_QUOTA", default_value_t = 50_000)]
+    pub signal_quota: i64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, comma-separated IP addresses: a
+    /// request from one of them is counted against the address it forwarded for. Empty: the
+    /// peer's address is the client's.
+    #[arg(long, env = "OO_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How long a session lasts, in hours.
     #[arg(long, env = "OO_SESSION_TTL_HOURS", default_value_t = 720)]
     pub session_ttl_hours: i64,
@@ -150,6 +165,12 @@ impl ServeConfig {
                 per_second: 100,
                 burst: 200,
             },
+            anon_rate_limit: RateLimit {
+                per_second: 50,
+                burst: 200,
+            },
+            trusted_proxies: Vec::new(),
+            signal_quota: 50_000,
             session_ttl_hours: 720,
             policy: "linucb".into(),
             shadow_policies: "thompson".into(),

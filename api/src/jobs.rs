@@ -107,16 +107,24 @@ pub async fn run_reward_join(
     }
 }
 
-/// Forgets, every minute until `shutdown`, the rate limiter's state of people who have not
-/// asked for anything lately.
-pub async fn clean_rate_limiter(
-    limiter: Arc<governor::DefaultKeyedRateLimiter<uuid::Uuid>>,
-    shutdown: CancellationToken,
-) {
+/// Forgets, every minute until `shutdown`, the rate limiters' state of people and addresses
+/// that have not asked for anything lately, failed admin attempts past their window, and signal
+/// quotas of days before yesterday.
+pub async fn clean_rate_limiters(state: crate::state::AppState, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(60)) => limiter.retain_recent(),
+            () = tokio::time::sleep(Duration::from_secs(60)) => {
+                state.limiter.retain_recent();
+                state.anon_limiter.retain_recent();
+                state.admin_failures.forget_old();
+                if let Err(e) = sqlx::query("DELETE FROM signal_quota WHERE day < current_date - 1")
+                    .execute(&state.pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot forget past days' signal quotas");
+                }
+            }
         }
     }
 }

@@ -193,10 +193,11 @@ impl Application {
         let per_second = NonZeroU32::new(config.rate_limit.per_second).context("rate limit must be positive")?;
         let burst = NonZeroU32::new(config.rate_limit.burst).context("burst must be positive")?;
         let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
-        background.push(tokio::spawn(jobs::clean_rate_limiter(
-            limiter.clone(),
-            shutdown.clone(),
-        )));
+        let anon = config.anon_rate_limit;
+        let anon_limiter = Arc::new(RateLimiter::keyed(
+            Quota::per_second(NonZeroU32::new(anon.per_second).context("rate limit must be positive")?)
+                .allow_burst(NonZeroU32::new(anon.burst).context("burst must be positive")?),
+        ));
         // Promotions made by another process switch this one when its projection reads them.
         background.push(tokio::spawn(promotion::follow(
             serving.clone(),
@@ -219,6 +220,9 @@ impl Application {
             config: Arc::new(config),
             admin_token,
             limiter,
+            anon_limiter,
+            admin_failures: Arc::default(),
+            health: Arc::default(),
             metrics,
             serving: serving.clone(),
             rebuilding: Arc::default(),
@@ -227,6 +231,7 @@ impl Application {
             oidc: Arc::default(),
             public_url,
         };
+        background.push(tokio::spawn(jobs::clean_rate_limiters(state.clone(), shutdown.clone())));
         // A deletion interrupted by a crash is completed before anything else is served, and
         // one interrupted otherwise within a sweep period.
         jobs::complete_deletions(&state.write, &state.pool)
@@ -296,7 +301,7 @@ async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -308,7 +313,14 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        // The peer's address, for the limits kept per client address.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: axum::http::Request<_>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {

@@ -40,6 +40,8 @@ pub struct ScrapeSnapshot {
     pub oldest_transaction_seconds: f64,
     /// Whether the relay is connected to NATS (`None`: no NATS configured).
     pub nats_up: Option<bool>,
+    /// How many times the health figures were computed (they are reused for a second).
+    pub health_refreshes: u64,
 }
 
 pub struct Metrics {
@@ -124,6 +126,12 @@ impl Collector for StoreCollector {
                 MetricType::Gauge,
             )?)?;
         }
+        ConstCounter::new(snap.health_refreshes).encode(encoder.encode_descriptor(
+            "oo_health_refreshes",
+            "Times the lag and oldest-transaction figures were computed (reused for a second in between)",
+            None,
+            MetricType::Counter,
+        )?)?;
         let g = ConstGauge::new(snap.oldest_transaction_seconds);
         g.encode(encoder.encode_descriptor(
             "oo_oldest_transaction_age_seconds",

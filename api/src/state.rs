@@ -20,6 +20,12 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     pub admin_token: Option<Arc<SecretString>>,
     pub limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    /// Per client address, for the routes that take neither a session nor the admin token.
+    pub anon_limiter: Arc<DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Failed admin-token attempts per client address.
+    pub admin_failures: Arc<crate::auth::AdminFailures>,
+    /// `/ready`'s and `/metrics`' figures, computed at most once a second.
+    pub health: Arc<crate::routes::health::HealthCache>,
     pub metrics: Arc<Metrics>,
     /// The serving and shadow policies, and what deciding reads (with the prior and models
     /// cached); swapped whole by a promotion.

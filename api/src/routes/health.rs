@@ -21,7 +21,7 @@ pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProjectorLag {
     pub name: String,
     pub lag_events: i64,
@@ -40,6 +40,36 @@ pub struct Ready {
     pub projections: Vec<ProjectorLag>,
     /// Age of the oldest open transaction on the server; it holds back every reader of the log.
     pub oldest_transaction_seconds: f64,
+}
+
+/// How long `/ready`'s and `/metrics`' figures are reused: each costs a count over the log's
+/// tail per consumer, and these routes take no credentials.
+pub const HEALTH_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The figures of the last [`lags`], shared by `/ready` and `/metrics`; one request at a time
+/// refreshes them, the others wait for it and reuse its answer.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<ProjectorLag>, f64)>>,
+    /// How many times the figures were computed (`oo_health_refreshes`).
+    pub refreshes: std::sync::atomic::AtomicU64,
+}
+
+/// The projectors' lag and the oldest open transaction, at most [`HEALTH_MAX_AGE`] old.
+pub(crate) async fn cached_lags(state: &AppState) -> Result<(Vec<ProjectorLag>, f64), sqlx::Error> {
+    let mut last = state.health.last.lock().await;
+    if let Some((at, lags, oldest)) = last.as_ref()
+        && at.elapsed() < HEALTH_MAX_AGE
+    {
+        return Ok((lags.clone(), *oldest));
+    }
+    let (lags, oldest) = lags(state).await?;
+    state
+        .health
+        .refreshes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    *last = Some((std::time::Instant::now(), lags.clone(), oldest));
+    Ok((lags, oldest))
 }
 
 pub(crate) async fn lags(state: &AppState) -> Result<(Vec<ProjectorLag>, f64), sqlx::Error> {
@@ -80,7 +110,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         (Some(_), true) => "up",
         (Some(_), false) => "down",
     };
-    match lags(&state).await {
+    match cached_lags(&state).await {
         Ok((projections, oldest)) => (
             StatusCode::OK,
             Json(Ready {
@@ -110,9 +140,10 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    if let Ok((lag, oldest)) = lags(&state).await
+    if let Ok((lag, oldest)) = cached_lags(&state).await
         && let Ok(mut s) = state.metrics.snapshot.lock()
     {
+        s.health_refreshes = state.health.refreshes.load(std::sync::atomic::Ordering::Relaxed);
         s.lag = lag.into_iter().map(|l| (l.name, l.lag_events, l.lag_seconds)).collect();
         s.oldest_transaction_seconds = oldest;
         s.nats_up = state.config.nats_url.as_ref().map(|_| state.status.relay_up());

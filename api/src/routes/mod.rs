@@ -20,7 +20,8 @@ use std::time::Instant;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
-    let mut r = Router::new()
+    // What takes neither a session nor the admin token: limited per client address.
+    let mut anonymous = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
@@ -30,9 +31,19 @@ pub fn router(state: AppState) -> Router {
             "/auth/callback",
             get(crate::oidc::callback).layer(middleware::map_response(no_store)),
         )
-        .route("/auth/logout", post(auth::logout))
         .route("/legal/terms", get(auth::terms))
-        .route("/legal/privacy", get(auth::privacy))
+        .route("/legal/privacy", get(auth::privacy));
+    if state.config.dev {
+        anonymous = anonymous.route(
+            "/auth/dev-login",
+            post(auth::dev_login).layer(middleware::map_response(no_store)),
+        );
+    }
+    let anonymous = anonymous
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_anonymous));
+    Router::new()
+        .route("/auth/logout", post(auth::logout))
         .route(
             "/me",
             get(me::me)
@@ -47,14 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
         .route("/admin/events", get(admin::events))
         .route("/admin/policies", get(policies::policies))
-        .route("/admin/policies/promote", post(policies::promote_policy));
-    if state.config.dev {
-        r = r.route(
-            "/auth/dev-login",
-            post(auth::dev_login).layer(middleware::map_response(no_store)),
-        );
-    }
-    r.fallback(not_found)
+        .route("/admin/policies/promote", post(policies::promote_policy))
+        .merge(anonymous)
         .layer(middleware::from_fn_with_state(state.clone(), request_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -67,6 +72,27 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .with_state(state)
+}
+
+/// The per-address limit of what needs neither a session nor the admin token: 429
+/// `rate_limited` with `Retry-After` past it.
+async fn limit_anonymous(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    use governor::clock::{Clock, DefaultClock};
+    let address = crate::auth::client_address(req.extensions(), req.headers(), &state.config.trusted_proxies);
+    match state.anon_limiter.check_key(&address) {
+        Ok(()) => next.run(req).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                crate::error::ErrorCode::RateLimited,
+                "too many requests from this address; slow down",
+            )
+            .with_retry_after(wait.as_secs().max(1))
+            .into_response()
+        }
+    }
 }
 
 /// Ends a request that takes longer than `OO_REQUEST_TIMEOUT_SECS`, body and answer included,

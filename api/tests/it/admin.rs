@@ -252,7 +252,14 @@ async fn connections_get_our_session_settings_unless_the_url_says_otherwise() {
 
 #[tokio::test]
 async fn arbitrary_methods_add_no_metric_series() {
-    let app = spawn_app().await;
+    // Out of the anonymous limit's way: this is about the metrics' labels.
+    let app = spawn_with(|c| {
+        c.anon_rate_limit = oo_api::config::RateLimit {
+            per_second: 100_000,
+            burst: 100_000,
+        }
+    })
+    .await;
     for i in 0..5_000 {
         let method = reqwest::Method::from_bytes(format!("X{i}").as_bytes()).expect("a method");
         let r = app.send(method, "/health", None, None).await;
@@ -268,4 +275,133 @@ async fn arbitrary_methods_add_no_metric_series() {
         .collect();
     assert!(methods.len() <= 8, "{methods:?}");
     assert!(methods.contains("other"), "{methods:?}");
+}
+
+#[tokio::test]
+async fn what_needs_no_credentials_is_limited_per_address_and_sessions_are_not() {
+    let app = spawn_with(|c| {
+        c.dev = true;
+        c.anon_rate_limit = oo_api::config::RateLimit {
+            per_second: 1,
+            burst: 5,
+        };
+    })
+    .await;
+    let (token, _) = app.login("limited@example.org").await;
+    for path in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/legal/terms",
+        "/no-such-page",
+    ] {
+        let mut limited = None;
+        for _ in 0..8 {
+            let r = app.send(reqwest::Method::GET, path, None, None).await;
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                limited = Some(r);
+                break;
+            }
+        }
+        let r = limited.unwrap_or_else(|| panic!("{path} was never limited"));
+        assert_eq!(r.body["code"], "rate_limited", "{path}");
+        assert!(r.headers.contains_key("retry-after"), "{path}");
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .expect("type")
+                .starts_with("application/problem+json"),
+            "{path}"
+        );
+    }
+    let r = app
+        .send(
+            reqwest::Method::POST,
+            "/auth/dev-login",
+            None,
+            Some(serde_json::json!({"email": "another@example.org"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "dev-login too");
+    // A session is limited per person, not by the anonymous budget of its address.
+    for _ in 0..10 {
+        assert_eq!(app.get("/me", &token).await.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_is_counted_per_forwarded_address() {
+    let app = spawn_with(|c| {
+        c.anon_rate_limit = oo_api::config::RateLimit {
+            per_second: 1,
+            burst: 2,
+        };
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await;
+    let health = |from: &'static str| {
+        app.client
+            .get(format!("{}/health", app.base))
+            .header("x-forwarded-for", format!("203.0.113.9, {from}"))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(health("198.51.100.1").await.expect("health").status(), StatusCode::OK);
+    }
+    assert_eq!(
+        health("198.51.100.1").await.expect("health").status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy has its own budget; what the client itself wrote
+    // further left is not believed.
+    assert_eq!(health("198.51.100.2").await.expect("health").status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn wrong_admin_tokens_are_counted_per_address_then_refused_unread() {
+    let app = spawn_app().await;
+    let wrong = "w".repeat(40);
+    for _ in 0..oo_api::auth::MAX_ADMIN_FAILURES {
+        let r = app.get("/admin/projections", &wrong).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = app.get("/admin/projections", &wrong).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["code"], "rate_limited");
+    let wait: u64 = r.headers["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!(wait > 0 && wait <= oo_api::auth::ADMIN_FAILURE_WINDOW.as_secs());
+    // From that address even the right token waits: a guess that happens to be right is not told.
+    let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn health_figures_are_computed_at_most_about_once_a_second() {
+    let app = spawn_app().await;
+    let started = std::time::Instant::now();
+    let requests = (0..40).map(|i| {
+        let path = if i % 2 == 0 { "/ready" } else { "/metrics" };
+        app.client.get(format!("{}{path}", app.base)).send()
+    });
+    for r in futures::future::join_all(requests).await {
+        assert!(r.expect("answered").status().is_success());
+    }
+    let metrics = app.metrics().await;
+    let refreshes: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("oo_health_refreshes_total "))
+        .expect("the refresh counter")
+        .parse()
+        .expect("a number");
+    let bound = started.elapsed().as_secs_f64().ceil() + 1.0;
+    assert!(
+        refreshes >= 1.0 && refreshes <= bound,
+        "{refreshes} refreshes for 41 requests in {:?}",
+        started.elapsed()
+    );
 }
