@@ -36,6 +36,8 @@ pub enum ErrorCode {
     InvalidValue,
     /// 429: the per-user rate limit was exceeded.
     RateLimited,
+    /// 429: the person's daily quota of accepted signals is used up (`OO_SIGNAL_QUOTA`).
+    QuotaExceeded,
     /// 500: an unexpected error (logged).
     Internal,
     /// 503: the database is unreachable.

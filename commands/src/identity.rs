@@ -233,6 +233,7 @@ pub async fn delete_user(
         "DELETE FROM key_vault WHERE user_id = $1",
         "DELETE FROM user_lookup WHERE user_id = $1",
         "DELETE FROM ingested_signals WHERE user_id = $1",
+        "DELETE FROM signal_quota WHERE user_id = $1",
         "DELETE FROM snapshots WHERE aggregate_id = $1::text",
     ] {
         sqlx::query(sql).bind(uid).execute(&mut *tx).await.map_err(sqlx_err)?;

@@ -917,10 +917,26 @@ pub async fn shredded_among(
         .collect()
 }
 
-/// Every event of one user, in the global order (for exports; committed events only).
-pub async fn read_user_events(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!("{SELECT_EVENTS} WHERE user_id = $1 ORDER BY tx_id, position");
-    let rows = sqlx::query(&sql).bind(user_id).fetch_all(conn).await?;
+/// Up to `limit` events of one user after `after` (from the start if `None`), in the global
+/// order: a page of an export (committed events only; `events_user_order` serves it).
+pub async fn read_user_events_after(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let after = after.unwrap_or(Cursor { tx_id: 0, position: -1 });
+    let sql = format!(
+        "{SELECT_EVENTS} WHERE user_id = $1 AND (tx_id, position) > ($2::text::xid8, $3) \
+         ORDER BY tx_id, position LIMIT $4"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(stored_event).collect()
 }
 

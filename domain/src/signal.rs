@@ -101,16 +101,26 @@ impl From<MoodScore> for i8 {
     }
 }
 
-/// An identifier given by the source app (a Todoist task id, a client's own id): 1 to 200
-/// printable ASCII characters. Not personal: it identifies a record, not a person.
+/// The longest external id, in characters: Google Calendar's event ids go up to 1024.
+pub const MAX_EXTERNAL_ID_CHARS: usize = 1024;
+
+/// An identifier given by the source app: 1 to [`MAX_EXTERNAL_ID_CHARS`] characters, none a
+/// control character, kept exactly as sent (spaces included). What providers send fits: Todoist
+/// task ids (alphanumeric), Google Calendar event ids (base32hex, up to 1024), iCalendar UIDs
+/// (free text such as `20261203T0900-42@example.org`, spaces allowed), Microsoft Graph ids
+/// (base64url with `=`). Stored in clear: it must identify a record, not describe a person, so a
+/// connector for files sends a hash of the path, never the path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ExternalId(String);
 
 impl ExternalId {
     pub fn parse(s: &str) -> Result<Self, InvalidField> {
-        if s.is_empty() || s.len() > 200 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid("external_id", "must be 1 to 200 printable ASCII characters"));
+        if s.is_empty() || s.chars().count() > MAX_EXTERNAL_ID_CHARS || s.chars().any(char::is_control) {
+            return Err(invalid(
+                "external_id",
+                "must be 1 to 1024 characters, none of them a control character",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -287,6 +297,39 @@ impl SignalKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_ids_take_what_providers_send_and_refuse_control_characters() {
+        for ok in [
+            "6X7rM8997g3RQmvh",
+            "8ae4f3c2b1a0v9u8t7s6r5q4p3o2n1m0",
+            "20261203T0900-42@example.org",
+            "a UID with spaces",
+            "AAMkAGI2TG93AAA=",
+            "Événement-ünïcode",
+        ] {
+            assert!(ExternalId::parse(ok).is_ok(), "{ok:?}");
+        }
+        assert!(ExternalId::parse(&"v".repeat(MAX_EXTERNAL_ID_CHARS)).is_ok());
+        assert!(
+            ExternalId::parse(&"é".repeat(MAX_EXTERNAL_ID_CHARS)).is_ok(),
+            "characters, not bytes"
+        );
+        for bad in [
+            String::new(),
+            "v".repeat(MAX_EXTERNAL_ID_CHARS + 1),
+            "line\nbreak".into(),
+            "tab\there".into(),
+            "nul\0".into(),
+            "c1\u{85}".into(),
+        ] {
+            let e = ExternalId::parse(&bad).expect_err("refused");
+            assert_eq!(
+                e.message,
+                "must be 1 to 1024 characters, none of them a control character"
+            );
+        }
+    }
 
     #[test]
     fn values_out_of_range_are_refused() {

@@ -157,44 +157,129 @@ pub struct Export {
     pub tips: Vec<serde_json::Value>,
 }
 
+/// Events read per page of a streamed export.
+const EXPORT_PAGE: i64 = 500;
+
 /// All my data, decrypted, as JSON: every event I caused, with its personal fields opened, and
-/// the features and tip log derived from them.
+/// the features and tip log derived from them. Streamed in pages from one consistent snapshot
+/// (a read-only repeatable-read transaction, which holds no transaction id and so holds back no
+/// reader of the log), so memory stays flat however long the history: the members come in the
+/// order `user_id`, `exported_at`, `features`, `tips`, `events`. A failure midway cuts the
+/// response short (the JSON does not close), never a well-formed partial export.
 #[utoipa::path(get, path = "/me/export", security(("session" = [])),
     responses((status = 200, body = Export), (status = 401, body = crate::error::Problem)))]
-pub async fn export(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Export>, ApiError> {
-    let uid = user.user_id.as_uuid();
+pub async fn export(State(state): State<AppState>, user: CurrentUser) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let key = state.write.vault.key_for(user.user_id).await?;
-    let mut conn = state.pool.acquire().await?;
-    let stored = oo_commands::store::read_user_events(&mut conn, uid).await?;
-    let mut events = Vec::with_capacity(stored.len());
-    for e in stored {
-        let payload = open_payload(key.as_ref(), &e).map_err(ApiError::internal)?;
-        events.push(ExportedEvent {
-            event_id: e.event_id.to_string(),
-            position: e.cursor.encode(),
-            aggregate_type: e.aggregate_type,
-            event_type: e.event_type,
-            schema_version: e.schema_version,
-            occurred_at: e.occurred_at,
-            recorded_at: e.recorded_at,
-            payload,
-        });
-    }
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    // A few pages in flight at most: the client's pace is the export's pace.
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        if let Err(e) = write_export(tx, user.user_id, key, &chunks).await {
+            tracing::warn!(error = %e, "an export failed midway; the response is cut short");
+            let _ = chunks.send(Err(std::io::Error::other(e.to_string()))).await;
+        }
+    });
+    let stream = futures::stream::unfold(body, |mut body| async move { body.recv().await.map(|c| (c, body)) });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Writes the export to `out` page by page; stops quietly when the client has gone.
+async fn write_export(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    user_id: oo_domain::ids::UserId,
+    key: Option<oo_commands::sealing::DataKey>,
+    out: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) -> anyhow::Result<()> {
+    let uid = user_id.as_uuid();
     let features: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT to_jsonb(f) FROM user_features f WHERE user_id = $1")
             .bind(uid)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut *tx)
             .await?;
-    let tips: Vec<serde_json::Value> =
-        sqlx::query_scalar("SELECT to_jsonb(t) FROM tip_log t WHERE user_id = $1 ORDER BY served_at")
-            .bind(uid)
-            .fetch_all(&mut *conn)
-            .await?;
-    Ok(Json(Export {
-        user_id: user.user_id.to_string(),
-        exported_at: Utc::now(),
-        events,
-        features,
-        tips,
-    }))
+    let mut buf = Vec::with_capacity(64 * 1024);
+    buf.extend_from_slice(b"{\"user_id\":");
+    serde_json::to_writer(&mut buf, &user_id.to_string())?;
+    buf.extend_from_slice(b",\"exported_at\":");
+    serde_json::to_writer(&mut buf, &Utc::now())?;
+    buf.extend_from_slice(b",\"features\":");
+    serde_json::to_writer(&mut buf, &features)?;
+    buf.extend_from_slice(b",\"tips\":[");
+    let mut first = true;
+    let mut after: Option<(DateTime<Utc>, uuid::Uuid)> = None;
+    loop {
+        let page: Vec<(DateTime<Utc>, uuid::Uuid, serde_json::Value)> = sqlx::query_as(
+            "SELECT served_at, tip_id, to_jsonb(t) FROM tip_log t WHERE user_id = $1 \
+             AND ($2::timestamptz IS NULL OR (served_at, tip_id) > ($2, $3)) ORDER BY served_at, tip_id LIMIT $4",
+        )
+        .bind(uid)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(EXPORT_PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (served_at, tip_id, tip) in &page {
+            if !std::mem::take(&mut first) {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut buf, tip)?;
+            after = Some((*served_at, *tip_id));
+        }
+        if !send(out, &mut buf).await {
+            return Ok(());
+        }
+        if (page.len() as i64) < EXPORT_PAGE {
+            break;
+        }
+    }
+    buf.extend_from_slice(b"],\"events\":[");
+    let mut first = true;
+    let mut after = None;
+    loop {
+        let page = oo_commands::store::read_user_events_after(&mut tx, uid, after, EXPORT_PAGE).await?;
+        for e in &page {
+            if !std::mem::take(&mut first) {
+                buf.push(b',');
+            }
+            let payload = open_payload(key.as_ref(), e)?;
+            serde_json::to_writer(
+                &mut buf,
+                &ExportedEvent {
+                    event_id: e.event_id.to_string(),
+                    position: e.cursor.encode(),
+                    aggregate_type: e.aggregate_type.clone(),
+                    event_type: e.event_type.clone(),
+                    schema_version: e.schema_version,
+                    occurred_at: e.occurred_at,
+                    recorded_at: e.recorded_at,
+                    payload,
+                },
+            )?;
+            after = Some(e.cursor);
+        }
+        if (page.len() as i64) < EXPORT_PAGE {
+            break;
+        }
+        if !send(out, &mut buf).await {
+            return Ok(());
+        }
+    }
+    buf.extend_from_slice(b"]}");
+    send(out, &mut buf).await;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Hands `buf` to the response; false when the client has gone.
+async fn send(out: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>, buf: &mut Vec<u8>) -> bool {
+    out.send(Ok(std::mem::replace(buf, Vec::with_capacity(64 * 1024))))
+        .await
+        .is_ok()
 }

@@ -218,27 +218,120 @@ pub async fn post_signals(
         .map(|(i, s)| parse_signal(i, s))
         .collect::<Result<Vec<_>, _>>()?;
     let total = signals.len();
-    let executed = state
+    let ids: Vec<String> = signals.iter().map(|s| s.id.as_str().to_owned()).collect();
+    let quota = Quota::reserve(&state, user.user_id, &ids).await?;
+    let executed = match state
         .write
         .signals
         .record(user.user_id, signals, Meta::new(Utc::now()))
         .await
-        .map_err(|e| {
-            command_error(e, |d| match d {
+    {
+        Ok(executed) => executed,
+        Err(e) => {
+            quota.give_back(&state, quota.reserved).await;
+            return Err(command_error(e, |d| match d {
                 SignalsError::TooMany => {
                     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooManySignals, d.to_string())
                 }
                 other => ApiError::invalid_value(other.to_string()),
-            })
-        })?;
+            }));
+        }
+    };
     state
         .metrics
         .observe_command("record_signals", started.elapsed().as_secs_f64());
     let accepted = executed.written.len();
+    // Signals stored meanwhile by a concurrent request do not count twice.
+    quota.give_back(&state, quota.reserved.saturating_sub(accepted)).await;
     let position = crate::routes::health::head_or(&state, executed.cursor).await?;
     Ok(Json(SignalsResponse {
         accepted,
         duplicates: total - accepted,
         position,
     }))
+}
+
+/// A reservation of signals against the person's daily quota (`signal_quota`, one row per person
+/// per UTC day, across every replica).
+#[derive(Debug, Clone, Copy)]
+struct Quota {
+    user_id: oo_domain::ids::UserId,
+    day: chrono::NaiveDate,
+    /// How many signals this request reserved.
+    reserved: usize,
+}
+
+impl Quota {
+    /// Reserves today's quota for the signals among `ids` that are new (a retried batch, stored
+    /// before, counts nothing and is always acknowledged), or answers 429, reserving nothing,
+    /// when they would pass it.
+    async fn reserve(state: &AppState, user_id: oo_domain::ids::UserId, ids: &[String]) -> Result<Self, ApiError> {
+        let now = Utc::now();
+        let day = now.date_naive();
+        let fresh: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT id) FROM unnest($2::text[]) AS id \
+             WHERE NOT EXISTS (SELECT 1 FROM ingested_signals s WHERE s.user_id = $1 AND s.signal_id = id)",
+        )
+        .bind(user_id.as_uuid())
+        .bind(ids)
+        .fetch_one(&state.pool)
+        .await?;
+        let quota = Self {
+            user_id,
+            day,
+            reserved: usize::try_from(fresh).unwrap_or(0),
+        };
+        if fresh == 0 {
+            return Ok(quota);
+        }
+        let n = fresh;
+        let reserved: i64 = sqlx::query_scalar(
+            "INSERT INTO signal_quota (user_id, day, accepted) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, day) DO UPDATE SET accepted = signal_quota.accepted + EXCLUDED.accepted \
+             RETURNING accepted",
+        )
+        .bind(user_id.as_uuid())
+        .bind(day)
+        .bind(n)
+        .fetch_one(&state.pool)
+        .await?;
+        let limit = state.config.signal_quota;
+        if reserved > limit {
+            quota.give_back(state, quota.reserved).await;
+            let left = (limit - (reserved - n)).max(0);
+            let midnight = day
+                .succ_opt()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(now, |t| t.and_utc());
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::QuotaExceeded,
+                format!("the daily quota of {limit} signals is reached ({left} left today); the batch was not stored"),
+            )
+            .with_retry_after(u64::try_from((midnight - now).num_seconds()).unwrap_or(1).max(1)));
+        }
+        Ok(quota)
+    }
+
+    /// Gives back `n` reserved signals that were not stored (duplicates, a failed append).
+    async fn give_back(self, state: &AppState, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let n = reserved_count(n);
+        let given = sqlx::query("UPDATE signal_quota SET accepted = accepted - $3 WHERE user_id = $1 AND day = $2")
+            .bind(self.user_id.as_uuid())
+            .bind(self.day)
+            .bind(n)
+            .execute(&state.pool)
+            .await;
+        if let Err(e) = given {
+            // Counted once too often: the person's quota is smaller by `n` today, nothing worse.
+            tracing::warn!(error = %e, "cannot give back reserved signals");
+        }
+    }
+}
+
+fn reserved_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

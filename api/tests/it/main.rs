@@ -14,6 +14,7 @@ mod ordering;
 mod policies;
 mod privacy;
 mod projections;
+mod quotas;
 mod recommender;
 mod relay;
 mod store;
