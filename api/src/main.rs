@@ -34,6 +34,8 @@ enum Command {
     Replay(Box<oo_api::cli::ReplayArgs>),
     /// Follow the event stream (NATS JetStream) and print events as JSON lines.
     Tail(oo_api::cli::TailArgs),
+    /// Print the OpenAPI document the server serves at /openapi.json (for generating clients)
+    Openapi,
     /// Master-key operations.
     #[command(subcommand)]
     Keys(Keys),
@@ -117,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild(args) => cli::rebuild(&args).await,
         Command::Keys(Keys::Rotate(args)) => cli::rotate_keys(&args).await,
         Command::Tail(args) => cli::tail(&args).await,
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(oo_api::openapi::document())?);
+            Ok(())
+        }
         Command::Export(Export::Decisions(args)) => cli::export_decisions(&args).await,
         Command::Replay(args) => cli::replay(&args).await,
         Command::Simulate(args) => cli::simulate(*args).await,

@@ -220,6 +220,7 @@ pub async fn login(State(state): State<AppState>) -> Result<Response, ApiError> 
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,

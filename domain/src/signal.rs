@@ -23,18 +23,19 @@ fn invalid(field: &'static str, message: &'static str) -> InvalidField {
 pub struct Text(String);
 
 impl Text {
+    /// 1 to 500 characters as sent, none a control character, not all whitespace; kept
+    /// without leading and trailing whitespace.
     pub fn parse(field: &'static str, s: &str) -> Result<Self, InvalidField> {
-        let t = s.trim();
-        if t.is_empty() {
+        if s.chars().all(char::is_whitespace) {
             return Err(invalid(field, "must not be empty"));
         }
-        if t.chars().count() > 500 {
+        if s.chars().count() > 500 {
             return Err(invalid(field, "must be at most 500 characters"));
         }
-        if t.chars().any(|c| c.is_control()) {
+        if s.chars().any(|c| c.is_control()) {
             return Err(invalid(field, "must not contain control characters"));
         }
-        Ok(Self(t.to_owned()))
+        Ok(Self(s.trim().to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0

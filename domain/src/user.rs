@@ -24,7 +24,7 @@ impl Email {
         let Some((local, domain)) = e.split_once('@') else {
             return Err(InvalidEmail);
         };
-        let ok = e.len() <= 254
+        let ok = e.chars().count() <= 254
             && !local.is_empty()
             && domain.contains('.')
             && !domain.starts_with('.')
@@ -35,6 +35,23 @@ impl Email {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `s`, exactly as sent, is an email address the API takes: at most 254
+    /// characters, no whitespace or control character, one `@` with something before it, and
+    /// a domain with a dot that neither starts nor ends it. (`parse` also trims and lowercases
+    /// what a provider sends.)
+    pub fn is_well_formed(s: &str) -> bool {
+        let Some((local, domain)) = s.split_once('@') else {
+            return false;
+        };
+        s.chars().count() <= 254
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !local.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
     }
 
     /// Stands for an email that travels sealed (`[sealed]`) or whose key is destroyed

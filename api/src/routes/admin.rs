@@ -125,7 +125,7 @@ pub struct RebuildStarted {
 
 /// Starts a blue/green rebuild of one projection; progress shows in GET /admin/projections.
 #[utoipa::path(post, path = "/admin/projections/{name}/rebuild", security(("admin" = [])),
-    params(("name" = String, Path, description = "open_tasks | features | tip_log")),
+    params(("name" = String, Path, description = "a projection of this build (the document lists them)")),
     responses((status = 202, body = RebuildStarted), (status = 401, body = crate::error::Problem),
       (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
 pub async fn rebuild(
@@ -173,11 +173,14 @@ pub async fn rebuild(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Opaque cursor (`next` of a previous page); absent: from the start.
+    #[param(pattern = r"^c[0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15}$")]
     pub after: Option<String>,
     /// 1..1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -18,6 +18,11 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevLoginRequest {
+    /// At most 254 characters; no whitespace; one `@`; a domain with an inner dot.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+@[^@.\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^@\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*\.[^@\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^@.\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]$"
+    )]
     pub email: String,
 }
 
@@ -38,6 +43,12 @@ fn session_cookie(token: &str, max_age: i64, secure: bool) -> Result<HeaderValue
     responses((status = 200, body = DevLoginResponse), (status = 422, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
 pub async fn dev_login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let req: DevLoginRequest = json::parse(&headers, &body)?;
+    if !Email::is_well_formed(&req.email) {
+        return Err(ApiError::invalid_value(format!(
+            "email: {}",
+            oo_domain::user::InvalidEmail
+        )));
+    }
     let email = Email::parse(&req.email).map_err(|e| ApiError::invalid_value(format!("email: {e}")))?;
     let meta = Meta::new(Utc::now());
     let (user_id, _) = oo_commands::identity::find_or_register(&state.write.store, &state.write.vault, &email, meta)

@@ -21,9 +21,23 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackRequest {
+    /// The tip's id, as `/recommend` gave it.
+    #[schema(format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub tip_id: String,
-    /// done | helpful | snooze | not_helpful | dismiss
+    #[schema(value_type = ReactionName)]
     pub reaction: String,
+}
+
+/// How the person took a tip.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // describes the wire format
+pub enum ReactionName {
+    Done,
+    Helpful,
+    Snooze,
+    NotHelpful,
+    Dismiss,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,9 +58,11 @@ pub async fn feedback(
 ) -> Result<(StatusCode, Json<FeedbackResponse>), ApiError> {
     let started = Instant::now();
     let req: FeedbackRequest = json::parse(&headers, &body)?;
-    let tip_id: TipId = req
-        .tip_id
-        .parse()
+    let hyphenated = req.tip_id.len() == 36;
+    let tip_id: TipId = Some(req.tip_id.as_str())
+        .filter(|_| hyphenated)
+        .ok_or(())
+        .and_then(|t| t.parse().map_err(|_| ()))
         .map_err(|_| ApiError::invalid_value("tip_id: must be a tip id (UUID)"))?;
     let reaction = Reaction::parse(&req.reaction).map_err(|e| ApiError::invalid_value(format!("reaction: {e}")))?;
     let now = Utc::now();

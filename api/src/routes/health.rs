@@ -138,7 +138,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     if let Ok((lag, oldest)) = cached_lags(&state).await
         && let Ok(mut s) = state.metrics.snapshot.lock()

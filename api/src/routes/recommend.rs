@@ -33,10 +33,11 @@ const MAX_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::optional_object")]
     pub context: Option<RecommendContext>,
     /// Wait (up to 2 s) until the projections have passed this position.
     #[serde(default)]
+    #[schema(pattern = r"^c[0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15}$")]
     pub min_position: Option<String>,
 }
 
@@ -44,13 +45,14 @@ pub struct RecommendRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendContext {
-    /// home | work | commute | elsewhere
     #[serde(default)]
+    #[schema(value_type = Option<crate::routes::signals::PlaceName>)]
     pub place: Option<String>,
-    /// -2..2
-    #[serde(default)]
+    /// -2 (low) to 2 (high).
+    #[serde(default, deserialize_with = "crate::json::optional_integer")]
+    #[schema(minimum = -2, maximum = 2)]
     pub mood: Option<i64>,
-    /// IANA time zone name
+    /// An IANA time zone name (the document lists them).
     #[serde(default)]
     pub time_zone: Option<String>,
 }

@@ -25,7 +25,69 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct SignalsRequest {
     /// At most 1,000 signals.
+    #[serde(deserialize_with = "json::objects")]
+    #[schema(value_type = Vec<Signal>, max_items = 1000)]
     pub signals: Vec<SignalDto>,
+}
+
+/// A signal as the document describes it: one schema per `kind`, each with its own `data`.
+/// `SignalDto` parses the same wire format, so that an error can name the signal's index.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[allow(dead_code)] // describes the wire format; never built
+pub enum Signal {
+    Task {
+        /// Client-chosen, unique per person: 1–128 printable ASCII characters.
+        #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
+        id: String,
+        occurred_at: DateTime<Utc>,
+        data: TaskData,
+    },
+    Habit {
+        #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
+        id: String,
+        occurred_at: DateTime<Utc>,
+        data: HabitData,
+    },
+    Calendar {
+        #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
+        id: String,
+        occurred_at: DateTime<Utc>,
+        /// `end` must not be before `start` (422 otherwise).
+        data: CalendarData,
+    },
+    Mood {
+        #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
+        id: String,
+        occurred_at: DateTime<Utc>,
+        data: MoodData,
+    },
+    Context {
+        #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
+        id: String,
+        occurred_at: DateTime<Utc>,
+        data: ContextData,
+    },
+}
+
+/// Where a task comes from.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // describes the wire format
+pub enum TaskSourceName {
+    Todoist,
+    Manual,
+}
+
+/// Where the person is.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // describes the wire format
+pub enum PlaceName {
+    Home,
+    Work,
+    Commute,
+    Elsewhere,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -45,23 +107,42 @@ pub struct SignalDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskData {
-    /// todoist | manual
+    #[schema(value_type = TaskSourceName)]
     pub source: String,
+    /// The source app's id of the task: 1 to 1024 characters, none a control character.
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     pub external_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub title: String,
-    /// 1..4
+    /// 1 (lowest) to 4 (highest).
+    #[serde(deserialize_with = "json::integer")]
+    #[schema(minimum = 1, maximum = 4)]
     pub priority: i64,
-    /// RFC 3339
     #[serde(default)]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     pub due: Option<String>,
     pub completed: bool,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub project: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HabitData {
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     pub done: bool,
 }
@@ -69,29 +150,50 @@ pub struct HabitData {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarData {
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub title: String,
+    #[schema(value_type = DateTime<Utc>)]
     pub start: String,
+    /// Not before `start`.
+    #[schema(value_type = DateTime<Utc>)]
     pub end: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoodData {
-    /// -2..2
+    /// -2 (low) to 2 (high).
+    #[serde(deserialize_with = "json::integer")]
+    #[schema(minimum = -2, maximum = 2)]
     pub score: i64,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub note: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextData {
-    /// home | work | commute | elsewhere
+    #[schema(value_type = PlaceName)]
     pub place: String,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub activity: Option<String>,
-    /// IANA name, e.g. Europe/Paris
+    /// An IANA time zone name's shape, e.g. `Europe/Paris`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z][A-Za-z0-9/_+-]*$")]
     pub time_zone: Option<String>,
 }
 
@@ -108,7 +210,7 @@ fn at(i: usize, e: InvalidField) -> ApiError {
 }
 
 fn data<T: DeserializeOwned>(i: usize, v: &serde_json::Value) -> Result<T, ApiError> {
-    T::deserialize(v).map_err(|e| ApiError::bad_body(format!("signals[{i}].data: {e}")))
+    json::object(v.clone()).map_err(|e| ApiError::bad_body(format!("signals[{i}].data: {e}")))
 }
 
 fn time(i: usize, field: &'static str, s: &str) -> Result<DateTime<Utc>, ApiError> {

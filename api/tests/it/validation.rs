@@ -344,3 +344,57 @@ async fn a_body_must_say_it_is_json_and_a_cookie_request_from_another_site_is_re
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn bodies_are_objects_as_the_document_says_and_whole_numbers_may_carry_a_point() {
+    let app = spawn_app().await;
+    let (token, _) = app.login("shapes@example.org").await;
+    let before = app.event_count().await;
+    for (path, body) in [
+        ("/recommend", "[null, null]"),
+        ("/recommend", r#"{"context": [null, null]}"#),
+        (
+            "/signals",
+            r#"{"signals": [["s1", "mood", "2026-01-05T09:00:00Z", {"score": 1}]]}"#,
+        ),
+        (
+            "/signals",
+            r#"{"signals": [{"id": "s1", "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": [1, null]}]}"#,
+        ),
+        ("/feedback", r#"["00000000-0000-4000-8000-000000000000", "done"]"#),
+    ] {
+        let r = app.raw_post(path, &token, "application/json", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path} {body}: {:?}", r.body);
+    }
+    assert_eq!(app.event_count().await, before, "nothing stored");
+    // JSON Schema counts 3.0 as an integer; so does oO.
+    let r = app
+        .raw_post(
+            "/signals",
+            &token,
+            "application/json",
+            r#"{"signals": [{"id": "s2", "kind": "task", "occurred_at": "2026-01-05T09:00:00Z",
+                "data": {"source": "manual", "external_id": "an id with spaces", "title": "Call Ann", "priority": 3.0, "completed": false}},
+               {"id": "s3", "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": {"score": -1.0}}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .raw_post(
+            "/signals",
+            &token,
+            "application/json",
+            r#"{"signals": [{"id": "s4", "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": {"score": 1.5}}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    // A tip id is the hyphenated form the document gives, not any form a UUID parser takes.
+    let r = app
+        .post(
+            "/feedback",
+            &token,
+            json!({"tip_id": "00000000000040008000000000000000", "reaction": "done"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+}
