@@ -35,7 +35,52 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
     }
     let pool = connect(url, max_connections).await?;
     crate::MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
+    realign_log_order(&pool).await.map_err(ConnectError::Migrate)?;
     Ok(pool)
+}
+
+/// After a logical restore into a cluster whose transaction counter is behind the log's largest
+/// `tx_id`, raises the log's order shift (`log_order`, migration 0015) so that the next event
+/// sorts after every restored one; returns by how much it was raised (0 almost always). Takes
+/// the events table exclusively while it looks, so no append runs meanwhile.
+pub async fn realign_log_order(pool: &PgPool) -> Result<u64, sqlx::migrate::MigrateError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let behind: Option<String> = sqlx::query_scalar(
+        "SELECT (max(tx_id)::text::numeric - oo_log_now()::text::numeric + 1)::text FROM events \
+         HAVING max(tx_id)::text::numeric >= oo_log_now()::text::numeric",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(behind) = behind else {
+        tx.rollback().await?;
+        return Ok(0);
+    };
+    let shift: String =
+        sqlx::query_scalar("UPDATE log_order SET shift = shift + $1::numeric WHERE id = 1 RETURNING shift::text")
+            .bind(&behind)
+            .fetch_one(&mut *tx)
+            .await?;
+    // The shift written into the default: no function call per appended row. A number only
+    // (checked), so it can be spliced into DDL, which takes no bind parameters.
+    if !shift.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(sqlx::Error::Protocol(format!("unexpected log order shift {shift:?}")).into());
+    }
+    sqlx::query(&format!(
+        "ALTER TABLE events ALTER COLUMN tx_id SET DEFAULT ((pg_current_xact_id()::text::numeric + {shift})::text::xid8)"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let by = behind.parse().unwrap_or(u64::MAX);
+    tracing::warn!(
+        shift = by,
+        "this cluster's transaction counter is behind the log (restored from a logical dump?): the log's order \
+         was shifted so that new events sort after the restored ones"
+    );
+    Ok(by)
 }
 
 /// Connects to the existing database at `url` with a pool of `max_connections`, changing

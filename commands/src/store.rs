@@ -309,7 +309,7 @@ impl EventStore {
 /// still in flight, so a reader that starts here misses none of them — not even one whose
 /// transaction took its position earlier and commits late (`head` would skip it).
 pub async fn safe_head(pool: &PgPool) -> Result<Cursor, StoreError> {
-    last_event(pool, "WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())").await
+    last_event(pool, "WHERE e.tx_id < oo_log_horizon()").await
 }
 
 pub async fn head(pool: &PgPool) -> Result<Cursor, StoreError> {
@@ -775,7 +775,7 @@ pub async fn read_after(conn: &mut PgConnection, after: Cursor, limit: i64) -> R
 /// The events after the cursor `($1, $2)`, at most `$3`, from transactions older than every
 /// transaction still in flight, in the global order (see [`read_after`]).
 const AFTER_IN_SAFE_ORDER: &str = "(tx_id, position) > ($1::text::xid8, $2) \
-    AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, position LIMIT $3";
+    AND tx_id < oo_log_horizon() ORDER BY tx_id, position LIMIT $3";
 
 /// The events of the types `types` after `after`, at most `limit`, in the safe global order
 /// (see [`read_after`]): an export of one kind of event reads nothing else.

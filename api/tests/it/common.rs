@@ -254,7 +254,7 @@ pub struct PrivateCluster {
     pub url: String,
 }
 
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("Debian's PostgreSQL binaries")
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))

@@ -12,7 +12,7 @@ use oo_domain::signal::{MoodScore, SignalData};
 use oo_domain::signals::SignalsEvent;
 use oo_projections::projector::{ensure_checkpoint, step};
 use oo_projections::{ApplyError, Projection};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 /// Records every event it applies under a primary key: a second application fails loudly.
@@ -179,4 +179,107 @@ async fn transaction_ids_order_as_numbers_across_digit_boundaries() {
         .expect("read");
     assert_eq!(all.iter().map(|e| e.cursor).collect::<Vec<_>>(), vec![first, second]);
     assert_eq!(oo_commands::store::count_after(&pool, first).await.expect("count"), 1);
+}
+
+#[tokio::test]
+async fn after_a_logical_dump_and_restore_into_a_younger_cluster_new_events_come_after_the_old() {
+    // The source: a log written by a cluster whose transaction counter is well ahead of a
+    // fresh one's.
+    let source = PrivateCluster::start();
+    let source_url = format!("{}/oo_restore_source", source.url);
+    let app = spawn_at(&source_url, temp_dir("oo-data"), |c| c.dev = true).await;
+    sqlx::query(
+        "CREATE PROCEDURE burn(n bigint) LANGUAGE plpgsql AS $$ BEGIN FOR i IN 1..n LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("procedure");
+    sqlx::query("CALL burn(5000)").execute(&app.pool).await.expect("burn");
+    let (token, _) = app.login("restored@example.org").await;
+    let r = app
+        .post(
+            "/signals",
+            &token,
+            serde_json::json!({"signals": [task("a", "before", "Written before the dump", 2, false)]}),
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK);
+    wait_caught_up(&app.pool).await;
+    let data_dir = app.data_dir.clone();
+    drop(app);
+
+    // pg_dump, then restore into a fresh cluster, whose counter starts far lower.
+    let dump = std::process::Command::new(pg_bin().join("pg_dump"))
+        .args(["--no-owner", "--dbname", &source_url])
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let target = PrivateCluster::start();
+    let target_url = format!("{}/oo_restore_target", target.url);
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", target.url))
+        .await
+        .expect("target");
+    sqlx::query("CREATE DATABASE oo_restore_target")
+        .execute(&mut admin)
+        .await
+        .expect("createdb");
+    let mut restore = std::process::Command::new(pg_bin().join("psql"))
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "--dbname", &target_url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    {
+        use std::io::Write;
+        restore
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&dump.stdout)
+            .expect("restore fed");
+    }
+    assert!(restore.wait().expect("psql ends").success(), "restore");
+    let (restored_max, target_xid): (String, String) =
+        sqlx::query_as("SELECT max(tx_id)::text, pg_current_xact_id()::text FROM events")
+            .fetch_one(&mut sqlx::PgConnection::connect(&target_url).await.expect("restored db"))
+            .await
+            .expect("figures");
+    assert!(
+        restored_max.parse::<u64>().expect("xid") > target_xid.parse::<u64>().expect("xid"),
+        "the scenario: the restored log is ahead of the new cluster's counter"
+    );
+
+    // oO on the restored database: new events sort after the restored ones, and every reader
+    // takes them.
+    let restored = spawn_at(&target_url, data_dir, |c| c.dev = true).await;
+    let (token, _) = restored.login("restored@example.org").await;
+    let r = restored
+        .post(
+            "/signals",
+            &token,
+            serde_json::json!({"signals": [task("b", "after", "Written after the restore", 2, false)]}),
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{:?}", r.body);
+    wait_caught_up(&restored.pool).await;
+    let open: Vec<String> = sqlx::query_scalar("SELECT external_id FROM open_tasks ORDER BY external_id")
+        .fetch_all(&restored.pool)
+        .await
+        .expect("open tasks");
+    assert_eq!(open, ["after", "before"], "the projector applied the new event");
+    let order: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::text FROM events WHERE event_type = 'SignalRecorded' ORDER BY tx_id, position",
+    )
+    .fetch_all(&restored.pool)
+    .await
+    .expect("order");
+    assert_eq!(order.len(), 2);
+    assert!(
+        order[1].contains("after"),
+        "the new event is last in the log: {order:?}"
+    );
 }
