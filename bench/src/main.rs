@@ -26,6 +26,7 @@ mod recommend;
 mod relay;
 mod replay;
 mod snapshot;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -129,6 +130,23 @@ pub enum Which {
         #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
         decisions: Vec<usize>,
     },
+    /// Mixed traffic (signals, recommend, feedback, reads) at a fixed rate for a long time against
+    /// `oo serve` as a process of its own: errors, p50/p99 per route over time, the server's
+    /// memory. Needs the `oo` binary beside this one (cargo build --release -p oo-api --bin oo).
+    Soak {
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 1800)]
+        seconds: u64,
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        /// Seconds between two report lines.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// Seconds after which memory should stay flat.
+        #[arg(long, default_value_t = 300)]
+        warmup: u64,
+    },
     /// One export, for `export` to measure (prints its peak memory in MiB).
     #[command(hide = true)]
     ExportChild {
@@ -197,6 +215,22 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             large,
         } => replay::replay(decisions, bootstrap, large),
         Which::Export { decisions } => export::export(&args.server, &decisions).await,
+        Which::Soak {
+            rate,
+            seconds,
+            users,
+            interval,
+            warmup,
+        } => {
+            let run = soak::Soak {
+                rate,
+                seconds,
+                users,
+                interval,
+                warmup,
+            };
+            soak::soak(&args.server, &run).await
+        }
         Which::ExportChild {
             database_url,
             format,

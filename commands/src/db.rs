@@ -110,9 +110,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
 /// started earlier. `ROLLBACK` runs only then, so the server logs no "no transaction in
 /// progress" warning for every release.
 async fn leave_no_transaction_open(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
-    let open: bool = sqlx::query_scalar("SELECT now() <> statement_timestamp()")
-        .fetch_one(&mut *conn)
-        .await?;
+    // One simple-protocol message: outside a transaction block, the statement's transaction
+    // starts with that very message. (A prepared statement's Parse, Bind and Execute are messages
+    // of their own, and under load the transaction's start and the latest message's receipt
+    // differ: every release looked like a leak, and was rolled back for nothing.)
+    // (sqlx sends a bare `&str` without arguments as a simple Query.)
+    let row = sqlx::Executor::fetch_one(&mut *conn, "SELECT now() <> statement_timestamp()").await?;
+    let open: bool = sqlx::Row::try_get(&row, 0)?;
     if open {
         sqlx::Executor::execute(&mut *conn, "ROLLBACK").await?;
         tracing::warn!("a connection came back to the pool inside a transaction; rolled it back");

@@ -124,6 +124,16 @@ fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String
 /// Walks the browser's part: /auth/login, the provider, back to /auth/callback (with `edit`
 /// applied to the callback URL). Returns the callback's response.
 async fn sign_in(app: &TestApp, edit: impl FnOnce(String) -> String, send_state_cookie: bool) -> reqwest::Response {
+    let (state_cookie, back) = to_callback(app).await;
+    let mut req = app.client.get(edit(back));
+    if send_state_cookie {
+        req = req.header("cookie", state_cookie);
+    }
+    req.send().await.expect("callback")
+}
+
+/// /auth/login, then the provider: the state cookie and the callback URL the browser holds.
+async fn to_callback(app: &TestApp) -> (String, String) {
     let r = app
         .client
         .get(format!("{}/auth/login", app.base))
@@ -142,11 +152,7 @@ async fn sign_in(app: &TestApp, edit: impl FnOnce(String) -> String, send_state_
     assert!(r.status().is_redirection(), "{}", r.status());
     let back = r.headers()["location"].to_str().expect("location").to_owned();
     assert!(back.starts_with(&format!("{}/auth/callback", app.base)), "{back}");
-    let mut req = app.client.get(edit(back));
-    if send_state_cookie {
-        req = req.header("cookie", state_cookie);
-    }
-    req.send().await.expect("callback")
+    (state_cookie, back)
 }
 
 #[tokio::test]
@@ -270,16 +276,7 @@ async fn a_callback_is_accepted_once() {
     let provider = Provider::start("none", "subject-r", "r@example.org");
     let app = app_for(&provider).await;
     // The callback URL and the state cookie, as someone who captured them would hold them.
-    let r = app
-        .client
-        .get(format!("{}/auth/login", app.base))
-        .send()
-        .await
-        .expect("login");
-    let state_cookie = set_cookie(r.headers(), "oo_oidc").expect("state cookie");
-    let to_provider = r.headers()["location"].to_str().expect("location").to_owned();
-    let r = app.client.get(&to_provider).send().await.expect("provider");
-    let back = r.headers()["location"].to_str().expect("location").to_owned();
+    let (state_cookie, back) = to_callback(&app).await;
     let replay = || app.client.get(&back).header("cookie", &state_cookie).send();
     let token_requests = || async {
         let r: serde_json::Value = reqwest::get(format!("{}/oo-test/token-requests", provider.issuer))
