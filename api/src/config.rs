@@ -134,6 +134,11 @@ pub struct ServeConfig {
     /// is closed.
     #[arg(long, env = "OO_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
+    /// Requests served at once (liveness, readiness and metrics aside); past it a request is
+    /// answered 503 `unavailable` at once, with `Retry-After`, instead of queueing for a pooled
+    /// connection until it times out (load shedding: the server stays at capacity).
+    #[arg(long, env = "OO_MAX_IN_FLIGHT", default_value_t = 128)]
+    pub max_in_flight: usize,
     /// How long a request may take, body and answer included, in seconds; then 408.
     #[arg(long, env = "OO_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -183,6 +188,7 @@ impl ServeConfig {
             oidc_client_secret: None,
             body_limit: 1_048_576,
             header_timeout_secs: 10,
+            max_in_flight: 128,
             request_timeout_secs: 30,
             writers: 2,
         }

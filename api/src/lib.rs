@@ -213,6 +213,7 @@ impl Application {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", listener.local_addr()?),
         };
+        let max_in_flight = config.max_in_flight.max(1);
         let state = state::AppState {
             pool,
             write,
@@ -223,6 +224,7 @@ impl Application {
             anon_limiter,
             admin_failures: Arc::default(),
             health: Arc::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             metrics,
             serving: serving.clone(),
             rebuilding: Arc::default(),

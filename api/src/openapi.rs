@@ -2,8 +2,8 @@
 //! every route can answer (`exact`): error bodies are `application/problem+json`, and each
 //! operation lists the statuses the layers around it produce as well as its own — 408 from the
 //! request deadline, 429 from the limits, 401 and 403 from authentication and the cross-site
-//! check, 400, 413, 415 and 422 for bodies, 500 and 503 where the database or the vault is
-//! involved. Checked against the running server by schemathesis (`contract/run`).
+//! check, 400, 413, 415 and 422 for bodies, 500 where the database or the vault is involved, 503
+//! from load shedding and an unreachable database. Checked against the running server by schemathesis (`contract/run`).
 
 use axum::Json;
 use serde_json::{Value, json};
@@ -76,7 +76,7 @@ pub async fn openapi_json() -> Json<Value> {
     Json(document().clone())
 }
 
-/// Routes that touch neither the database nor the vault: they cannot answer 500 or 503.
+/// Routes that touch neither the database nor the vault: they cannot answer 500.
 const STATIC_ROUTES: [&str; 4] = ["/health", "/openapi.json", "/legal/terms", "/legal/privacy"];
 
 /// Adds to every operation the statuses the layers around its handler can answer, and serves
@@ -149,12 +149,13 @@ fn exact(doc: &mut Value) {
             }
             if !STATIC_ROUTES.contains(&path.as_str()) {
                 add("500", "internal: an unexpected error (logged with its cause)");
-                if path != "/metrics" {
-                    add(
-                        "503",
-                        "unavailable: the database or a provider cannot be reached; retry",
-                    );
-                }
+            }
+            // Load shedding answers 503 on every route but liveness, readiness and metrics.
+            if !matches!(path.as_str(), "/health" | "/metrics") {
+                add(
+                    "503",
+                    "unavailable: at capacity (OO_MAX_IN_FLIGHT), or the database or a provider cannot be reached; retry",
+                );
             }
             for response in responses.values_mut() {
                 problem_media_type(response);

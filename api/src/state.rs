@@ -24,6 +24,8 @@ pub struct AppState {
     pub anon_limiter: Arc<DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Failed admin-token attempts per client address.
     pub admin_failures: Arc<crate::auth::AdminFailures>,
+    /// Slots for requests served at once (`OO_MAX_IN_FLIGHT`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// `/ready`'s and `/metrics`' figures, computed at most once a second.
     pub health: Arc<crate::routes::health::HealthCache>,
     pub metrics: Arc<Metrics>,

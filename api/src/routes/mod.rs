@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/policies", get(policies::policies))
         .route("/admin/policies/promote", post(policies::promote_policy))
         .merge(anonymous)
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .layer(middleware::from_fn_with_state(state.clone(), request_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -72,6 +73,23 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .with_state(state)
+}
+
+/// Load shedding: at most `OO_MAX_IN_FLIGHT` requests are served at once; past that a request is
+/// answered 503 at once rather than queued. Liveness, readiness and metrics always answer.
+async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    if matches!(req.uri().path(), "/health" | "/ready" | "/metrics") {
+        return next.run(req).await;
+    }
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_slot) => next.run(req).await,
+        Err(_) => {
+            let mut e = ApiError::unavailable();
+            e.detail = "oO is at capacity; retry shortly".into();
+            e.into_response()
+        }
+    }
 }
 
 /// The per-address limit of what needs neither a session nor the admin token: 429

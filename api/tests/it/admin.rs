@@ -405,3 +405,39 @@ async fn health_figures_are_computed_at_most_about_once_a_second() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn past_its_capacity_the_server_answers_503_at_once_and_health_still_answers() {
+    let app = spawn_with(|c| {
+        c.dev = true;
+        c.max_in_flight = 1;
+    })
+    .await;
+    let (token, _) = app.login("busy@example.org").await;
+    // One slow request holds the only slot: it waits up to 2 s for a position the log has not
+    // reached.
+    let slow = app.post(
+        "/recommend",
+        &token,
+        json!({"min_position": "c7fffffffffffff000000000000000001"}),
+    );
+    let fast = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let r = app.get("/me", &token).await;
+        let health = app.send(reqwest::Method::GET, "/health", None, None).await;
+        (r, started.elapsed(), health)
+    };
+    let (slow, (shed, waited, health)) = tokio::join!(slow, fast);
+    assert!(slow.status.is_success(), "{:?}", slow.body);
+    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", shed.body);
+    assert_eq!(shed.body["code"], "unavailable");
+    assert!(shed.headers.contains_key("retry-after"));
+    assert!(
+        waited < std::time::Duration::from_secs(1),
+        "answered at once: {waited:?}"
+    );
+    assert_eq!(health.status, StatusCode::OK, "liveness is never shed");
+    // Once the slot is free, requests are served again.
+    assert_eq!(app.get("/me", &token).await.status, StatusCode::OK);
+}
