@@ -85,7 +85,7 @@ fn whole(n: &serde_json::Number) -> Option<i64> {
 pub fn optional_object<'de, D: serde::Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
     match Option::<serde_json::Value>::deserialize(d)? {
         None => Ok(None),
-        Some(v) => object(v).map(Some).map_err(serde::de::Error::custom),
+        Some(v) => object(&v).map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -93,13 +93,13 @@ pub fn optional_object<'de, D: serde::Deserializer<'de>, T: DeserializeOwned>(d:
 pub fn objects<'de, D: serde::Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
     Vec::<serde_json::Value>::deserialize(d)?
         .into_iter()
-        .map(object)
+        .map(|v| object(&v))
         .collect::<Result<_, _>>()
         .map_err(serde::de::Error::custom)
 }
 
 /// `v` as `T`, if it is an object.
-pub fn object<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, serde_json::Error> {
+pub fn object<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, serde_json::Error> {
     if v.is_object() {
         T::deserialize(v)
     } else {

@@ -99,20 +99,23 @@ impl Held {
         age::decrypt(&self.identity, wrapped).map_err(|_| VaultError::Unwrap)
     }
 
-    fn mac(&self, what: &Bound<'_>, wrapped: &[u8]) -> Vec<u8> {
+    /// The MAC's state over what the row is and its wrapped bytes.
+    fn hasher(&self, what: &Bound<'_>, wrapped: &[u8]) -> Hmac<Sha256> {
         #[allow(clippy::expect_used)] // HMAC takes keys of any length
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.mac_key).expect("any key length");
         what.feed(&mut mac);
         mac.update(wrapped);
-        mac.finalize().into_bytes().to_vec()
+        mac
+    }
+
+    fn mac(&self, what: &Bound<'_>, wrapped: &[u8]) -> Vec<u8> {
+        self.hasher(what, wrapped).finalize().into_bytes().to_vec()
     }
 
     fn verify(&self, what: &Bound<'_>, wrapped: &[u8], tag: &[u8]) -> Result<(), VaultError> {
-        #[allow(clippy::expect_used)] // HMAC takes keys of any length
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.mac_key).expect("any key length");
-        what.feed(&mut mac);
-        mac.update(wrapped);
-        mac.verify_slice(tag).map_err(|_| VaultError::Forged)
+        self.hasher(what, wrapped)
+            .verify_slice(tag)
+            .map_err(|_| VaultError::Forged)
     }
 }
 

@@ -244,27 +244,28 @@ async fn write_export(
     let mut after = None;
     loop {
         let page = oo_commands::store::read_user_events_after(&mut tx, uid, after, EXPORT_PAGE).await?;
-        for e in &page {
+        let full = page.len() as i64 == EXPORT_PAGE;
+        for e in page {
             if !std::mem::take(&mut first) {
                 buf.push(b',');
             }
-            let payload = open_payload(key.as_ref(), e)?;
+            let payload = open_payload(key.as_ref(), &e)?;
+            after = Some(e.cursor);
             serde_json::to_writer(
                 &mut buf,
                 &ExportedEvent {
                     event_id: e.event_id.to_string(),
                     position: e.cursor.encode(),
-                    aggregate_type: e.aggregate_type.clone(),
-                    event_type: e.event_type.clone(),
+                    aggregate_type: e.aggregate_type,
+                    event_type: e.event_type,
                     schema_version: e.schema_version,
                     occurred_at: e.occurred_at,
                     recorded_at: e.recorded_at,
                     payload,
                 },
             )?;
-            after = Some(e.cursor);
         }
-        if (page.len() as i64) < EXPORT_PAGE {
+        if !full {
             break;
         }
         if !send(out, &mut buf).await {

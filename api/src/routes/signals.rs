@@ -210,7 +210,7 @@ fn at(i: usize, e: InvalidField) -> ApiError {
 }
 
 fn data<T: DeserializeOwned>(i: usize, v: &serde_json::Value) -> Result<T, ApiError> {
-    json::object(v.clone()).map_err(|e| ApiError::bad_body(format!("signals[{i}].data: {e}")))
+    json::object(v).map_err(|e| ApiError::bad_body(format!("signals[{i}].data: {e}")))
 }
 
 fn time(i: usize, field: &'static str, s: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -370,12 +370,22 @@ impl Quota {
     async fn reserve(state: &AppState, user_id: oo_domain::ids::UserId, ids: &[String]) -> Result<Self, ApiError> {
         let now = Utc::now();
         let day = now.date_naive();
-        let fresh: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT id) FROM unnest($2::text[]) AS id \
-             WHERE NOT EXISTS (SELECT 1 FROM ingested_signals s WHERE s.user_id = $1 AND s.signal_id = id)",
+        let limit = state.config.signal_quota;
+        // One round trip: count the ids not stored before and reserve them, unless that would
+        // pass the quota (then nothing is reserved).
+        let (fresh, reserved): (i64, bool) = sqlx::query_as(
+            "WITH fresh AS (SELECT count(DISTINCT id) AS n FROM unnest($2::text[]) AS id \
+               WHERE NOT EXISTS (SELECT 1 FROM ingested_signals s WHERE s.user_id = $1 AND s.signal_id = id)), \
+             reserved AS (INSERT INTO signal_quota (user_id, day, accepted) \
+               SELECT $1, $3, n FROM fresh WHERE n > 0 AND n <= $4 \
+               ON CONFLICT (user_id, day) DO UPDATE SET accepted = signal_quota.accepted + EXCLUDED.accepted \
+               WHERE signal_quota.accepted + EXCLUDED.accepted <= $4 RETURNING 1) \
+             SELECT (SELECT n FROM fresh), EXISTS (SELECT 1 FROM reserved)",
         )
         .bind(user_id.as_uuid())
         .bind(ids)
+        .bind(day)
+        .bind(limit)
         .fetch_one(&state.pool)
         .await?;
         let quota = Self {
@@ -383,24 +393,14 @@ impl Quota {
             day,
             reserved: usize::try_from(fresh).unwrap_or(0),
         };
-        if fresh == 0 {
-            return Ok(quota);
-        }
-        let n = fresh;
-        let reserved: i64 = sqlx::query_scalar(
-            "INSERT INTO signal_quota (user_id, day, accepted) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, day) DO UPDATE SET accepted = signal_quota.accepted + EXCLUDED.accepted \
-             RETURNING accepted",
-        )
-        .bind(user_id.as_uuid())
-        .bind(day)
-        .bind(n)
-        .fetch_one(&state.pool)
-        .await?;
-        let limit = state.config.signal_quota;
-        if reserved > limit {
-            quota.give_back(state, quota.reserved).await;
-            let left = (limit - (reserved - n)).max(0);
+        if fresh > 0 && !reserved {
+            let used: i64 = sqlx::query_scalar("SELECT accepted FROM signal_quota WHERE user_id = $1 AND day = $2")
+                .bind(user_id.as_uuid())
+                .bind(day)
+                .fetch_optional(&state.pool)
+                .await?
+                .unwrap_or(0);
+            let left = (limit - used).max(0);
             let midnight = day
                 .succ_opt()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
