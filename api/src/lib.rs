@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod openapi;
 pub mod promotion;
+pub mod rebuilds;
 pub mod routes;
 pub mod state;
 
@@ -214,6 +215,7 @@ impl Application {
             None => format!("http://{}", listener.local_addr()?),
         };
         let max_in_flight = config.max_in_flight.max(1);
+        let rebuilds = Arc::new(rebuilds::Rebuilds::new(&config.db.database_url)?);
         let state = state::AppState {
             pool,
             write,
@@ -227,7 +229,7 @@ impl Application {
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             metrics,
             serving: serving.clone(),
-            rebuilding: Arc::default(),
+            rebuilds,
             reward_join,
             cookie_secure,
             oidc: Arc::default(),

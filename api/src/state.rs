@@ -7,7 +7,6 @@ use oo_commands::WriteSide;
 use oo_projections::status::Status;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -32,7 +31,8 @@ pub struct AppState {
     /// The serving and shadow policies, and what deciding reads (with the prior and models
     /// cached); swapped whole by a promotion.
     pub serving: Arc<crate::promotion::Serving>,
-    pub rebuilding: Arc<Mutex<HashSet<String>>>,
+    /// The rebuilds asked for over HTTP, run one at a time on connections of their own.
+    pub rebuilds: Arc<crate::rebuilds::Rebuilds>,
     /// What the reward join last did (`GET /admin/projections`).
     pub reward_join: Arc<Mutex<crate::jobs::JoinStatus>>,
     pub cookie_secure: bool,

@@ -90,14 +90,28 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
     // default again when it is taken out: a round trip on each side of every query. The second
     // ping is dropped; a connection that broke while idle fails its next query, which the pool
     // then discards.
+    pool_options(max_connections)
+        .connect_with(connect_options(url)?)
+        .await
+        .map_err(ConnectError::Connect)
+}
+
+/// A pool of at most `max_connections` to the existing database at `url` that opens none until
+/// one is asked for and closes those left idle for `idle`: for work that comes now and then
+/// and must not take its connections from the requests' pool (a server's rebuilds).
+pub fn connect_lazy(url: &str, max_connections: u32, idle: Duration) -> Result<PgPool, ConnectError> {
+    Ok(pool_options(max_connections)
+        .min_connections(0)
+        .idle_timeout(idle)
+        .connect_lazy_with(connect_options(url)?))
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
         .after_release(|conn, _| Box::pin(leave_no_transaction_open(conn)))
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(connect_options(url)?)
-        .await
-        .map_err(ConnectError::Connect)
 }
 
 /// Ends, as a connection goes back to the pool, a transaction the server still has open on it,

@@ -3,6 +3,7 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorCode};
+use crate::rebuilds::{Phase, RebuildRefused};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -29,7 +30,7 @@ pub struct ProjectionView {
     pub lag_events: i64,
     /// Every event consumed since the last rebuild (equals the log's size when caught up).
     pub events_applied: i64,
-    /// live | rebuilding | failed | off
+    /// live | queued (a rebuild waits for this server's previous one) | rebuilding | failed | off
     pub status: String,
     pub last_error: Option<String>,
     pub rebuild: Option<RebuildView>,
@@ -45,7 +46,7 @@ pub struct ProjectionsResponse {
     responses((status = 200, body = ProjectionsResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result<Json<ProjectionsResponse>, ApiError> {
     let checkpoints = oo_projections::projector::checkpoints(&state.pool).await?;
-    let running = state.rebuilding.lock().map(|r| r.clone()).unwrap_or_default();
+    let here = state.rebuilds.phases();
     let mut out = Vec::new();
     for p in oo_projections::all() {
         let name = p.name();
@@ -63,8 +64,10 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
             position: cp.map(|c| c.cursor.encode()),
             lag_events: lag,
             events_applied: cp.map_or(0, |c| c.events_applied),
-            status: if rebuild.is_some()
-                || running.contains(name)
+            status: if here.get(name) == Some(&Phase::Queued) {
+                "queued".into()
+            } else if rebuild.is_some()
+                || here.contains_key(name)
                 || checkpoints
                     .iter()
                     .any(|c| c.is_running_rebuild_of(name, chrono::Utc::now()))
@@ -120,10 +123,12 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RebuildStarted {
     pub name: String,
+    /// queued: it starts once this server's previous rebuild has finished (at once if none runs).
     pub status: &'static str,
 }
 
-/// Starts a blue/green rebuild of one projection; progress shows in GET /admin/projections.
+/// Queues a blue/green rebuild of one projection: this server runs its rebuilds one at a time, in
+/// the order asked; progress shows in GET /admin/projections.
 #[utoipa::path(post, path = "/admin/projections/{name}/rebuild", security(("admin" = [])),
     params(("name" = String, Path, description = "a projection of this build (the document lists them)")),
     responses((status = 202, body = RebuildStarted), (status = 401, body = crate::error::Problem),
@@ -137,39 +142,14 @@ pub async fn rebuild(
         .into_iter()
         .find(|p| p.name() == name)
         .ok_or_else(ApiError::not_found)?;
-    {
-        let mut running = state
-            .rebuilding
-            .lock()
-            .map_err(|_| ApiError::internal("rebuild registry poisoned"))?;
-        if !running.insert(name.clone()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::RebuildRunning,
-                format!("{name} is already being rebuilt"),
-            ));
-        }
-    }
-    let st = state.clone();
-    let n = name.clone();
-    tokio::spawn(async move {
-        match oo_projections::rebuild::rebuild(&st.pool, projection.as_ref(), &st.status, |_, _| {}).await {
-            Ok(r) => {
-                tracing::info!(projection = %n, events = r.events_applied, events_per_second = r.events_per_second(), "rebuilt")
-            }
-            Err(e) => tracing::error!(projection = %n, error = %e, "rebuild failed"),
-        }
-        if let Ok(mut running) = st.rebuilding.lock() {
-            running.remove(&n);
-        }
-    });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(RebuildStarted {
-            name,
-            status: "rebuilding",
-        }),
-    ))
+    state
+        .rebuilds
+        .start(projection, state.status.clone())
+        .map_err(|e| match e {
+            RebuildRefused::Running(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::RebuildRunning, e.to_string()),
+            RebuildRefused::Poisoned => ApiError::internal(e),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(RebuildStarted { name, status: "queued" })))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

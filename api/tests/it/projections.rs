@@ -13,6 +13,7 @@ use oo_projections::status::Status;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::json;
+use sqlx::Connection;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -511,4 +512,104 @@ async fn a_rebuild_that_dies_midway_leaves_the_projection_live() {
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+}
+
+/// However many rebuilds an admin asks for at once, the server runs them one at a time, on
+/// connections of their own: its requests keep their pool. Here every rebuild is held up at its
+/// swap (the test holds the live checkpoints), and meanwhile `GET /admin/projections` and a
+/// person's requests answer at once, one rebuild shows `rebuilding` and the others `queued`;
+/// let go, they all finish, each equal to the live build. (Before, six rebuilds took two
+/// connections each from the requests' pool, and `GET /admin/projections` answered 503.)
+#[tokio::test]
+async fn rebuilds_asked_all_at_once_run_one_by_one_and_leave_the_requests_pool_alone() {
+    // Three connections are held for good (the two writers and the projector): two are left.
+    let app = spawn_with(|c| c.db.db_pool = 5).await;
+    let (token, _) = app.login("many-rebuilds@example.org").await;
+    let signals: Vec<_> = (0..20)
+        .map(|i| {
+            task(
+                &format!("t{i}"),
+                &format!("x{i}"),
+                &format!("task {i}"),
+                i % 4 + 1,
+                false,
+            )
+        })
+        .collect();
+    assert_eq!(
+        app.post("/signals", &token, json!({ "signals": signals })).await.status,
+        StatusCode::OK
+    );
+    wait_caught_up(&app.pool).await;
+    let before = projection_tables(&app.pool).await;
+
+    let names = oo_projections::names();
+    let mut holder = sqlx::PgConnection::connect(&app.database_url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM checkpoints WHERE name = ANY($1) FOR UPDATE")
+        .bind(&names)
+        .execute(&mut holder)
+        .await
+        .expect("hold the live checkpoints");
+    for name in &names {
+        let r = app
+            .send(
+                reqwest::Method::POST,
+                &format!("/admin/projections/{name}/rebuild"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        assert_eq!(r.body["status"], "queued");
+        let again = app
+            .send(
+                reqwest::Method::POST,
+                &format!("/admin/projections/{name}/rebuild"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+        assert_eq!(again.body["code"], "rebuild_running");
+    }
+    let statuses = |body: &serde_json::Value| -> Vec<String> {
+        body["projections"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|e| e["kind"] == "projection")
+            .map(|e| e["status"].as_str().expect("status").to_owned())
+            .collect()
+    };
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
+        let s = statuses(&r.body);
+        assert_eq!(s.iter().filter(|s| *s == "rebuilding").count(), 1, "{s:?}");
+        assert_eq!(s.iter().filter(|s| *s == "queued").count(), names.len() - 1, "{s:?}");
+        let me = app.get("/me", &token).await;
+        assert_eq!(me.status, StatusCode::OK, "{:?}", me.body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.expect("let go");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        if statuses(&r.body).iter().all(|s| s == "live") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rebuilds did not finish: {:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_caught_up(&app.pool).await;
+    assert_eq!(
+        projection_tables(&app.pool).await,
+        before,
+        "each rebuild equals the live build"
+    );
 }
