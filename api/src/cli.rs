@@ -249,7 +249,7 @@ pub struct SimulateArgs {
 /// object with `--json`, as a table otherwise.
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let report = oo_replay::simulate::run(oo_replay::simulate::SimulateArgs {
-        database_url: args.db.database_url,
+        database_url: args.db.url().to_owned(),
         db_pool: args.db.db_pool,
         users: args.users,
         days: args.days,
@@ -302,7 +302,7 @@ pub enum ExportFormat {
 /// progress bar on a terminal and a summary on stderr.
 pub async fn export_decisions(args: &ExportDecisionsArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let pool = oo_commands::db::connect(&args.db.database_url, 2).await?;
+    let pool = oo_commands::db::connect(args.db.url(), 2).await?;
     let out: Box<dyn Write + Send> = if args.out == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout()))
     } else {
@@ -420,7 +420,7 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            let pool = oo_commands::db::connect(&args.db.database_url, 2).await?;
+            let pool = oo_commands::db::connect(args.db.url(), 2).await?;
             let mut out = vec![];
             oo_replay::export::export(
                 &pool,

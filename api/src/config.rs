@@ -9,9 +9,11 @@ use std::path::PathBuf;
 /// What every subcommand that touches the database needs.
 #[derive(Debug, Clone, Args)]
 pub struct DbConfig {
-    /// Postgres connection URL (default: the local socket, database `oo`, the current OS user).
-    #[arg(long, env = "OO_DATABASE_URL", default_value = "postgres:///oo")]
-    pub database_url: String,
+    /// Postgres connection URL (default: `postgres:///oo`, the local socket, database `oo`, the
+    /// current OS user; with `--dev`, when nothing answers there, a private cluster under the
+    /// data directory).
+    #[arg(long, env = "OO_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Connections in the pool (default: four per core, at least 8). Three are held for good by
     /// the two writers and the projector.
     #[arg(long, env = "OO_DB_POOL", default_value_t = default_db_pool())]
@@ -25,18 +27,47 @@ pub struct DbConfig {
     pub master_key: Option<String>,
 }
 
+/// The database URL when none is configured.
+pub const DEFAULT_DATABASE_URL: &str = "postgres:///oo";
+
 impl DbConfig {
+    /// The configured database URL, or the default.
+    pub fn url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+
     /// Connects, creating the database if it is missing, and runs the migrations.
     pub async fn connect(&self) -> anyhow::Result<sqlx::PgPool> {
-        Ok(oo_commands::db::connect_and_migrate(&self.database_url, self.db_pool).await?)
+        oo_commands::db::connect_and_migrate(self.url(), self.db_pool)
+            .await
+            .map_err(|e| {
+                let why = explain_connect_error(self.url(), &e);
+                anyhow::Error::new(e).context(why)
+            })
     }
 
     /// Loads the master key, warning loudly when it is a development key.
     pub fn master_key(&self) -> anyhow::Result<oo_commands::vault::MasterKey> {
         use anyhow::Context;
         use oo_commands::vault::{MasterKey, MasterKeySource};
-        let (key, source) =
-            MasterKey::load(self.master_key.as_deref(), &self.data_dir).context("cannot load the master key")?;
+        let (key, source) = MasterKey::load(self.master_key.as_deref(), &self.data_dir).with_context(|| match self
+            .master_key
+            .as_deref()
+        {
+            Some(c) if c.trim_start().starts_with("AGE-SECRET-KEY-") => {
+                "cannot load the master key: OO_MASTER_KEY is not a valid age identity".to_owned()
+            }
+            Some(c) => format!(
+                "cannot load the master key from OO_MASTER_KEY: it is neither an age identity \
+                     (AGE-SECRET-KEY-1…) nor a readable file holding one ({c}). `age-keygen -o master.key` makes \
+                     one (Debian/Ubuntu: `sudo apt-get install age`; macOS: `brew install age`)"
+            ),
+            None => format!(
+                "cannot load the development master key {}: make the data directory readable and \
+                     writable, or choose another with --data-dir (OO_DATA_DIR)",
+                self.data_dir.join("master.key").display()
+            ),
+        })?;
         if let MasterKeySource::DataDir(path) = source {
             tracing::warn!(
                 path = %path.display(),
@@ -45,6 +76,54 @@ impl DbConfig {
             );
         }
         Ok(key)
+    }
+}
+
+/// What a newcomer needs to know when the database cannot be opened: what was tried, why it
+/// failed, and the command that fixes it.
+pub fn explain_connect_error(url: &str, e: &oo_commands::db::ConnectError) -> String {
+    use oo_commands::db::ConnectError;
+    let shown = redact(url);
+    let code = |e: &sqlx::Error| e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+    match e {
+        ConnectError::BadUrl(_) => format!("{shown} is not a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE)"),
+        ConnectError::Unreachable(s) | ConnectError::Connect(s)
+            if matches!(s, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) =>
+        {
+            format!(
+                "cannot reach PostgreSQL at {shown}: nothing answers there. Start the server: on Debian/Ubuntu \
+                 `sudo systemctl start postgresql` (installed by `sudo apt-get install postgresql`), on macOS \
+                 `brew services start postgresql@16`. Or run `oo serve --dev` with no database URL: it then starts \
+                 a private cluster of its own under the data directory"
+            )
+        }
+        ConnectError::Unreachable(s) | ConnectError::Connect(s)
+            if matches!(code(s).as_deref(), Some("28000" | "28P01")) =>
+        {
+            format!(
+                "PostgreSQL at {shown} refuses the role: create it with the right to create databases \
+                 (`sudo -u postgres createuser --createdb \"$USER\"`), or name another role in the URL"
+            )
+        }
+        ConnectError::Create(s) if code(s).as_deref() == Some("42501") => format!(
+            "the role of {shown} may not create the database: create it for that role \
+             (`sudo -u postgres createdb -O \"$USER\" oo`), or let the role create databases \
+             (`sudo -u postgres psql -c 'ALTER ROLE \"'$USER'\" CREATEDB'`)"
+        ),
+        ConnectError::Create(_) => format!("cannot create the database of {shown}"),
+        ConnectError::Migrate(_) => format!("cannot migrate the database at {shown}"),
+        ConnectError::Unreachable(_) | ConnectError::Connect(_) => format!("cannot connect to PostgreSQL at {shown}"),
+    }
+}
+
+/// `url` without its password.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -80,6 +159,10 @@ pub struct ServeConfig {
     /// Development mode: loopback only, offers POST /auth/dev-login.
     #[arg(long, env = "OO_DEV", default_value_t = false)]
     pub dev: bool,
+    /// Where PostgreSQL's server binaries are, for the private cluster of `--dev` (default:
+    /// Debian's and Homebrew's directories, then PATH).
+    #[arg(long, env = "OO_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
     /// Per-user rate limit as `PER_SECOND/BURST`.
     #[arg(long, env = "OO_RATE_LIMIT", default_value = "100/200")]
     pub rate_limit: RateLimit,
@@ -155,7 +238,7 @@ impl ServeConfig {
     pub fn for_database(database_url: &str, data_dir: PathBuf) -> Self {
         Self {
             db: DbConfig {
-                database_url: database_url.to_owned(),
+                database_url: Some(database_url.to_owned()),
                 db_pool: 16,
                 data_dir,
                 master_key: None,
@@ -166,6 +249,7 @@ impl ServeConfig {
             nats_duplicate_window_secs: 120,
             nats_max_age_secs: 0,
             dev: false,
+            pg_bin: None,
             rate_limit: RateLimit {
                 per_second: 100,
                 burst: 200,

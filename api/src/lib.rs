@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod jobs;
 pub mod json;
@@ -206,16 +207,25 @@ impl Application {
             shutdown.clone(),
         )));
         let cookie_secure = cookies_are_secure(config.public_url.as_deref(), config.bind);
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let listener = TcpListener::bind(config.bind).await.map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "cannot listen on {}: something else listens there (another oO?). Stop it, or choose \
+                     another address with --bind (OO_BIND), e.g. --bind 127.0.0.1:8081, or port 0 for any free one",
+                    config.bind
+                )
+            } else {
+                format!("cannot listen on {}", config.bind)
+            };
+            anyhow::Error::new(e).context(why)
+        })?;
         let metrics = Arc::new(metrics::Metrics::new(write.store.metrics.clone()));
         let public_url = match &config.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", listener.local_addr()?),
         };
         let max_in_flight = config.max_in_flight.max(1);
-        let rebuilds = Arc::new(rebuilds::Rebuilds::new(&config.db.database_url)?);
+        let rebuilds = Arc::new(rebuilds::Rebuilds::new(config.db.url())?);
         let state = state::AppState {
             pool,
             write,

@@ -101,8 +101,10 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
-        Command::Serve(config) => {
+        Command::Serve(mut config) => {
             let dev = config.dev;
+            // Stopped when dropped: after the server, or on any start-up failure.
+            let _cluster = oo_api::embedded::for_dev_serve(&mut config).await?;
             let app = oo_api::Application::build(*config).await?;
             if dev {
                 tracing::warn!(

@@ -17,9 +17,89 @@ use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-characters";
 
-/// The server of the shared test Postgres (trust auth).
+/// The Postgres server the tests make their databases on (trust auth): `OO_TEST_PG_URL`, else
+/// the one on 127.0.0.1:5432 when it answers, else a private cluster started once for this test
+/// process (stopped and removed once the process has ended). Without PostgreSQL's server
+/// binaries the first test to need a server fails at once, saying which package to install.
 pub fn server_url() -> String {
-    std::env::var("OO_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    static URL: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    let url = URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("OO_TEST_PG_URL") {
+            return Ok(url);
+        }
+        let shared = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+        if std::net::TcpStream::connect_timeout(&shared, std::time::Duration::from_secs(2)).is_ok() {
+            return Ok("postgres://postgres@127.0.0.1:5432".into());
+        }
+        let private = try_start_private_server(std::process::id())?;
+        eprintln!(
+            "no PostgreSQL answers on 127.0.0.1:5432: the tests use a private cluster in {} ({})",
+            private.dir.display(),
+            private.url
+        );
+        Ok(private.url)
+    });
+    url.clone().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A private cluster for the tests, listening on a loopback port.
+pub struct PrivateServer {
+    pub dir: PathBuf,
+    pub url: String,
+}
+
+impl PrivateServer {
+    /// The postmaster's pid while it runs.
+    pub fn postmaster(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// Starts a private cluster (`oo_api::embedded`, as `oo serve --dev` does) that stops, and is
+/// removed, once the process `owner` has ended.
+pub fn start_private_server(owner: u32) -> PrivateServer {
+    try_start_private_server(owner).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_start_private_server(owner: u32) -> Result<PrivateServer, String> {
+    use oo_api::embedded::Cluster;
+    let dir = std::env::temp_dir().join(format!("oo-test-pg-{}", Uuid::new_v4().simple()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port for a private PostgreSQL: {e}"))?
+        .port();
+    let bin = std::env::var_os("OO_PG_BIN").map(PathBuf::from);
+    let cluster = Cluster::new(&dir, bin.as_deref(), Some(port))
+        .map_err(|e| format!("no PostgreSQL answers on 127.0.0.1:5432 and no private cluster can be made: {e}"))?;
+    // The watchdog: once `owner` is gone, an immediate shutdown (SIGQUIT to the postmaster),
+    // then the cluster's directories are removed. Detached, with no inherited output, so that
+    // nothing waits on it.
+    let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+pm=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null)
+if [ -n "$pm" ]; then kill -QUIT "$pm" 2>/dev/null; while kill -0 "$pm" 2>/dev/null; do sleep 0.1; done; fi
+rm -rf "$2" "$3""#;
+    cluster
+        .start()
+        .map_err(|e| format!("cannot start a private PostgreSQL cluster in {}: {e}", dir.display()))?;
+    Command::new("sh")
+        .args(["-c", script, "watchdog", &owner.to_string()])
+        .arg(cluster.dir())
+        .arg(cluster.socket_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    Ok(PrivateServer {
+        dir: cluster.dir().to_path_buf(),
+        url: format!("postgres://{}@127.0.0.1:{port}", oo_api::embedded::SUPERUSER),
+    })
 }
 
 pub fn temp_dir(prefix: &str) -> PathBuf {
@@ -32,7 +112,7 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
 pub async fn fresh_db(server: &str) -> (String, PgPool) {
     let url = format!("{server}/oo_test_{}", Uuid::new_v4().simple());
     let db = DbConfig {
-        database_url: url.clone(),
+        database_url: Some(url.clone()),
         db_pool: 8,
         data_dir: temp_dir("oo-data"),
         master_key: None,
@@ -245,81 +325,33 @@ pub fn mood(id: &str, score: i64, note: &str) -> Value {
     json!({"id": id, "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": {"score": score, "note": note}})
 }
 
-/// A private Postgres cluster (initdb + pg_ctl as the `postgres` OS user) on its own port and
-/// socket directory, for tests that hold transactions open or restart the server.
+/// A private Postgres cluster (`oo_api::embedded`) on its own loopback port, for tests that hold
+/// transactions open or restart the server; stopped and removed on drop.
 pub struct PrivateCluster {
-    dir: PathBuf,
-    bin: PathBuf,
-    opts: String,
+    cluster: oo_api::embedded::Cluster,
     pub url: String,
 }
 
+/// The directory of PostgreSQL's binaries (`pg_dump`, `psql` beside the server's).
 pub fn pg_bin() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("Debian's PostgreSQL binaries")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("an initdb")
-}
-
-fn as_postgres(bin: &std::path::Path, args: &[&str]) -> Command {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if is_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin).args(args);
-        c
-    } else {
-        let mut c = Command::new(bin);
-        c.args(args);
-        c
-    }
+    let explicit = std::env::var_os("OO_PG_BIN").map(PathBuf::from);
+    oo_api::embedded::find_binaries(explicit.as_deref()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl PrivateCluster {
     pub fn start() -> Self {
-        let bin = pg_bin();
-        let dir = std::env::temp_dir().join(format!("oo-pg-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(dir.join("sock")).expect("cluster dir");
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status();
-        let data = dir.join("data");
-        let out = as_postgres(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                data.to_str().expect("path"),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        )
-        .output()
-        .expect("initdb runs");
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
             .expect("addr")
             .port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.join("sock").display()
-        );
+        let dir = std::env::temp_dir().join(format!("oo-pg-{}", Uuid::new_v4().simple()));
+        let cluster = oo_api::embedded::Cluster::new(&dir, Some(&pg_bin()), Some(port))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .setting("fsync", "off");
         let cluster = Self {
-            dir,
-            bin,
-            opts,
-            url: format!("postgres://postgres@127.0.0.1:{port}"),
+            cluster,
+            url: format!("postgres://{}@127.0.0.1:{port}", oo_api::embedded::SUPERUSER),
         };
         cluster.start_server();
         cluster
@@ -327,64 +359,30 @@ impl PrivateCluster {
 
     /// Starts the server (again, after [`PrivateCluster::stop`]).
     pub fn start_server(&self) {
-        let data = self.dir.join("data");
-        let log = self.dir.join("log");
-        let args = [
-            "-D",
-            data.to_str().expect("path"),
-            "-o",
-            &self.opts,
-            "-l",
-            log.to_str().expect("path"),
-            "-w",
-            "start",
-        ];
-        let out = as_postgres(&self.bin.join("pg_ctl"), &args)
-            .output()
-            .expect("pg_ctl runs");
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.cluster.start().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Stops the server (fast shutdown: open connections are cut).
     pub fn stop(&self) {
-        self.stop_with("fast");
+        self.cluster
+            .stop(oo_api::embedded::StopMode::Fast)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Crashes the server (immediate shutdown: no checkpoint, and WAL that was not yet written
     /// out of shared memory is lost; recovery replays the rest at the next start).
     pub fn crash(&self) {
-        self.stop_with("immediate");
-    }
-
-    fn stop_with(&self, mode: &str) {
-        let data = self.dir.join("data");
-        let out = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", data.to_str().expect("path"), "-m", mode, "-w", "stop"],
-        )
-        .output()
-        .expect("pg_ctl runs");
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.cluster
+            .stop(oo_api::embedded::StopMode::Immediate)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"],
-        )
-        .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.cluster.stop(oo_api::embedded::StopMode::Immediate);
+        let _ = std::fs::remove_dir_all(self.cluster.dir());
+        let _ = std::fs::remove_dir_all(self.cluster.socket_dir());
     }
 }
 
@@ -486,7 +484,12 @@ impl PrivateNats {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("nats-server runs (Debian's nats-server)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run nats-server ({e}): install it, on Debian/Ubuntu `sudo apt-get install nats-server`, \
+                     on macOS `brew install nats-server`"
+                )
+            });
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {

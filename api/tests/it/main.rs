@@ -5,6 +5,7 @@ mod admin;
 mod architecture;
 mod common;
 mod deletion;
+mod embedded;
 mod export;
 mod faults;
 mod flow;

@@ -27,7 +27,12 @@ fn ensure_npm_install() {
         .args(["install", "--silent", "--no-audit", "--no-fund"])
         .current_dir(peer_dir())
         .status()
-        .expect("npm runs (Debian's nodejs and npm)");
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run npm ({e}): install Node.js, on Debian/Ubuntu `sudo apt-get install nodejs npm`, on \
+                 macOS `brew install node`"
+            )
+        });
     assert!(status.success(), "npm install in api/tests/oidc failed");
     *done = true;
 }
@@ -50,7 +55,12 @@ impl Provider {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("node runs");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run node ({e}): install Node.js, on Debian/Ubuntu `sudo apt-get install nodejs npm`, \
+                     on macOS `brew install node`"
+                )
+            });
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         reader.read_line(&mut line).expect("the provider says where it listens");

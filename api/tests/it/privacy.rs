@@ -151,7 +151,7 @@ async fn rotating_the_master_key_keeps_every_user_readable_under_the_new_key_onl
     let file = temp_dir("oo-newkey").join("master.key");
     std::fs::write(&file, format!("{}\n", new_key.secret_string())).expect("key file");
     let db = DbConfig {
-        database_url: app.database_url.clone(),
+        database_url: Some(app.database_url.clone()),
         db_pool: 4,
         data_dir: app.data_dir.clone(),
         master_key: None,
