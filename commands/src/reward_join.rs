@@ -1,7 +1,8 @@
 //! The reward join: settles the rewards that no reaction settled (DESIGN section 6), outside
 //! the request path. Given the tips that are due (which the caller reads from the projections
 //! once they have caught up), it appends through the `Tip` aggregate:
-//! - a snoozed todo completed within the settle window → `SettleCompletion` (reward +1);
+//! - a todo completed within the settle window, its tip unanswered or snoozed →
+//!   `SettleCompletion` (reward +1);
 //! - a tip whose window is over → `SettleTimeout` (reward 0).
 //!
 //! Exactly once: the aggregate settles a tip at most once (a second command decides nothing), so
@@ -40,7 +41,7 @@ pub async fn settle(
     for tip in due {
         let id = tip.tip_id.to_string();
         let command = match tip.completed_at {
-            Some(completed_at) if tip.snoozed => TipCommand::SettleCompletion { completed_at, at: now },
+            Some(completed_at) => TipCommand::SettleCompletion { completed_at, at: now },
             _ => TipCommand::SettleTimeout { at: now },
         };
         let completion = matches!(command, TipCommand::SettleCompletion { .. });

@@ -106,7 +106,8 @@ pub enum TipCommand {
     SettleTimeout {
         at: DateTime<Utc>,
     },
-    /// Upgrades a snoozed todo to done: it was completed within the window.
+    /// Settles a todo as done: it was completed within the window, and nobody reacted to the
+    /// tip within it or the first reaction was a snooze.
     SettleCompletion {
         completed_at: DateTime<Utc>,
         at: DateTime<Utc>,
@@ -194,6 +195,9 @@ pub struct Tip {
     /// the events.)
     #[serde(default)]
     pub snoozed_at: Option<DateTime<Utc>>,
+    /// When the first reaction came, whatever it was.
+    #[serde(default)]
+    pub first_reacted_at: Option<DateTime<Utc>>,
     pub reward: Option<f64>,
 }
 
@@ -323,11 +327,14 @@ impl Aggregate for Tip {
                 let in_window = self
                     .served_at
                     .is_some_and(|s| *completed_at >= s && *completed_at <= s + SETTLE_WINDOW);
-                // The first reaction was a snooze made within the window; a reaction after it
-                // that settled nothing (a late one) does not take the upgrade away.
-                let snoozed_todo = self.chosen_kind == Some(CandidateKind::Todo)
-                    && self.snoozed_at.is_some_and(|at| self.in_window(at));
-                if self.reward.is_some() || !in_window || !snoozed_todo {
+                // A todo the person acted on elsewhere: nobody reacted within the window, or
+                // the first reaction within it was a snooze (a reaction after it that settled
+                // nothing, a late one, does not take the upgrade away). Any other first
+                // reaction in time has settled the tip already.
+                let unanswered = self.first_reacted_at.is_none_or(|at| !self.in_window(at));
+                let snoozed = self.snoozed_at.is_some_and(|at| self.in_window(at));
+                let todo = self.chosen_kind == Some(CandidateKind::Todo);
+                if self.reward.is_some() || !in_window || !todo || !(unanswered || snoozed) {
                     return Ok(vec![]);
                 }
                 Ok(vec![TipEvent::TipRewarded {
@@ -352,8 +359,11 @@ impl Aggregate for Tip {
             TipEvent::TipReacted {
                 reaction, reacted_at, ..
             } => {
-                if self.reactions.is_empty() && *reaction == Reaction::Snooze {
-                    self.snoozed_at = Some(*reacted_at);
+                if self.reactions.is_empty() {
+                    self.first_reacted_at = Some(*reacted_at);
+                    if *reaction == Reaction::Snooze {
+                        self.snoozed_at = Some(*reacted_at);
+                    }
                 }
                 self.reactions.push(*reaction);
             }
@@ -603,9 +613,26 @@ mod tests {
     }
 
     #[test]
+    fn completing_an_unanswered_todo_within_the_window_settles_it_as_done() {
+        let h = served_todo();
+        assert_eq!(complete(&h, 90_000), vec![], "completed after the window");
+        let events = complete(&h, 100);
+        assert!(
+            matches!(events.as_slice(), [TipEvent::TipRewarded { reward, settled_by: SettledBy::Completion, .. }] if *reward == 1.0),
+            "no reaction, the todo done elsewhere within 24 h: +1"
+        );
+        // A first reaction other than a snooze keeps its reward.
+        let mut h = served_todo();
+        assert_eq!(then(&mut h, Reaction::NotHelpful), Ok(2));
+        assert_eq!(complete(&h, 100), vec![]);
+        assert_eq!(given(&h).reward, Some(-0.5));
+        // An advice has no task to complete.
+        assert_eq!(complete(&served(), 100), vec![]);
+    }
+
+    #[test]
     fn completing_a_snoozed_todo_within_the_window_upgrades_it_to_done_once() {
         let mut h = served_todo();
-        assert_eq!(complete(&h, 100), vec![], "not snoozed: a completion settles nothing");
         assert_eq!(then(&mut h, Reaction::Snooze), Ok(1));
         assert_eq!(complete(&h, 90_000), vec![], "completed after the window");
         let events = complete(&h, 3_600);
@@ -675,11 +702,20 @@ mod tests {
         assert!(
             matches!(events.as_slice(), [TipEvent::TipRewarded { reward, settled_by: SettledBy::Completion, .. }] if *reward == 1.0)
         );
-        // No reaction within the window, the todo completed within it, then a late snooze: that
-        // tip had no reaction in 24 h, so it times out at 0 and the completion upgrades nothing.
+        // No reaction within the window, the todo completed within it, then a late reaction:
+        // the tip was unanswered for 24 h and its todo done, so the completion settles it at +1.
+        let mut h = served_todo();
+        assert_eq!(
+            then_at(&mut h, Reaction::Dismiss, 90_000),
+            Ok(1),
+            "recorded, not settled"
+        );
+        let events = complete(&h, 3_600);
+        assert!(matches!(events.as_slice(), [TipEvent::TipRewarded { reward, .. }] if *reward == 1.0));
+        // Neither answered nor completed in time: 0.
         let mut h = served_todo();
         assert_eq!(then_at(&mut h, Reaction::Snooze, 90_000), Ok(1));
-        assert_eq!(complete(&h, 3_600), vec![]);
+        assert_eq!(complete(&h, 90_050), vec![]);
         let events = given(&h)
             .decide(&TipCommand::SettleTimeout { at: t(90_100) })
             .expect("due");

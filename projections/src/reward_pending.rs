@@ -24,13 +24,14 @@ use uuid::Uuid;
 pub struct RewardPending;
 
 /// The tips the reward join has to settle at `now` (at most `limit`, oldest first): those whose
-/// settle window is over, and snoozed todos completed since.
+/// settle window is over, and todos completed since (a row is here only while its tip is
+/// unsettled: unanswered, snoozed, or answered too late).
 pub async fn due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueTip>, sqlx::Error> {
     /// tip_id, served_at, snoozed, completed_at.
     type DueRow = (Uuid, DateTime<Utc>, bool, Option<DateTime<Utc>>);
     let rows: Vec<DueRow> = sqlx::query_as(
         "SELECT tip_id, served_at, snoozed, completed_at FROM reward_pending \
-         WHERE served_at <= $1 OR (snoozed AND completed_at IS NOT NULL) ORDER BY served_at, tip_id LIMIT $2",
+         WHERE served_at <= $1 OR completed_at IS NOT NULL ORDER BY served_at, tip_id LIMIT $2",
     )
     .bind(now - SETTLE_WINDOW)
     .bind(limit)

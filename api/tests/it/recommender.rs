@@ -580,18 +580,25 @@ async fn the_reward_join_settles_every_tip_exactly_once() {
     let snoozed_only = serve(&p.tips, alice, "c", t0, &mut rng).await;
     let done = serve(&p.tips, alice, "d", t0, &mut rng).await;
     let completed_too_late = serve(&p.tips, alice, "e", t0 - Duration::hours(30), &mut rng).await;
+    let unanswered_then_done = serve(&p.tips, alice, "f", t0, &mut rng).await;
     for tip in [snoozed_then_done, snoozed_only, completed_too_late] {
         react(&p.tips, alice, tip, Reaction::Snooze, t0 + Duration::minutes(5)).await;
     }
     react(&p.tips, alice, done, Reaction::Done, t0 + Duration::minutes(5)).await;
     complete(&p.signals, alice, "b", t0 + Duration::hours(1)).await;
     complete(&p.signals, alice, "e", t0 + Duration::hours(1)).await;
+    complete(&p.signals, alice, "f", t0 + Duration::hours(1)).await;
     wait_caught_up(&p.pool).await;
 
-    // Now: only the completion within the window settles; "e" is past its window already.
+    // Now: only the completions within the window settle (of a snoozed todo, and of one nobody
+    // answered: done elsewhere); "e" is past its window already.
     let now = Utc::now();
     let s = settle_due(&p, now, 100).await.expect("settle");
-    assert_eq!((s.completions, s.timeouts), (1, 1), "b by completion, e by timeout");
+    assert_eq!(
+        (s.completions, s.timeouts),
+        (2, 1),
+        "b and f by completion, e by timeout"
+    );
     wait_caught_up(&p.pool).await;
     // A day later: the rest time out. Two joins at once (a second process, a retry after a
     // crash) settle nothing twice.
@@ -613,6 +620,7 @@ async fn the_reward_join_settles_every_tip_exactly_once() {
         (snoozed_only, 0.0, "timeout"),
         (done, 1.0, "reaction"),
         (completed_too_late, 0.0, "timeout"),
+        (unanswered_then_done, 1.0, "completion"),
     ];
     for (tip, reward, by) in want {
         assert_eq!(
