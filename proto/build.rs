@@ -1,7 +1,8 @@
 //! Generates the Rust types of `oo/events/v1/*.proto` with prost-build, using the vendored
 //! `protoc` so that no system package is needed.
 
-const PROTOS: [&str; 5] = [
+const PROTOS: [&str; 6] = [
+    "oo/events/v1/connection.proto",
     "oo/events/v1/envelope.proto",
     "oo/events/v1/policy.proto",
     "oo/events/v1/signals.proto",

@@ -181,6 +181,7 @@ pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
                 Ok(oo_proto::DomainEvent::Signals(e)) => serde_json::to_value(e)?,
                 Ok(oo_proto::DomainEvent::Tip(e)) => serde_json::to_value(e)?,
                 Ok(oo_proto::DomainEvent::Policy(e)) => serde_json::to_value(e)?,
+                Ok(oo_proto::DomainEvent::Connection(e)) => serde_json::to_value(e)?,
                 Err(e) => serde_json::json!({ "undecodable": e.to_string() }),
             };
             let line = serde_json::json!({

@@ -213,6 +213,32 @@ pub struct ServeConfig {
     /// OpenID Connect client secret.
     #[arg(long, env = "OO_OIDC_CLIENT_SECRET", hide_env_values = true)]
     pub oidc_client_secret: Option<String>,
+    /// Todoist's client id (an app registered at https://developer.todoist.com/appconsole.html);
+    /// without it `/integrations/todoist/*` answers 503 `connector_not_configured`.
+    #[arg(long, env = "OO_TODOIST_CLIENT_ID")]
+    pub todoist_client_id: Option<String>,
+    /// Todoist's client secret.
+    #[arg(long, env = "OO_TODOIST_CLIENT_SECRET", hide_env_values = true)]
+    pub todoist_client_secret: Option<String>,
+    /// Where Todoist's OAuth pages are (`/oauth/authorize`, `/oauth/access_token`).
+    #[arg(long, env = "OO_TODOIST_AUTH_URL", default_value = "https://todoist.com")]
+    pub todoist_auth_url: String,
+    /// Where Todoist's API is (`/api/v1/...`).
+    #[arg(long, env = "OO_TODOIST_API_URL", default_value = "https://api.todoist.com")]
+    pub todoist_api_url: String,
+    /// How long one call to Todoist may take, in milliseconds.
+    #[arg(long, env = "OO_TODOIST_TIMEOUT_MS", default_value_t = 20_000)]
+    pub todoist_timeout_ms: u64,
+    /// Between two background syncs of a connection, in seconds (jittered by ±20%).
+    #[arg(long, env = "OO_TODOIST_SYNC_SECS", default_value_t = 300)]
+    pub todoist_sync_secs: u64,
+    /// Background syncs running at once, across people.
+    #[arg(long, env = "OO_TODOIST_PARALLEL_SYNCS", default_value_t = 4)]
+    pub todoist_parallel_syncs: usize,
+    /// How often the connectors' background work (syncs due, tasks to close, tokens to revoke)
+    /// is looked for, in milliseconds.
+    #[arg(long, env = "OO_CONNECTOR_POLL_MS", default_value_t = 5000)]
+    pub connector_poll_ms: u64,
     /// How long a client may take to send a request's headers, in seconds; then the connection
     /// is closed.
     #[arg(long, env = "OO_HEADER_TIMEOUT_SECS", default_value_t = 10)]
@@ -250,6 +276,14 @@ impl ServeConfig {
             nats_max_age_secs: 0,
             dev: false,
             pg_bin: None,
+            todoist_client_id: None,
+            todoist_client_secret: None,
+            todoist_auth_url: "https://todoist.com".into(),
+            todoist_api_url: "https://api.todoist.com".into(),
+            todoist_timeout_ms: 20_000,
+            todoist_sync_secs: 300,
+            todoist_parallel_syncs: 4,
+            connector_poll_ms: 5000,
             rate_limit: RateLimit {
                 per_second: 100,
                 burst: 200,

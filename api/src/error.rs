@@ -58,6 +58,16 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A cookie-authenticated unsafe request from another site.
     CrossOrigin,
+    /// 503: the connector is not configured on this server (Todoist's client credentials).
+    ConnectorNotConfigured,
+    /// 404: the person has no connection to this provider.
+    NotConnected,
+    /// 409: the provider refused the connection's token; connect again.
+    ConnectionBroken,
+    /// 502/503: the provider failed (rate limited, down, timed out, answered nonsense).
+    ProviderUnavailable,
+    /// 400: connecting could not be completed (state or code refused).
+    ConnectRefused,
 }
 
 /// A problem body (RFC 9457) with our `code`.

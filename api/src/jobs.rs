@@ -155,7 +155,8 @@ pub async fn complete_deletions(write: &oo_commands::WriteSide, pool: &PgPool) -
     let interrupted = oo_commands::identity::interrupted_deletions(pool).await?;
     for user_id in &interrupted {
         let meta = oo_commands::aggregate::Meta::new(chrono::Utc::now());
-        oo_commands::identity::delete_user(&write.users, &write.vault, pool, *user_id, meta).await?;
+        oo_commands::identity::delete_user(&write.users, &write.vault, &write.connections, pool, *user_id, meta)
+            .await?;
         tracing::info!("completed an account deletion that was interrupted");
     }
     Ok(interrupted.len())

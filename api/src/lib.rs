@@ -182,7 +182,39 @@ impl Application {
             horizon,
             shutdown.clone(),
         )));
-        // The reward join: settles timeouts and completions of snoozed todos off the request path.
+        // The connectors: background syncs, tasks closed at the provider from `done`, and the
+        // revocation of disconnected tokens.
+        let todoist = match (&config.todoist_client_id, &config.todoist_client_secret) {
+            (Some(id), Some(secret)) if !id.is_empty() => Some(
+                oo_commands::todoist::Todoist::new(oo_commands::todoist::TodoistConfig {
+                    client_id: id.clone(),
+                    client_secret: SecretString::from(secret.clone()),
+                    auth_url: config.todoist_auth_url.clone(),
+                    api_url: config.todoist_api_url.clone(),
+                    timeout: Duration::from_millis(config.todoist_timeout_ms.max(1)),
+                })
+                .context("cannot make an HTTP client for Todoist")?,
+            ),
+            (Some(id), None) if !id.is_empty() => {
+                anyhow::bail!("OO_TODOIST_CLIENT_ID is set without OO_TODOIST_CLIENT_SECRET: set both, or neither")
+            }
+            _ => None,
+        };
+        let connectors = oo_commands::connections::Connectors::new(
+            write.clone(),
+            todoist,
+            oo_commands::connections::ConnectorSettings {
+                sync_interval: Duration::from_secs(config.todoist_sync_secs.max(1)),
+                parallel_syncs: config.todoist_parallel_syncs.max(1),
+                poll: Duration::from_millis(config.connector_poll_ms.max(10)),
+            },
+        );
+        if connectors.todoist().is_some() {
+            background.push(tokio::spawn(connectors.clone().run_syncs(shutdown.clone())));
+            background.push(tokio::spawn(connectors.clone().run_closer(shutdown.clone())));
+            background.push(tokio::spawn(connectors.clone().run_revoker(shutdown.clone())));
+        }
+        // The reward join: settles timeouts and completions of todos off the request path.
         let reward_join = Arc::new(std::sync::Mutex::new(jobs::JoinStatus::default()));
         background.push(tokio::spawn(jobs::run_reward_join(
             pool.clone(),
@@ -240,6 +272,7 @@ impl Application {
             metrics,
             serving: serving.clone(),
             rebuilds,
+            connectors,
             reward_join,
             cookie_secure,
             oidc: Arc::default(),

@@ -243,6 +243,15 @@ fn id_token_verifier(client: &Client) -> openidconnect::core::CoreIdTokenVerifie
 /// Records `state` as used, once across every replica: a replayed callback is refused before the
 /// provider is called. Forgets states that have expired anyway.
 async fn use_state_once(state: &AppState, value: &str) -> Result<(), ApiError> {
+    if first_use_of_state(state, value).await? {
+        Ok(())
+    } else {
+        Err(refused("this sign-in was already completed; start again"))
+    }
+}
+
+/// Records `value` as used; whether it was the first use (across every replica).
+pub(crate) async fn first_use_of_state(state: &AppState, value: &str) -> Result<bool, ApiError> {
     use sha2::Digest;
     let hash = sha2::Sha256::digest(value.as_bytes()).to_vec();
     let fresh = sqlx::query(
@@ -258,11 +267,7 @@ async fn use_state_once(state: &AppState, value: &str) -> Result<(), ApiError> {
     sqlx::query("DELETE FROM oidc_used_states WHERE expires_at < now()")
         .execute(&state.pool)
         .await?;
-    if fresh {
-        Ok(())
-    } else {
-        Err(refused("this sign-in was already completed; start again"))
-    }
+    Ok(fresh)
 }
 
 /// Completes a sign-in: checks `state` against the browser's cookie, exchanges the code with the

@@ -46,6 +46,11 @@ impl Modify for Security {
         crate::routes::admin::events,
         crate::routes::policies::policies,
         crate::routes::policies::promote_policy,
+        crate::routes::integrations::list,
+        crate::routes::integrations::connect,
+        crate::routes::integrations::callback,
+        crate::routes::integrations::sync,
+        crate::routes::integrations::disconnect,
     ),
     components(schemas(
         crate::error::ErrorCode,

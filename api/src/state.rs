@@ -31,6 +31,8 @@ pub struct AppState {
     /// The serving and shadow policies, and what deciding reads (with the prior and models
     /// cached); swapped whole by a promotion.
     pub serving: Arc<crate::promotion::Serving>,
+    /// The connectors (Todoist): connecting, syncs, closes and revocations.
+    pub connectors: oo_commands::connections::Connectors,
     /// The rebuilds asked for over HTTP, run one at a time on connections of their own.
     pub rebuilds: Arc<crate::rebuilds::Rebuilds>,
     /// What the reward join last did (`GET /admin/projections`).

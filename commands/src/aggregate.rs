@@ -127,6 +127,12 @@ impl Stream for oo_domain::tip::Tip {
     }
 }
 
+impl Stream for oo_domain::connection::Connection {
+    fn user_of(e: &Self::Event) -> UserId {
+        e.user_id()
+    }
+}
+
 /// The line-up's one stream: system events, which belong to no person ([`UserId::SYSTEM`]).
 impl Stream for oo_domain::promotion::Policy {
     fn user_of(e: &Self::Event) -> UserId {

@@ -218,6 +218,7 @@ pub async fn revoke_session(
 pub async fn delete_user(
     users: &Repository<User>,
     vault: &Vault,
+    connections: &Repository<oo_domain::connection::Connection>,
     pool: &PgPool,
     user_id: UserId,
     meta: Meta,
@@ -226,9 +227,19 @@ pub async fn delete_user(
     users
         .execute(&id, UserCommand::RequestDeletion { at: meta.now }, meta)
         .await?;
+    // Providers' tokens are handed over for revocation while the person's key can still open
+    // them; the revoker revokes them after the key is gone.
+    crate::connections::hand_over_for_deletion(pool, vault, connections, user_id, meta)
+        .await
+        .map_err(|e| match e {
+            crate::connections::ConnectorError::Store(s) => CommandError::Store(s),
+            crate::connections::ConnectorError::Vault(v) => CommandError::Vault(v),
+            other => CommandError::Corrupt(format!("cannot hand over the connections' tokens: {other}")),
+        })?;
     let uid = user_id.as_uuid();
     let mut tx = pool.begin().await.map_err(sqlx_err)?;
     for sql in [
+        "DELETE FROM connections WHERE user_id = $1",
         "DELETE FROM sessions WHERE user_id = $1",
         "DELETE FROM key_vault WHERE user_id = $1",
         "DELETE FROM user_lookup WHERE user_id = $1",

@@ -5,6 +5,7 @@
 use crate::aggregate::Repository;
 use crate::store::{EventStore, WriterConfig};
 use crate::vault::{MasterKey, Vault, VaultError};
+use oo_domain::connection::Connection;
 use oo_domain::promotion::Policy;
 use oo_domain::signals::Signals;
 use oo_domain::tip::Tip;
@@ -22,6 +23,8 @@ pub struct WriteSide {
     pub tips: Repository<Tip>,
     /// The serving line-up's one stream (promotions).
     pub policies: Repository<Policy>,
+    /// People's connections to providers (Todoist).
+    pub connections: Repository<Connection>,
 }
 
 impl WriteSide {
@@ -35,6 +38,7 @@ impl WriteSide {
             signals: Repository::new(store.clone(), vault.clone()),
             tips: Repository::new(store.clone(), vault.clone()),
             policies: Repository::new(store.clone(), vault.clone()),
+            connections: Repository::new(store.clone(), vault.clone()),
             store,
             vault,
         })

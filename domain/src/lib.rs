@@ -21,6 +21,7 @@
 
 pub mod advice;
 pub mod bandit;
+pub mod connection;
 pub mod decision;
 pub mod event;
 pub mod features;

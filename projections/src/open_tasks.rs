@@ -1,11 +1,13 @@
 //! `open_tasks`: each user's current candidate todos. The latest task signal for an external id
-//! is the task's state; a completed task leaves the table. Titles stay sealed: a row keeps the
+//! is the task's state; a completed task leaves the table, and so do a provider's tasks when the
+//! person disconnects it (`IntegrationDisconnected`). Titles stay sealed: a row keeps the
 //! sealed envelope of the event that set it, opened with the user's key only when served.
 
 use crate::{ApplyError, Projection, decode};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use oo_commands::store::StoredEvent;
+use oo_domain::connection::ConnectionEvent;
 use oo_domain::signal::SignalData;
 use oo_domain::signals::SignalsEvent;
 use sqlx::PgConnection;
@@ -80,7 +82,7 @@ impl Projection for OpenTasks {
         &["open_tasks"]
     }
     fn payloads_of(&self) -> Option<&'static [&'static str]> {
-        Some(&["SignalRecorded"])
+        Some(&["SignalRecorded", "IntegrationDisconnected"])
     }
     /// Folds the batch to the last word on each task, then applies it in three set-based
     /// statements: completions, tasks that restart after a completion, and the rest.
@@ -93,8 +95,26 @@ impl Projection for OpenTasks {
     }
 }
 
-/// Folds a run of events (with no `UserShredded` in it) and writes it.
+/// Folds a run of events (with no `UserShredded` in it) and writes it, cut at each
+/// disconnection, which removes the tasks the provider brought.
 async fn fold(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
+    let mut rest = events;
+    while let Some(cut) = rest.iter().position(|e| e.event_type == "IntegrationDisconnected") {
+        fold_signals(&mut *conn, &rest[..cut]).await?;
+        if let ConnectionEvent::IntegrationDisconnected { user_id, provider, .. } = decode(&rest[cut])? {
+            sqlx::query("DELETE FROM open_tasks WHERE user_id = $1 AND source = $2")
+                .bind(user_id.as_uuid())
+                .bind(provider.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        rest = &rest[cut + 1..];
+    }
+    fold_signals(conn, rest).await
+}
+
+/// Folds a run of signals and writes it.
+async fn fold_signals(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ApplyError> {
     let mut order: Vec<(Uuid, String)> = Vec::new();
     let mut last: HashMap<(Uuid, String), Last<'_>> = HashMap::new();
     for event in events {

@@ -131,6 +131,7 @@ fn typed(e: &StoredEvent) -> Result<(oo_proto::DomainEvent, Option<oo_proto::Sea
         "signals" => oo_proto::DomainEvent::Signals(e.decode().map_err(|x| bad(x.to_string()))?),
         "tip" => oo_proto::DomainEvent::Tip(e.decode().map_err(|x| bad(x.to_string()))?),
         "policy" => oo_proto::DomainEvent::Policy(e.decode().map_err(|x| bad(x.to_string()))?),
+        "connection" => oo_proto::DomainEvent::Connection(e.decode().map_err(|x| bad(x.to_string()))?),
         other => return Err(bad(format!("unknown aggregate type {other}"))),
     };
     let sealed = match &e.sealed {

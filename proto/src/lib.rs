@@ -27,6 +27,7 @@
 //! but not a valid [`Email`], so a still-sealed `UserRegistered` is refused.
 
 use chrono::{DateTime, Utc};
+use oo_domain::connection::{CloseOutcome, ConnectionEvent, DisconnectReason, Provider, RevokeOutcome, SyncOutcome};
 use oo_domain::ids::{InvalidSignalId, SessionId, SignalId, TipId, UserId};
 use oo_domain::promotion::{Evidence, Interval, PolicyEvent};
 use oo_domain::reward::{Reaction, SettledBy};
@@ -53,6 +54,13 @@ pub enum DomainEvent {
     Signals(SignalsEvent),
     Tip(TipEvent),
     Policy(PolicyEvent),
+    Connection(ConnectionEvent),
+}
+
+impl From<ConnectionEvent> for DomainEvent {
+    fn from(event: ConnectionEvent) -> Self {
+        Self::Connection(event)
+    }
 }
 
 impl From<UserEvent> for DomainEvent {
@@ -190,6 +198,7 @@ impl From<&DomainEvent> for Payload {
             DomainEvent::Signals(e) => e.into(),
             DomainEvent::Tip(e) => e.into(),
             DomainEvent::Policy(e) => e.into(),
+            DomainEvent::Connection(e) => e.into(),
         }
     }
 }
@@ -209,6 +218,11 @@ impl TryFrom<Payload> for DomainEvent {
             Payload::TipReacted(m) => Self::Tip(m.try_into()?),
             Payload::TipRewarded(m) => Self::Tip(m.try_into()?),
             Payload::PolicyPromoted(m) => Self::Policy(m.try_into()?),
+            Payload::IntegrationConnected(m) => Self::Connection(m.try_into()?),
+            Payload::IntegrationSynced(m) => Self::Connection(m.try_into()?),
+            Payload::IntegrationTaskClosed(m) => Self::Connection(m.try_into()?),
+            Payload::IntegrationDisconnected(m) => Self::Connection(m.try_into()?),
+            Payload::IntegrationTokenRevoked(m) => Self::Connection(m.try_into()?),
         })
     }
 }
@@ -878,6 +892,230 @@ impl TryFrom<pb::PolicyPromoted> for PolicyEvent {
     }
 }
 
+// --- Connection ----------------------------------------------------------------------------
+
+impl From<Provider> for pb::Provider {
+    fn from(p: Provider) -> Self {
+        match p {
+            Provider::Todoist => Self::Todoist,
+        }
+    }
+}
+
+fn provider(value: i32) -> Result<Provider, DecodeError> {
+    match pb::Provider::try_from(value) {
+        Ok(pb::Provider::Todoist) => Ok(Provider::Todoist),
+        Ok(pb::Provider::Unspecified) | Err(_) => Err(DecodeError::BadEnum {
+            field: "provider",
+            value,
+        }),
+    }
+}
+
+impl From<CloseOutcome> for pb::CloseOutcome {
+    fn from(o: CloseOutcome) -> Self {
+        match o {
+            CloseOutcome::Closed => Self::Closed,
+            CloseOutcome::NoConnection => Self::NoConnection,
+            CloseOutcome::Broken => Self::Broken,
+            CloseOutcome::NotFound => Self::NotFound,
+        }
+    }
+}
+
+fn close_outcome(value: i32) -> Result<CloseOutcome, DecodeError> {
+    match pb::CloseOutcome::try_from(value) {
+        Ok(pb::CloseOutcome::Closed) => Ok(CloseOutcome::Closed),
+        Ok(pb::CloseOutcome::NoConnection) => Ok(CloseOutcome::NoConnection),
+        Ok(pb::CloseOutcome::Broken) => Ok(CloseOutcome::Broken),
+        Ok(pb::CloseOutcome::NotFound) => Ok(CloseOutcome::NotFound),
+        Ok(pb::CloseOutcome::Unspecified) | Err(_) => Err(DecodeError::BadEnum {
+            field: "outcome",
+            value,
+        }),
+    }
+}
+
+impl From<DisconnectReason> for pb::DisconnectReason {
+    fn from(r: DisconnectReason) -> Self {
+        match r {
+            DisconnectReason::ByPerson => Self::ByPerson,
+            DisconnectReason::Deletion => Self::Deletion,
+        }
+    }
+}
+
+fn disconnect_reason(value: i32) -> Result<DisconnectReason, DecodeError> {
+    match pb::DisconnectReason::try_from(value) {
+        Ok(pb::DisconnectReason::ByPerson) => Ok(DisconnectReason::ByPerson),
+        Ok(pb::DisconnectReason::Deletion) => Ok(DisconnectReason::Deletion),
+        Ok(pb::DisconnectReason::Unspecified) | Err(_) => Err(DecodeError::BadEnum { field: "reason", value }),
+    }
+}
+
+impl From<RevokeOutcome> for pb::RevokeOutcome {
+    fn from(o: RevokeOutcome) -> Self {
+        match o {
+            RevokeOutcome::Revoked => Self::Revoked,
+            RevokeOutcome::UnknownToken => Self::UnknownToken,
+        }
+    }
+}
+
+fn revoke_outcome(value: i32) -> Result<RevokeOutcome, DecodeError> {
+    match pb::RevokeOutcome::try_from(value) {
+        Ok(pb::RevokeOutcome::Revoked) => Ok(RevokeOutcome::Revoked),
+        Ok(pb::RevokeOutcome::UnknownToken) => Ok(RevokeOutcome::UnknownToken),
+        Ok(pb::RevokeOutcome::Unspecified) | Err(_) => Err(DecodeError::BadEnum {
+            field: "outcome",
+            value,
+        }),
+    }
+}
+
+impl From<&ConnectionEvent> for Payload {
+    fn from(event: &ConnectionEvent) -> Self {
+        match event {
+            ConnectionEvent::IntegrationConnected {
+                user_id,
+                provider,
+                generation,
+                connected_at,
+            } => Self::IntegrationConnected(pb::IntegrationConnected {
+                user_id: user_id.to_string(),
+                provider: pb::Provider::from(*provider).into(),
+                generation: *generation,
+                connected_at_us: micros(connected_at),
+            }),
+            ConnectionEvent::IntegrationSynced {
+                user_id,
+                provider,
+                outcome,
+                synced_at,
+            } => Self::IntegrationSynced(pb::IntegrationSynced {
+                user_id: user_id.to_string(),
+                provider: pb::Provider::from(*provider).into(),
+                synced_at_us: micros(synced_at),
+                outcome: Some(match outcome {
+                    SyncOutcome::Synced { tasks, full } => pb::integration_synced::Outcome::Synced(pb::SyncSucceeded {
+                        tasks: *tasks,
+                        full: *full,
+                    }),
+                    SyncOutcome::Failed { reason } => pb::integration_synced::Outcome::Failed(reason.clone()),
+                    SyncOutcome::Broken { reason } => pb::integration_synced::Outcome::Broken(reason.clone()),
+                }),
+            }),
+            ConnectionEvent::IntegrationTaskClosed {
+                user_id,
+                provider,
+                tip_id,
+                external_id,
+                outcome,
+                closed_at,
+            } => Self::IntegrationTaskClosed(pb::IntegrationTaskClosed {
+                user_id: user_id.to_string(),
+                provider: pb::Provider::from(*provider).into(),
+                tip_id: tip_id.to_string(),
+                external_id: external_id.clone(),
+                outcome: pb::CloseOutcome::from(*outcome).into(),
+                closed_at_us: micros(closed_at),
+            }),
+            ConnectionEvent::IntegrationDisconnected {
+                user_id,
+                provider,
+                reason,
+                disconnected_at,
+            } => Self::IntegrationDisconnected(pb::IntegrationDisconnected {
+                user_id: user_id.to_string(),
+                provider: pb::Provider::from(*provider).into(),
+                reason: pb::DisconnectReason::from(*reason).into(),
+                disconnected_at_us: micros(disconnected_at),
+            }),
+            ConnectionEvent::IntegrationTokenRevoked {
+                user_id,
+                provider,
+                outcome,
+                revoked_at,
+            } => Self::IntegrationTokenRevoked(pb::IntegrationTokenRevoked {
+                user_id: user_id.to_string(),
+                provider: pb::Provider::from(*provider).into(),
+                outcome: pb::RevokeOutcome::from(*outcome).into(),
+                revoked_at_us: micros(revoked_at),
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::IntegrationConnected> for ConnectionEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::IntegrationConnected) -> Result<Self, DecodeError> {
+        Ok(Self::IntegrationConnected {
+            user_id: user_id(&m.user_id)?,
+            provider: provider(m.provider)?,
+            generation: m.generation,
+            connected_at: time("connected_at_us", m.connected_at_us)?,
+        })
+    }
+}
+
+impl TryFrom<pb::IntegrationSynced> for ConnectionEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::IntegrationSynced) -> Result<Self, DecodeError> {
+        use pb::integration_synced::Outcome;
+        Ok(Self::IntegrationSynced {
+            user_id: user_id(&m.user_id)?,
+            provider: provider(m.provider)?,
+            outcome: match m.outcome.ok_or(DecodeError::MissingField("outcome"))? {
+                Outcome::Synced(s) => SyncOutcome::Synced {
+                    tasks: s.tasks,
+                    full: s.full,
+                },
+                Outcome::Failed(reason) => SyncOutcome::Failed { reason },
+                Outcome::Broken(reason) => SyncOutcome::Broken { reason },
+            },
+            synced_at: time("synced_at_us", m.synced_at_us)?,
+        })
+    }
+}
+
+impl TryFrom<pb::IntegrationTaskClosed> for ConnectionEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::IntegrationTaskClosed) -> Result<Self, DecodeError> {
+        Ok(Self::IntegrationTaskClosed {
+            user_id: user_id(&m.user_id)?,
+            provider: provider(m.provider)?,
+            tip_id: tip_id(&m.tip_id)?,
+            external_id: m.external_id,
+            outcome: close_outcome(m.outcome)?,
+            closed_at: time("closed_at_us", m.closed_at_us)?,
+        })
+    }
+}
+
+impl TryFrom<pb::IntegrationDisconnected> for ConnectionEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::IntegrationDisconnected) -> Result<Self, DecodeError> {
+        Ok(Self::IntegrationDisconnected {
+            user_id: user_id(&m.user_id)?,
+            provider: provider(m.provider)?,
+            reason: disconnect_reason(m.reason)?,
+            disconnected_at: time("disconnected_at_us", m.disconnected_at_us)?,
+        })
+    }
+}
+
+impl TryFrom<pb::IntegrationTokenRevoked> for ConnectionEvent {
+    type Error = DecodeError;
+    fn try_from(m: pb::IntegrationTokenRevoked) -> Result<Self, DecodeError> {
+        Ok(Self::IntegrationTokenRevoked {
+            user_id: user_id(&m.user_id)?,
+            provider: provider(m.provider)?,
+            outcome: revoke_outcome(m.outcome)?,
+            revoked_at: time("revoked_at_us", m.revoked_at_us)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1197,6 +1435,64 @@ mod tests {
             },
             true,
         ));
+    }
+
+    #[test]
+    fn connection_events_round_trip() {
+        let provider = Provider::Todoist;
+        let tip = TipId::from_uuid(Uuid::from_u128(9));
+        for event in [
+            ConnectionEvent::IntegrationConnected {
+                user_id: alice(),
+                provider,
+                generation: 2,
+                connected_at: t(1),
+            },
+            ConnectionEvent::IntegrationSynced {
+                user_id: alice(),
+                provider,
+                outcome: SyncOutcome::Synced { tasks: 3, full: true },
+                synced_at: t(2),
+            },
+            ConnectionEvent::IntegrationSynced {
+                user_id: alice(),
+                provider,
+                outcome: SyncOutcome::Failed {
+                    reason: "http_503".into(),
+                },
+                synced_at: t(3),
+            },
+            ConnectionEvent::IntegrationSynced {
+                user_id: alice(),
+                provider,
+                outcome: SyncOutcome::Broken {
+                    reason: "http_401".into(),
+                },
+                synced_at: t(4),
+            },
+            ConnectionEvent::IntegrationTaskClosed {
+                user_id: alice(),
+                provider,
+                tip_id: tip,
+                external_id: "6X7rM8997g3RQmvh".into(),
+                outcome: CloseOutcome::NoConnection,
+                closed_at: t(5),
+            },
+            ConnectionEvent::IntegrationDisconnected {
+                user_id: alice(),
+                provider,
+                reason: DisconnectReason::Deletion,
+                disconnected_at: t(6),
+            },
+            ConnectionEvent::IntegrationTokenRevoked {
+                user_id: alice(),
+                provider,
+                outcome: RevokeOutcome::UnknownToken,
+                revoked_at: t(7),
+            },
+        ] {
+            round_trip(DomainEvent::Connection(event));
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct ProjectionsResponse {
     pub projections: Vec<ProjectionView>,
 }
 
-/// Status of every projection, of the relay and of the reward join.
+/// Status of every projection, of the relay, of the reward join and of the Todoist closer.
 #[utoipa::path(get, path = "/admin/projections", security(("admin" = [])),
     responses((status = 200, body = ProjectionsResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result<Json<ProjectionsResponse>, ApiError> {
@@ -117,6 +117,26 @@ pub async fn projections(State(state): State<AppState>, _admin: Admin) -> Result
         last_error: join.last_error,
         rebuild: None,
     });
+    // The Todoist closer (an outbox of `done`s), where this server runs it.
+    if state.connectors.todoist().is_some() {
+        let closer = checkpoints.iter().find(|c| c.name == oo_commands::connections::CLOSER);
+        let position = closer.map_or(Cursor::START, |c| c.cursor);
+        out.push(ProjectionView {
+            name: oo_commands::connections::CLOSER.into(),
+            kind: "consumer",
+            position: closer.map(|c| c.cursor.encode()),
+            lag_events: oo_commands::store::count_after(&state.pool, position).await?,
+            events_applied: closer.map_or(0, |c| c.events_applied),
+            status: if closer.is_some_and(|c| c.last_error.is_some()) {
+                "failed"
+            } else {
+                "live"
+            }
+            .into(),
+            last_error: closer.and_then(|c| c.last_error.clone()),
+            rebuild: None,
+        });
+    }
     Ok(Json(ProjectionsResponse { projections: out }))
 }
 

@@ -69,7 +69,14 @@ pub async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json
                 given_at: c.given_at,
             })
             .collect(),
-        connections: vec![],
+        connections: state
+            .connectors
+            .list(user.user_id)
+            .await
+            .map_err(crate::routes::integrations::connector_error)?
+            .into_iter()
+            .map(|c| c.provider.as_str().to_owned())
+            .collect(),
         open_sessions: loaded.state.open_sessions.len(),
     }))
 }
@@ -95,8 +102,17 @@ pub async fn delete_me(State(state): State<AppState>, user: CurrentUser) -> Resu
     let write = state.write.clone();
     let pool = state.pool.clone();
     let user_id = user.user_id;
+    let connectors = state.connectors.clone();
     let cursor = tokio::spawn(async move {
-        oo_commands::identity::delete_user(&write.users, &write.vault, &pool, user_id, meta).await
+        // Providers' tokens are revoked before the key that seals them is destroyed (what fails
+        // is retried afterwards, from a copy sealed under oO's own key).
+        if let Err(e) = connectors
+            .prepare_deletion(user_id, std::time::Duration::from_secs(10))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot hand over the connections before a deletion; the deletion does");
+        }
+        oo_commands::identity::delete_user(&write.users, &write.vault, &write.connections, &pool, user_id, meta).await
     })
     .await
     .map_err(ApiError::internal)?

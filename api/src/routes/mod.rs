@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod feedback;
 pub mod health;
+pub mod integrations;
 pub mod me;
 pub mod policies;
 pub mod recommend;
@@ -54,6 +55,11 @@ pub fn router(state: AppState) -> Router {
         .route("/signals", post(signals::post_signals))
         .route("/recommend", post(recommend::recommend))
         .route("/feedback", post(feedback::feedback))
+        .route("/integrations", get(integrations::list))
+        .route("/integrations/todoist", axum::routing::delete(integrations::disconnect))
+        .route("/integrations/todoist/connect", get(integrations::connect))
+        .route("/integrations/todoist/callback", get(integrations::callback))
+        .route("/integrations/todoist/sync", post(integrations::sync))
         .route("/admin/projections", get(admin::projections))
         .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
         .route("/admin/events", get(admin::events))

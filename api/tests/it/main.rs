@@ -19,5 +19,7 @@ mod quotas;
 mod recommender;
 mod relay;
 mod store;
+mod todoist;
+mod todoist_fake;
 mod validation;
 mod vault;

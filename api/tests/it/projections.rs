@@ -347,9 +347,17 @@ async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
     }
     // One user is deleted: every batch size must cut its batches there and purge them alike.
     let users: Repository<oo_domain::user::User> = Repository::new(store.clone(), vault.clone());
-    oo_commands::identity::delete_user(&users, &vault, &pool, registered[0], Meta::new(Utc::now()))
-        .await
-        .expect("deleted");
+    let connections: Repository<oo_domain::connection::Connection> = Repository::new(store.clone(), vault.clone());
+    oo_commands::identity::delete_user(
+        &users,
+        &vault,
+        &connections,
+        &pool,
+        registered[0],
+        Meta::new(Utc::now()),
+    )
+    .await
+    .expect("deleted");
     for p in oo_projections::all() {
         let mut dumps = vec![];
         for (label, limit) in [("one", 1i64), ("seven", 7), ("all", 5000)] {
