@@ -303,3 +303,69 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }
+
+/// The state of a redirect flow (OpenID Connect sign-in, connecting a provider), bound to the
+/// browser that started it: sealed under the service's transit key into a short-lived cookie
+/// `name`, for `purpose` only. [`seal_flow_state`] makes the cookie; [`open_flow_state`] checks
+/// it against the `state` the provider sent back.
+pub fn seal_flow_state(
+    state: &crate::state::AppState,
+    name: &str,
+    purpose: &str,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+    ttl_seconds: i64,
+) -> Result<HeaderValue, ApiError> {
+    use base64::Engine;
+    fields.insert(
+        "expires".into(),
+        serde_json::json!(chrono::Utc::now().timestamp() + ttl_seconds),
+    );
+    let sealed = state
+        .write
+        .vault
+        .seal_transit(purpose, &fields)
+        .ok_or_else(|| ApiError::internal("cannot seal a flow's state"))?;
+    let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+    set_cookie(name, &value, ttl_seconds, state.cookie_secure)
+}
+
+/// Why a flow's state cookie was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowStateRefused {
+    /// No cookie, or not one this service sealed for this purpose: another browser.
+    NotStarted,
+    Expired,
+    /// The `state` sent back is not the cookie's.
+    Mismatch,
+}
+
+/// The fields sealed by [`seal_flow_state`], once the cookie is found, opened, unexpired and
+/// its `state` equal (in constant time) to `returned`.
+pub fn open_flow_state(
+    state: &crate::state::AppState,
+    headers: &axum::http::HeaderMap,
+    name: &str,
+    purpose: &str,
+    returned: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, FlowStateRefused> {
+    use base64::Engine;
+    let fields = cookie_value(headers, name, state.cookie_secure)
+        .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
+        .and_then(|b| state.write.vault.open_transit(purpose, &b))
+        .ok_or(FlowStateRefused::NotStarted)?;
+    if fields
+        .get("expires")
+        .and_then(serde_json::Value::as_i64)
+        .is_none_or(|e| e < chrono::Utc::now().timestamp())
+    {
+        return Err(FlowStateRefused::Expired);
+    }
+    let expected = fields
+        .get("state")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(FlowStateRefused::NotStarted)?;
+    if !constant_time_eq(expected.as_bytes(), returned.as_bytes()) {
+        return Err(FlowStateRefused::Mismatch);
+    }
+    Ok(fields)
+}

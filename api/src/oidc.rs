@@ -13,7 +13,6 @@ use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use chrono::{Duration, Utc};
 use oo_commands::aggregate::Meta;
 use oo_commands::vault::LookupKind;
@@ -198,23 +197,11 @@ pub async fn login(State(state): State<AppState>) -> Result<Response, ApiError> 
     fields.insert("state".into(), json!(csrf.secret()));
     fields.insert("verifier".into(), json!(verifier.secret()));
     fields.insert("nonce".into(), json!(nonce.secret()));
-    fields.insert("expires".into(), json!(Utc::now().timestamp() + STATE_TTL_SECONDS));
-    let sealed = state
-        .write
-        .vault
-        .seal_transit(STATE_PURPOSE, &fields)
-        .ok_or_else(|| ApiError::internal("cannot seal the sign-in state"))?;
-    let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+    let bound = crate::auth::seal_flow_state(&state, STATE_COOKIE, STATE_PURPOSE, fields, STATE_TTL_SECONDS)?;
     let location = HeaderValue::from_str(url.as_str()).map_err(ApiError::internal)?;
     Ok((
         StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, location),
-            (
-                header::SET_COOKIE,
-                cookie(&state, STATE_COOKIE, &value, STATE_TTL_SECONDS)?,
-            ),
-        ],
+        [(header::LOCATION, location), (header::SET_COOKIE, bound)],
     )
         .into_response())
 }
@@ -229,10 +216,6 @@ pub struct CallbackQuery {
 
 fn refused(detail: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::SignInRefused, detail.to_owned())
-}
-
-fn state_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
-    crate::auth::cookie_value(headers, STATE_COOKIE, secure).map(str::to_owned)
 }
 
 /// The client's ID-token verifier, limited to [`ID_TOKEN_ALGS`].
@@ -289,24 +272,21 @@ pub async fn callback(
     let (Some(code), Some(returned_state)) = (q.code, q.state) else {
         return Err(refused("code and state are required"));
     };
-    let bound = state_cookie(&headers, state.cookie_secure)
-        .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
-        .and_then(|b| state.write.vault.open_transit(STATE_PURPOSE, &b))
-        .ok_or_else(|| refused("this browser did not start a sign-in (missing or invalid state cookie)"))?;
+    use crate::auth::FlowStateRefused;
+    let bound =
+        crate::auth::open_flow_state(&state, &headers, STATE_COOKIE, STATE_PURPOSE, &returned_state).map_err(|e| {
+            match e {
+                FlowStateRefused::NotStarted => {
+                    refused("this browser did not start a sign-in (missing or invalid state cookie)")
+                }
+                FlowStateRefused::Expired => refused("the sign-in took too long; start again"),
+                FlowStateRefused::Mismatch => refused("state does not match"),
+            }
+        })?;
     let text = |k: &str| bound.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(expected_state), Some(verifier), Some(nonce)) = (text("state"), text("verifier"), text("nonce")) else {
         return Err(refused("invalid sign-in state"));
     };
-    if bound
-        .get("expires")
-        .and_then(Value::as_i64)
-        .is_none_or(|e| e < Utc::now().timestamp())
-    {
-        return Err(refused("the sign-in took too long; start again"));
-    }
-    if !crate::auth::constant_time_eq(expected_state.as_bytes(), returned_state.as_bytes()) {
-        return Err(refused("state does not match"));
-    }
     use_state_once(&state, &expected_state).await?;
     let http = http_client()?;
     let token = client

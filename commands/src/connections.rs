@@ -233,12 +233,7 @@ impl Connectors {
     pub async fn connect(&self, user: UserId, code: &str) -> Result<(), ConnectorError> {
         let client = self.client()?;
         let token = client.exchange(code).await?;
-        let key = self
-            .write
-            .vault
-            .key_for(user)
-            .await?
-            .ok_or(ConnectorError::NotConnected)?;
+        let key = self.key_of(user).await?;
         let now = Utc::now();
         let id = stream_id(user, Provider::Todoist);
         let executed = self
@@ -323,12 +318,7 @@ impl Connectors {
         if row.status == "broken" {
             return Err(ConnectorError::Broken);
         }
-        let key = self
-            .write
-            .vault
-            .key_for(user)
-            .await?
-            .ok_or(ConnectorError::NotConnected)?;
+        let key = self.key_of(user).await?;
         let (token, sync_token) = open_secrets(&key, user, row.generation, &row.secrets)?;
         if let Err(wait) = self.breaker.check() {
             return Err(ConnectorError::CircuitOpen(wait));
@@ -436,6 +426,15 @@ impl Connectors {
             Ok(_) | Err(CommandError::Domain(ConnectionError::NotConnected)) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The person's data key (none: deleted, so not connected either).
+    async fn key_of(&self, user: UserId) -> Result<DataKey, ConnectorError> {
+        self.write
+            .vault
+            .key_for(user)
+            .await?
+            .ok_or(ConnectorError::NotConnected)
     }
 
     async fn row(&self, user: UserId) -> Result<Option<Row>, ConnectorError> {

@@ -51,7 +51,7 @@ pub struct IntegrationsResponse {
 }
 
 /// The connectors and the person's connections.
-#[utoipa::path(get, path = "/integrations", security(("session" = [])),
+#[utoipa::path(get, path = "/integrations", operation_id = "list_integrations", security(("session" = [])),
     responses((status = 200, body = IntegrationsResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<IntegrationsResponse>, ApiError> {
     let connections = state.connectors.list(user.user_id).await.map_err(connector_error)?;
@@ -139,7 +139,7 @@ pub fn connector_error(e: ConnectorError) -> ApiError {
 
 /// Starts connecting Todoist: redirects to Todoist's authorize page, with a state bound to this
 /// browser (a sealed cookie) and to this person.
-#[utoipa::path(get, path = "/integrations/todoist/connect", security(("session" = [])),
+#[utoipa::path(get, path = "/integrations/todoist/connect", operation_id = "todoist_connect", security(("session" = [])),
     responses((status = 303, description = "to Todoist's authorize page"), (status = 401, body = crate::error::Problem),
       (status = 503, body = crate::error::Problem)))]
 pub async fn connect(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
@@ -150,23 +150,11 @@ pub async fn connect(State(state): State<AppState>, user: CurrentUser) -> Result
     let mut fields = Map::new();
     fields.insert("state".into(), json!(value));
     fields.insert("user".into(), json!(user.user_id.to_string()));
-    fields.insert("expires".into(), json!(Utc::now().timestamp() + STATE_TTL_SECONDS));
-    let sealed = state
-        .write
-        .vault
-        .seal_transit(STATE_PURPOSE, &fields)
-        .ok_or_else(|| ApiError::internal("cannot seal the connection state"))?;
-    let cookie = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+    let bound = crate::auth::seal_flow_state(&state, STATE_COOKIE, STATE_PURPOSE, fields, STATE_TTL_SECONDS)?;
     let location = HeaderValue::from_str(&client.authorize_url(&value)).map_err(ApiError::internal)?;
     Ok((
         StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, location),
-            (
-                header::SET_COOKIE,
-                crate::auth::set_cookie(STATE_COOKIE, &cookie, STATE_TTL_SECONDS, state.cookie_secure)?,
-            ),
-        ],
+        [(header::LOCATION, location), (header::SET_COOKIE, bound)],
     )
         .into_response())
 }
@@ -182,7 +170,7 @@ pub struct CallbackQuery {
 /// Completes connecting Todoist: checks the state against this browser's cookie and this
 /// person, exchanges the code server-side, keeps the token sealed, starts the first sync, and
 /// redirects to the app.
-#[utoipa::path(get, path = "/integrations/todoist/callback", params(CallbackQuery), security(("session" = [])),
+#[utoipa::path(get, path = "/integrations/todoist/callback", operation_id = "todoist_callback", params(CallbackQuery), security(("session" = [])),
     responses((status = 303, description = "connected; back to the app"), (status = 400, body = crate::error::Problem),
       (status = 401, body = crate::error::Problem), (status = 502, body = crate::error::Problem),
       (status = 503, body = crate::error::Problem)))]
@@ -200,24 +188,20 @@ pub async fn callback(
     let (Some(code), Some(returned)) = (q.code, q.state) else {
         return Err(refused("code and state are required"));
     };
-    let bound = crate::auth::cookie_value(&headers, STATE_COOKIE, state.cookie_secure)
-        .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
-        .and_then(|b| state.write.vault.open_transit(STATE_PURPOSE, &b))
-        .ok_or_else(|| refused("this browser did not start connecting Todoist (missing or invalid state cookie)"))?;
+    use crate::auth::FlowStateRefused;
+    let bound = crate::auth::open_flow_state(&state, &headers, STATE_COOKIE, STATE_PURPOSE, &returned).map_err(
+        |e| match e {
+            FlowStateRefused::NotStarted => {
+                refused("this browser did not start connecting Todoist (missing or invalid state cookie)")
+            }
+            FlowStateRefused::Expired => refused("connecting took too long; start again"),
+            FlowStateRefused::Mismatch => refused("state does not match"),
+        },
+    )?;
     let text = |k: &str| bound.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(expected), Some(owner)) = (text("state"), text("user")) else {
         return Err(refused("invalid connection state"));
     };
-    if bound
-        .get("expires")
-        .and_then(Value::as_i64)
-        .is_none_or(|e| e < Utc::now().timestamp())
-    {
-        return Err(refused("connecting took too long; start again"));
-    }
-    if !crate::auth::constant_time_eq(expected.as_bytes(), returned.as_bytes()) {
-        return Err(refused("state does not match"));
-    }
     if owner != user.user_id.to_string() {
         return Err(refused("this connection was started by another person"));
     }
@@ -262,7 +246,7 @@ pub struct SyncResponse {
 }
 
 /// Syncs the person's Todoist now; answers once its signals are stored.
-#[utoipa::path(post, path = "/integrations/todoist/sync", security(("session" = [])),
+#[utoipa::path(post, path = "/integrations/todoist/sync", operation_id = "todoist_sync", security(("session" = [])),
     responses((status = 200, body = SyncResponse), (status = 401, body = crate::error::Problem),
       (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
       (status = 502, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
@@ -282,7 +266,7 @@ pub struct DisconnectedResponse {
 
 /// Disconnects Todoist: its token is revoked at Todoist (retried until Todoist confirms) and
 /// forgotten with the sync state here; its tasks stop being candidates.
-#[utoipa::path(delete, path = "/integrations/todoist", security(("session" = [])),
+#[utoipa::path(delete, path = "/integrations/todoist", operation_id = "todoist_disconnect", security(("session" = [])),
     responses((status = 200, body = DisconnectedResponse), (status = 401, body = crate::error::Problem),
       (status = 404, body = crate::error::Problem)))]
 pub async fn disconnect(

@@ -51,13 +51,7 @@ pub struct PrivateServer {
 impl PrivateServer {
     /// The postmaster's pid while it runs.
     pub fn postmaster(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
+        postmaster_pid(&self.dir.join("data"))
     }
 }
 
@@ -562,4 +556,62 @@ pub async fn promote_by_force(policies: &oo_commands::aggregate::Repository<oo_d
         .execute(STREAM, command, oo_commands::aggregate::Meta::new(chrono::Utc::now()))
         .await
         .expect("promoted");
+}
+
+/// `oo serve --dev` as a separate process (so that a test can kill it), on any free port,
+/// against `database_url` with `data_dir` and the admin token, plus `env`; its stderr goes to
+/// `stderr`. Killed on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Served {
+    pub fn start(
+        database_url: &str,
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oo"))
+            .args(["serve", "--dev"])
+            .env("OO_DATABASE_URL", database_url)
+            .env("OO_BIND", "127.0.0.1:0")
+            .env("OO_DATA_DIR", data_dir)
+            .env("OO_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("oo serve runs");
+        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("oo says where it listens");
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_owned();
+        Self { child, base }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The postmaster's pid of the cluster whose data directory is `data`, while it runs.
+pub fn postmaster_pid(data: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }

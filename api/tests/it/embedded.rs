@@ -86,15 +86,9 @@ fn alive(pid: u32) -> bool {
         .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
 }
 
-/// The postmaster's pid, from the cluster's `postmaster.pid`.
+/// The postmaster's pid of the cluster under `data_dir`.
 fn postmaster(data_dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(data_dir.join("pg/data/postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    postmaster_pid(&data_dir.join("pg/data"))
 }
 
 async fn sign_in(client: &reqwest::Client, base: &str, email: &str) -> String {

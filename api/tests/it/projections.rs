@@ -559,25 +559,20 @@ async fn rebuilds_asked_all_at_once_run_one_by_one_and_leave_the_requests_pool_a
         .execute(&mut holder)
         .await
         .expect("hold the live checkpoints");
+    let rebuild = async |name: &str| {
+        app.send(
+            reqwest::Method::POST,
+            &format!("/admin/projections/{name}/rebuild"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await
+    };
     for name in &names {
-        let r = app
-            .send(
-                reqwest::Method::POST,
-                &format!("/admin/projections/{name}/rebuild"),
-                Some(ADMIN_TOKEN),
-                None,
-            )
-            .await;
+        let r = rebuild(name).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
         assert_eq!(r.body["status"], "queued");
-        let again = app
-            .send(
-                reqwest::Method::POST,
-                &format!("/admin/projections/{name}/rebuild"),
-                Some(ADMIN_TOKEN),
-                None,
-            )
-            .await;
+        let again = rebuild(name).await;
         assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
         assert_eq!(again.body["code"], "rebuild_running");
     }

@@ -291,53 +291,17 @@ async fn a_poisoned_event_stops_only_its_projection_which_resumes_after_a_fix_an
     assert_eq!(urgent, 1);
 }
 
-/// `oo serve` as a separate process, so that it can be killed.
-struct Served {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Served {
-    fn start(database_url: &str, data_dir: &std::path::Path, nats_url: &str) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oo"))
-            .args(["serve", "--dev"])
-            .env("OO_DATABASE_URL", database_url)
-            .env("OO_BIND", "127.0.0.1:0")
-            .env("OO_DATA_DIR", data_dir)
-            .env("OO_NATS_URL", nats_url)
-            .env("OO_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("OO_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("oo serve runs");
-        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("oo says where it listens");
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_owned();
-        Self { child, base }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn killing_oo_during_concurrent_appends_loses_and_duplicates_nothing() {
     let nats = PrivateNats::start();
     let database_url = format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple());
     let data_dir = temp_dir("oo-data");
-    let mut first = Served::start(&database_url, &data_dir, &nats.url);
+    let mut first = Served::start(
+        &database_url,
+        &data_dir,
+        &[("OO_NATS_URL", nats.url.as_str()), ("OO_LOG", "warn")],
+        std::process::Stdio::null(),
+    );
     let http = reqwest::Client::new();
     let login: serde_json::Value = http
         .post(format!("{}/auth/dev-login", first.base))
@@ -380,7 +344,12 @@ async fn killing_oo_during_concurrent_appends_loses_and_duplicates_nothing() {
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() > 20, "the load ran ({} acknowledged)", acked.len());
 
-    let second = Served::start(&database_url, &data_dir, &nats.url);
+    let second = Served::start(
+        &database_url,
+        &data_dir,
+        &[("OO_NATS_URL", nats.url.as_str()), ("OO_LOG", "warn")],
+        std::process::Stdio::null(),
+    );
     let app = TestApp::attach(&second.base, &database_url, &data_dir).await;
     let stored: Vec<String> = sqlx::query_scalar(
         "SELECT payload::json->'SignalRecorded'->>'signal_id' FROM events WHERE event_type = 'SignalRecorded'",

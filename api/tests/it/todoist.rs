@@ -579,63 +579,37 @@ async fn without_todoist_configured_the_connector_answers_503_after_the_session_
     assert!(c["connection"].is_null());
 }
 
-/// `oo serve` as a process, configured for the fake, with NATS and every log at debug.
-struct Process {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Process {
-    fn start(
-        fake: &FakeTodoist,
-        database_url: &str,
-        data_dir: &std::path::Path,
-        nats: &str,
-        log: &std::path::Path,
-    ) -> Self {
-        use std::io::BufRead;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oo"))
-            .args(["serve", "--dev"])
-            .env("OO_DATABASE_URL", database_url)
-            .env("OO_BIND", "127.0.0.1:0")
-            .env("OO_DATA_DIR", data_dir)
-            .env("OO_NATS_URL", nats)
-            .env("OO_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("OO_LOG", "debug")
-            .env("OO_TODOIST_CLIENT_ID", CLIENT_ID)
-            .env("OO_TODOIST_CLIENT_SECRET", CLIENT_SECRET)
-            .env("OO_TODOIST_AUTH_URL", &fake.base)
-            .env("OO_TODOIST_API_URL", &fake.base)
-            .env("OO_TODOIST_SYNC_SECS", "3600")
-            .env("OO_CONNECTOR_POLL_MS", "50")
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("oo serve runs");
-        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("oo says where it listens");
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_owned();
-        fake.with(|s| s.redirect_uri = format!("{base}/integrations/todoist/callback"));
-        Self { child, base }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `oo serve` as a process, configured for the fake, with NATS and every log at debug, appended
+/// to `log`.
+fn start_process(
+    fake: &FakeTodoist,
+    database_url: &str,
+    data_dir: &std::path::Path,
+    nats: &str,
+    log: &std::path::Path,
+) -> Served {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let served = Served::start(
+        database_url,
+        data_dir,
+        &[
+            ("OO_NATS_URL", nats),
+            ("OO_LOG", "debug"),
+            ("OO_TODOIST_CLIENT_ID", CLIENT_ID),
+            ("OO_TODOIST_CLIENT_SECRET", CLIENT_SECRET),
+            ("OO_TODOIST_AUTH_URL", &fake.base),
+            ("OO_TODOIST_API_URL", &fake.base),
+            ("OO_TODOIST_SYNC_SECS", "3600"),
+            ("OO_CONNECTOR_POLL_MS", "50"),
+        ],
+        log.into(),
+    );
+    fake.with(|s| s.redirect_uri = format!("{}/integrations/todoist/callback", served.base));
+    served
 }
 
 #[tokio::test]
@@ -646,7 +620,7 @@ async fn a_close_survives_a_sigkill_of_oo_and_the_token_never_reaches_a_log_nats
     let database_url = format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple());
     let data_dir = temp_dir("oo-data");
     let log = data_dir.join("oo.log");
-    let first = Process::start(&fake, &database_url, &data_dir, &nats.url, &log);
+    let first = start_process(&fake, &database_url, &data_dir, &nats.url, &log);
     let app = TestApp::attach(&first.base, &database_url, &data_dir).await;
     let (token, _) = app.login("todoist-process@example.org").await;
     assert_eq!(connect(&app, &token).await.status(), StatusCode::SEE_OTHER);
@@ -669,7 +643,7 @@ async fn a_close_survives_a_sigkill_of_oo_and_the_token_never_reaches_a_log_nats
     fake.with(|s| s.close_delay = None);
 
     // Restarted, the closer sends the same command again: Todoist answers from its record.
-    let second = Process::start(&fake, &database_url, &data_dir, &nats.url, &log);
+    let second = start_process(&fake, &database_url, &data_dir, &nats.url, &log);
     let app = TestApp::attach(&second.base, &database_url, &data_dir).await;
     wait_until("the close is recorded", async || !closes(&app).await.is_empty()).await;
     assert_eq!(closes(&app).await, [("1001".to_owned(), "closed".to_owned())]);
