@@ -824,6 +824,14 @@ pub async fn read_latest_of_type(
     rows.iter().map(stored_event).collect()
 }
 
+/// The latest `limit` committed events, newest first: the tail of the log as an operator reads
+/// it (no order guarantee holds against transactions still in flight).
+pub async fn read_latest(conn: &mut PgConnection, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!("{SELECT_EVENTS} ORDER BY tx_id DESC, position DESC LIMIT $1");
+    let rows = sqlx::query(&sql).bind(limit).fetch_all(conn).await?;
+    rows.iter().map(stored_event).collect()
+}
+
 /// The events of type `event_type` in the streams `aggregate_ids` of `aggregate_type`, each
 /// stream in its order (for joining what later events said of many streams at once).
 pub async fn read_in_streams(

@@ -182,6 +182,10 @@ pub struct EventsQuery {
     /// 1..1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// 1..1000: the latest events instead, newest first (not with `after` or `limit`); `next`
+    /// is then the newest one's position, to follow the log from there with `after`.
+    #[param(minimum = 1, maximum = 1000)]
+    pub latest: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -208,7 +212,7 @@ pub struct EventsResponse {
     pub next: String,
 }
 
-/// The log in its global order, page by page.
+/// The log in its global order, page by page; or its latest events, newest first (`latest`).
 #[utoipa::path(get, path = "/admin/events", security(("admin" = [])), params(EventsQuery),
     responses((status = 200, body = EventsResponse), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn events(
@@ -229,8 +233,25 @@ pub async fn events(
         return Err(ApiError::invalid_value("limit: must be from 1 to 1000"));
     }
     let mut conn = state.pool.acquire().await?;
-    let events = oo_commands::store::read_after(&mut conn, after, limit).await?;
-    let next = events.last().map_or(after, |e| e.cursor).encode();
+    let (events, next) = match q.latest {
+        Some(_) if q.after.is_some() || q.limit.is_some() => {
+            return Err(ApiError::invalid_value("latest: not with after or limit"));
+        }
+        Some(latest) if !(1..=1000).contains(&latest) => {
+            return Err(ApiError::invalid_value("latest: must be from 1 to 1000"));
+        }
+        Some(latest) => {
+            let events = oo_commands::store::read_latest(&mut conn, latest).await?;
+            let next = events.first().map_or(Cursor::START, |e| e.cursor);
+            (events, next)
+        }
+        None => {
+            let events = oo_commands::store::read_after(&mut conn, after, limit).await?;
+            let next = events.last().map_or(after, |e| e.cursor);
+            (events, next)
+        }
+    };
+    let next = next.encode();
     let b64 = base64::engine::general_purpose::STANDARD;
     let events = events
         .into_iter()

@@ -97,6 +97,40 @@ async fn the_log_pages_in_global_order_with_personal_fields_sealed() {
             StatusCode::UNPROCESSABLE_ENTITY
         );
     }
+
+    // The latest events, newest first (the console's tail): the forward pages reversed, and
+    // `next` to follow the log from the newest on.
+    let r = app.get("/admin/events?latest=4", ADMIN_TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let latest: Vec<String> = r.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("id").to_owned())
+        .collect();
+    let newest_first: Vec<String> = seen.iter().rev().take(4).cloned().collect();
+    assert_eq!(latest, newest_first);
+    assert_eq!(r.body["next"], r.body["events"][0]["position"]);
+    let after = app
+        .get(
+            &format!("/admin/events?after={}", r.body["next"].as_str().expect("next")),
+            ADMIN_TOKEN,
+        )
+        .await;
+    assert_eq!(
+        after.body["events"].as_array().map(Vec::len),
+        Some(0),
+        "nothing after the newest"
+    );
+    for bad in [
+        "latest=0",
+        "latest=1001",
+        "latest=3&limit=3",
+        "latest=3&after=c00000000000000000000000000000000",
+    ] {
+        let r = app.get(&format!("/admin/events?{bad}"), ADMIN_TOKEN).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {:?}", r.body);
+    }
 }
 
 #[tokio::test]
