@@ -200,8 +200,14 @@ impl Application {
             }
             _ => None,
         };
+        let locks = oo_commands::db::connect_lazy(
+            config.db.url(),
+            config.todoist_parallel_syncs.max(1) as u32 + 2,
+            Duration::from_secs(60),
+        )?;
         let connectors = oo_commands::connections::Connectors::new(
             write.clone(),
+            locks,
             todoist,
             oo_commands::connections::ConnectorSettings {
                 sync_interval: Duration::from_secs(config.todoist_sync_secs.max(1)),

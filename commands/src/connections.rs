@@ -191,6 +191,13 @@ pub struct SyncReport {
 pub struct Connectors {
     write: WriteSide,
     pool: PgPool,
+    /// Connections of their own for the per-person locks, which are held while the provider
+    /// answers (seconds): never the requests' connections. At most as many locks at once as it
+    /// has connections (`lock_slots`); the others wait their turn.
+    locks: PgPool,
+    lock_slots: Arc<tokio::sync::Semaphore>,
+    /// One gate per person with work in this process.
+    gates: Arc<Mutex<std::collections::HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>>,
     todoist: Option<Todoist>,
     breaker: Arc<Breaker>,
     settings: ConnectorSettings,
@@ -205,11 +212,16 @@ struct Row {
 }
 
 impl Connectors {
-    pub fn new(write: WriteSide, todoist: Option<Todoist>, settings: ConnectorSettings) -> Self {
+    /// `locks`: a pool for the per-person locks (a few connections, apart from the requests').
+    pub fn new(write: WriteSide, locks: PgPool, todoist: Option<Todoist>, settings: ConnectorSettings) -> Self {
         let pool = write.store.pool().clone();
+        let slots = locks.options().get_max_connections() as usize;
         Self {
             write,
             pool,
+            locks,
+            lock_slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+            gates: Arc::default(),
             todoist,
             breaker: Arc::default(),
             settings,
@@ -233,9 +245,34 @@ impl Connectors {
     pub async fn connect(&self, user: UserId, code: &str) -> Result<(), ConnectorError> {
         let client = self.client()?;
         let token = client.exchange(code).await?;
+        let (lock, _gate) = self.lock(user).await?;
+        let result = self.connect_locked(user, token).await;
+        lock.release().await;
+        result
+    }
+
+    /// Connecting again while connected is a disconnection (the old token revoked, its tasks
+    /// dropped) followed by a new connection.
+    async fn connect_locked(&self, user: UserId, token: SecretString) -> Result<(), ConnectorError> {
         let key = self.key_of(user).await?;
         let now = Utc::now();
         let id = stream_id(user, Provider::Todoist);
+        if let Some(row) = self.row(user).await? {
+            if self.write.connections.load(&id).await?.state.connected {
+                self.write
+                    .connections
+                    .execute(
+                        &id,
+                        ConnectionCommand::Disconnect {
+                            reason: DisconnectReason::ByPerson,
+                            at: now,
+                        },
+                        Meta::new(now),
+                    )
+                    .await?;
+            }
+            self.hand_over_row(user, &row).await?;
+        }
         let executed = self
             .write
             .connections
@@ -298,7 +335,7 @@ impl Connectors {
     /// Syncs the person's Todoist now (waiting for a sync already running for them).
     pub async fn sync(&self, user: UserId) -> Result<SyncReport, ConnectorError> {
         let client = self.client()?;
-        let lock = PersonLock::take(&self.pool, user).await?;
+        let (lock, _gate) = self.lock(user).await?;
         let result = self.sync_locked(client, user).await;
         lock.release().await;
         result
@@ -366,49 +403,45 @@ impl Connectors {
     /// Records a failed sync and schedules the next one; returns the error to give back.
     async fn sync_failed(&self, user: UserId, row: &Row, e: ProviderError, now: DateTime<Utc>) -> ConnectorError {
         let id = stream_id(user, Provider::Todoist);
-        let outcome = if e.is_transient() {
-            self.breaker.failure();
-            let failures = row.failures + 1;
-            let backoff = backoff(self.settings.sync_interval, failures as u32);
-            let wait = match &e {
-                ProviderError::RateLimited {
-                    retry_after: Some(after),
-                } => backoff.max(*after),
-                _ => backoff,
-            };
-            let updated = sqlx::query(
-                "UPDATE connections SET last_sync_at = $3, last_outcome = $4, failures = failures + 1, \
-                 next_sync_at = $3 + make_interval(secs => $5) WHERE user_id = $1 AND provider = $2",
-            )
-            .bind(user.as_uuid())
-            .bind(Provider::Todoist.as_str())
-            .bind(now)
-            .bind(format!("failed: {}", e.code()))
-            .bind(wait.as_secs_f64())
-            .execute(&self.pool)
-            .await;
-            if let Err(db) = updated {
-                return db.into();
+        // Only a refused token breaks the connection (until the person connects again; never
+        // retried in a loop). Anything else backs off and is tried again.
+        let outcome = if e.refuses_token() {
+            SyncOutcome::Broken { reason: e.code() }
+        } else {
+            if e.is_transient() {
+                self.breaker.failure();
             }
             SyncOutcome::Failed { reason: e.code() }
-        } else {
-            // The token is refused (or the request is): the connection is broken until the
-            // person connects again; it is never retried in a loop.
-            let updated = sqlx::query(
-                "UPDATE connections SET status = 'broken', last_sync_at = $3, last_outcome = $4 \
-                 WHERE user_id = $1 AND provider = $2",
-            )
-            .bind(user.as_uuid())
-            .bind(Provider::Todoist.as_str())
-            .bind(now)
-            .bind(format!("broken: {}", e.code()))
-            .execute(&self.pool)
-            .await;
-            if let Err(db) = updated {
-                return db.into();
-            }
-            SyncOutcome::Broken { reason: e.code() }
         };
+        let wait = match &e {
+            ProviderError::RateLimited {
+                retry_after: Some(after),
+            } => backoff(self.settings.sync_interval, row.failures as u32 + 1).max(*after),
+            _ => backoff(self.settings.sync_interval, row.failures as u32 + 1),
+        };
+        // Of this generation only: a reconnection meanwhile is not broken by its predecessor.
+        let updated = sqlx::query(
+            "UPDATE connections SET status = CASE WHEN $6 THEN 'broken' ELSE status END, last_sync_at = $3, \
+             last_outcome = $4, failures = failures + 1, next_sync_at = $3 + make_interval(secs => $5) \
+             WHERE user_id = $1 AND provider = $2 AND generation = $7",
+        )
+        .bind(user.as_uuid())
+        .bind(Provider::Todoist.as_str())
+        .bind(now)
+        .bind(match &outcome {
+            SyncOutcome::Broken { reason } => format!("broken: {reason}"),
+            _ => format!("failed: {}", e.code()),
+        })
+        .bind(wait.as_secs_f64())
+        .bind(matches!(outcome, SyncOutcome::Broken { .. }))
+        .bind(row.generation)
+        .execute(&self.pool)
+        .await;
+        match updated {
+            Err(db) => return db.into(),
+            Ok(done) if done.rows_affected() == 0 => return ConnectorError::NotConnected,
+            Ok(_) => {}
+        }
         let broken = matches!(outcome, SyncOutcome::Broken { .. });
         if let Err(record) = self.record_sync(&id, outcome, now).await {
             return record;
@@ -426,6 +459,29 @@ impl Connectors {
             Ok(_) | Err(CommandError::Domain(ConnectionError::NotConnected)) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The person's lock, on the locks' pool, once a slot is free. Requests of one person queue
+    /// on a gate of this process first, so that they take one slot, not all.
+    async fn lock(&self, user: UserId) -> Result<(PersonLock, tokio::sync::OwnedMutexGuard<()>), ConnectorError> {
+        let gate = {
+            let mut gates = self
+                .gates
+                .lock()
+                .map_err(|_| ConnectorError::Corrupt("the gates are poisoned".into()))?;
+            gates.retain(|_, g| Arc::strong_count(g) > 1);
+            gates.entry(user).or_default().clone()
+        };
+        let gate = gate.lock_owned().await;
+        let slot = self
+            .lock_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ConnectorError::Corrupt("the lock slots are closed".into()))?;
+        let mut lock = PersonLock::take(&self.locks, user).await?;
+        lock.slot = Some(slot);
+        Ok((lock, gate))
     }
 
     /// The person's data key (none: deleted, so not connected either).
@@ -457,7 +513,7 @@ impl Connectors {
     /// over for revocation and forgets the connection (its token and sync state).
     pub async fn disconnect(&self, user: UserId) -> Result<Option<Cursor>, ConnectorError> {
         // After any sync of theirs: nothing it stores can come after the disconnection.
-        let lock = PersonLock::take(&self.pool, user).await?;
+        let (lock, _gate) = self.lock(user).await?;
         let result = self.disconnect_locked(user).await;
         lock.release().await;
         result
@@ -543,12 +599,17 @@ impl Connectors {
         let Some(client) = self.todoist.as_ref() else {
             return Ok(false);
         };
-        let mut tx = self.pool.begin().await?;
+        // Claimed with a lease, in a statement of its own: no transaction stays open while
+        // Todoist answers (it would hold back every reader of the log), and a process that dies
+        // meanwhile leaves the row to be claimed again once the lease is over.
+        let lease = client.config().timeout.saturating_mul(3).max(Duration::from_secs(60));
         let row: Option<(Uuid, Vec<u8>, i32)> = sqlx::query_as(
-            "SELECT user_id, token, attempts FROM pending_revocations WHERE id = $1 FOR UPDATE SKIP LOCKED",
+            "UPDATE pending_revocations SET next_attempt_at = now() + make_interval(secs => $2) \
+             WHERE id = $1 AND next_attempt_at <= now() RETURNING user_id, token, attempts",
         )
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
         .await?;
         let Some((user, sealed, attempts)) = row else {
             return Ok(true);
@@ -582,18 +643,14 @@ impl Connectors {
                     )
                     .bind(id)
                     .bind(wait.as_secs_f64())
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await?;
-                    tx.commit().await?;
                     return Ok(false);
                 }
             },
         };
-        sqlx::query("DELETE FROM pending_revocations WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // Recorded first: a crash before the row goes revokes again, which Todoist answers
+        // "unknown token" and the aggregate records nothing twice.
         if let Some(outcome) = outcome {
             let now = Utc::now();
             self.write
@@ -605,6 +662,10 @@ impl Connectors {
                 )
                 .await?;
         }
+        sqlx::query("DELETE FROM pending_revocations WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(true)
     }
 
@@ -639,10 +700,16 @@ impl Connectors {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.parallel_syncs.max(1)));
         loop {
             if self.todoist.is_some() && !self.breaker.is_open() {
+                // Claimed: their next sync is put off by an interval now, so that one that fails
+                // before it records anything (a store error, say) is not tried again at every
+                // poll, and two servers do not both take it. A sync sets the real next time.
                 let due: Result<Vec<(Uuid,)>, sqlx::Error> = sqlx::query_as(
-                    "SELECT user_id FROM connections WHERE status = 'connected' AND next_sync_at <= now() \
-                     ORDER BY next_sync_at LIMIT 100",
+                    "UPDATE connections SET next_sync_at = now() + make_interval(secs => $1) \
+                     WHERE (user_id, provider) IN (SELECT user_id, provider FROM connections \
+                       WHERE status = 'connected' AND next_sync_at <= now() ORDER BY next_sync_at LIMIT 100 \
+                       FOR UPDATE SKIP LOCKED) RETURNING user_id",
                 )
+                .bind(jittered(self.settings.sync_interval).as_secs_f64())
                 .fetch_all(&self.pool)
                 .await;
                 match due {
@@ -826,10 +893,12 @@ impl Connectors {
                         self.breaker.failure();
                         return Err(e.into());
                     }
-                    Err(e) => {
+                    Err(e) if e.refuses_token() => {
                         let _ = self.sync_failed(user_id, row, e, now).await;
                         CloseOutcome::Broken
                     }
+                    // This one close is refused (the token is fine): recorded, not retried.
+                    Err(_) => CloseOutcome::Refused,
                 }
             }
             (Some(_), Some(_)) => CloseOutcome::Broken,
@@ -901,14 +970,17 @@ pub async fn hand_over_for_deletion(
     user: UserId,
     meta: Meta,
 ) -> Result<(), ConnectorError> {
-    let rows: Vec<(String, i32, Vec<u8>)> =
-        sqlx::query_as("SELECT provider, generation, secrets FROM connections WHERE user_id = $1")
-            .bind(user.as_uuid())
-            .fetch_all(pool)
-            .await?;
     let key = vault.key_for(user).await?;
     let lock = PersonLock::take(pool, user).await?;
-    let result = hand_over_rows(pool, vault, connections, user, meta, rows, key.as_ref()).await;
+    let result = async {
+        let rows: Vec<(String, i32, Vec<u8>)> =
+            sqlx::query_as("SELECT provider, generation, secrets FROM connections WHERE user_id = $1")
+                .bind(user.as_uuid())
+                .fetch_all(pool)
+                .await?;
+        hand_over_rows(pool, vault, connections, user, meta, rows, key.as_ref()).await
+    }
+    .await;
     lock.release().await;
     result
 }
@@ -946,21 +1018,29 @@ async fn hand_over_rows(
 }
 
 /// One person's connector work at a time, across processes: a session advisory lock, held on a
-/// connection of its own until released.
+/// connection of its own until released. Dropped without [`PersonLock::release`] (a request
+/// that timed out, a cancelled task, even while still waiting for the lock), the connection is
+/// closed rather than returned to the pool, which ends the session and its lock with it.
 struct PersonLock {
     conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     id: String,
+    released: bool,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl PersonLock {
     async fn take(pool: &PgPool, user: UserId) -> Result<Self, ConnectorError> {
-        let mut conn = pool.acquire().await?;
-        let id = stream_id(user, Provider::Todoist);
+        let mut lock = Self {
+            conn: pool.acquire().await?,
+            id: stream_id(user, Provider::Todoist),
+            released: false,
+            slot: None,
+        };
         sqlx::query("SELECT pg_advisory_lock(hashtext('oo.connector.' || $1))")
-            .bind(&id)
-            .execute(&mut *conn)
+            .bind(&lock.id)
+            .execute(&mut *lock.conn)
             .await?;
-        Ok(Self { conn, id })
+        Ok(lock)
     }
 
     async fn release(mut self) {
@@ -968,8 +1048,13 @@ impl PersonLock {
             .bind(&self.id)
             .execute(&mut *self.conn)
             .await;
-        if released.is_err() {
-            // The lock lives as long as the session: end it rather than return it locked.
+        self.released = released.is_ok();
+    }
+}
+
+impl Drop for PersonLock {
+    fn drop(&mut self) {
+        if !self.released {
             self.conn.close_on_drop();
         }
     }

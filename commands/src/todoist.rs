@@ -48,8 +48,9 @@ pub enum ProviderError {
     Timeout,
     #[error("the provider could not be reached")]
     Unreachable,
+    /// Our own words for what is wrong (never the provider's text: an answer may hold a task's).
     #[error("the provider's answer is not what its API documents: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
     /// The token is not (or no longer) valid: revoked, or the app's access removed.
     #[error("the provider refused the token ({0})")]
     Unauthorized(u16),
@@ -58,6 +59,10 @@ pub enum ProviderError {
     /// Any other refusal (a 4xx the API does not lead us to expect).
     #[error("the provider refused the request ({0})")]
     Refused(u16),
+    /// The request went through but the provider refused this one command (a task the person
+    /// may not close, say): the token is fine.
+    #[error("the provider refused the command ({0})")]
+    CommandRefused(u16),
 }
 
 impl ProviderError {
@@ -66,6 +71,7 @@ impl ProviderError {
         match self {
             Self::RateLimited { .. } => "rate_limited".into(),
             Self::Unavailable(s) | Self::Unauthorized(s) | Self::Refused(s) => format!("http_{s}"),
+            Self::CommandRefused(s) => format!("command_{s}"),
             Self::Timeout => "timeout".into(),
             Self::Unreachable => "unreachable".into(),
             Self::Malformed(_) => "malformed".into(),
@@ -79,6 +85,13 @@ impl ProviderError {
             self,
             Self::RateLimited { .. } | Self::Unavailable(_) | Self::Timeout | Self::Unreachable | Self::Malformed(_)
         )
+    }
+
+    /// Whether the provider refused the token itself (401/403 to the whole request): the
+    /// connection is broken until the person connects again. Any other refusal is a failure
+    /// like the others, retried later (an API change must not break every connection for good).
+    pub fn refuses_token(&self) -> bool {
+        matches!(self, Self::Unauthorized(_))
     }
 }
 
@@ -207,9 +220,10 @@ impl Todoist {
             .await
             .map_err(transport)?;
         let body = checked(response).await?;
-        let token: Token = serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        let token: Token = serde_json::from_slice(&body)
+            .map_err(|_| ProviderError::Malformed("the token answer is not JSON of the documented shape"))?;
         if token.access_token.is_empty() {
-            return Err(ProviderError::Malformed("an empty access token".into()));
+            return Err(ProviderError::Malformed("an empty access token"));
         }
         Ok(SecretString::from(token.access_token))
     }
@@ -225,9 +239,10 @@ impl Todoist {
             .await
             .map_err(transport)?;
         let body = checked(response).await?;
-        let page: SyncPage = serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        let page: SyncPage = serde_json::from_slice(&body)
+            .map_err(|_| ProviderError::Malformed("the sync answer is not JSON of the documented shape"))?;
         if page.sync_token.is_empty() {
-            return Err(ProviderError::Malformed("no sync_token".into()));
+            return Err(ProviderError::Malformed("no sync_token"));
         }
         Ok(page)
     }
@@ -251,24 +266,25 @@ impl Todoist {
             .map_err(transport)?;
         let body = checked(response).await?;
         let answer: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+            serde_json::from_slice(&body).map_err(|_| ProviderError::Malformed("the command answer is not JSON"))?;
         match answer.pointer(&format!("/sync_status/{command}")) {
             Some(serde_json::Value::String(s)) if s == "ok" => Ok(()),
             Some(serde_json::Value::Object(e)) => {
                 let code = e.get("http_code").and_then(serde_json::Value::as_u64).unwrap_or(400);
                 match code {
                     404 => Err(ProviderError::NotFound),
-                    401 | 403 => Err(ProviderError::Unauthorized(code as u16)),
                     429 => Err(ProviderError::RateLimited { retry_after: None }),
                     c if c >= 500 => Err(ProviderError::Unavailable(c as u16)),
                     // Todoist's "item not found" comes as error_code 22 with http_code 400.
                     _ if e.get("error_code").and_then(serde_json::Value::as_u64) == Some(22) => {
                         Err(ProviderError::NotFound)
                     }
-                    c => Err(ProviderError::Refused(c as u16)),
+                    // The request was accepted with its token: a refusal of this one command
+                    // (a task in a project the person may not change) says nothing of the token.
+                    c => Err(ProviderError::CommandRefused(c as u16)),
                 }
             }
-            _ => Err(ProviderError::Malformed("no sync_status for the command".into())),
+            _ => Err(ProviderError::Malformed("no sync_status for the command")),
         }
     }
 
@@ -301,7 +317,7 @@ fn transport(e: reqwest::Error) -> ProviderError {
     if e.is_timeout() {
         ProviderError::Timeout
     } else if e.is_body() || e.is_decode() {
-        ProviderError::Malformed("the body was cut short".into())
+        ProviderError::Malformed("the body was cut short")
     } else {
         ProviderError::Unreachable
     }
@@ -361,7 +377,9 @@ mod tests {
     fn errors_carry_our_codes_never_the_providers_text() {
         assert_eq!(ProviderError::Unavailable(503).code(), "http_503");
         assert_eq!(ProviderError::RateLimited { retry_after: None }.code(), "rate_limited");
-        assert_eq!(ProviderError::Malformed("secret stuff".into()).code(), "malformed");
+        assert_eq!(ProviderError::Malformed("cut short").code(), "malformed");
+        assert!(ProviderError::Unauthorized(403).refuses_token());
+        assert!(!ProviderError::Refused(400).refuses_token() && !ProviderError::CommandRefused(403).refuses_token());
         assert!(ProviderError::Timeout.is_transient());
         assert!(!ProviderError::Unauthorized(401).is_transient());
     }

@@ -76,6 +76,9 @@ pub enum CloseOutcome {
     Broken,
     /// The provider does not know the task (deleted there): nothing to close.
     NotFound,
+    /// The provider refused this close (a task the person may not change there); the
+    /// connection is fine.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

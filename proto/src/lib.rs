@@ -919,6 +919,7 @@ impl From<CloseOutcome> for pb::CloseOutcome {
             CloseOutcome::NoConnection => Self::NoConnection,
             CloseOutcome::Broken => Self::Broken,
             CloseOutcome::NotFound => Self::NotFound,
+            CloseOutcome::Refused => Self::Refused,
         }
     }
 }
@@ -929,6 +930,7 @@ fn close_outcome(value: i32) -> Result<CloseOutcome, DecodeError> {
         Ok(pb::CloseOutcome::NoConnection) => Ok(CloseOutcome::NoConnection),
         Ok(pb::CloseOutcome::Broken) => Ok(CloseOutcome::Broken),
         Ok(pb::CloseOutcome::NotFound) => Ok(CloseOutcome::NotFound),
+        Ok(pb::CloseOutcome::Refused) => Ok(CloseOutcome::Refused),
         Ok(pb::CloseOutcome::Unspecified) | Err(_) => Err(DecodeError::BadEnum {
             field: "outcome",
             value,

@@ -705,3 +705,70 @@ async fn a_close_survives_a_sigkill_of_oo_and_the_token_never_reaches_a_log_nats
     assert!(logged.contains("DEBUG"), "debug logs were on");
     assert!(!logged.contains(&issued), "a log line carries the token");
 }
+
+/// A revocation waits for Todoist without a transaction open: one would hold back every reader
+/// of the log (projections, relay) for as long as Todoist takes.
+#[tokio::test]
+async fn a_slow_revocation_holds_no_transaction_open() {
+    let fake = FakeTodoist::start().await;
+    let (app, token) = connected(&fake).await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("name");
+    fake.fail_next([Failure::Delay(Duration::from_secs(2))]);
+    let r = app
+        .send(reqwest::Method::DELETE, "/integrations/todoist", Some(&token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    wait_until("Todoist is asked", async || fake.with(|s| s.revoke_calls) > 0).await;
+    // Idle in a transaction for half a second or more (a moment between two statements is not).
+    let until = Instant::now() + Duration::from_millis(1800);
+    while Instant::now() < until {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%' \
+             AND state_change < now() - interval '500 milliseconds'",
+        )
+        .bind(&database)
+        .fetch_one(&app.pool)
+        .await
+        .expect("activity");
+        if open > 0 {
+            let what: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT state, query FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+            )
+            .bind(&database)
+            .fetch_all(&app.pool)
+            .await
+            .expect("activity");
+            panic!("a transaction waits on Todoist: {what:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_until("the token is revoked", async || {
+        count(&app, "IntegrationTokenRevoked").await == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_close_todoist_refuses_is_recorded_and_the_connection_stays() {
+    let fake = FakeTodoist::start().await;
+    fake.put("1101", "A task in a shared project", 4, None);
+    let (app, token) = connected(&fake).await;
+    let (tip, _) = serve_todoist_todo(&app, &token).await;
+    fake.with(|s| s.refuse_closes = Some(403));
+    let r = app
+        .post("/feedback", &token, json!({"tip_id": tip, "reaction": "done"}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    wait_until("the outcome is recorded", async || !closes(&app).await.is_empty()).await;
+    assert_eq!(closes(&app).await, [("1101".to_owned(), "refused".to_owned())]);
+    let c = connection(&app, &token).await["connection"].clone();
+    assert_eq!(
+        c["status"], "connected",
+        "one refused command says nothing of the token"
+    );
+    let r = app.post("/integrations/todoist/sync", &token, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}

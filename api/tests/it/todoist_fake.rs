@@ -60,6 +60,8 @@ pub struct Inner {
     pub always_full: bool,
     /// How long to wait before answering an `item_close` (after applying it).
     pub close_delay: Option<Duration>,
+    /// Refuse every `item_close` with this `http_code` (a task the person may not change).
+    pub refuse_closes: Option<u16>,
 }
 
 #[derive(Clone)]
@@ -279,6 +281,8 @@ async fn sync(
                 let id = c["args"]["id"].as_str().unwrap_or_default().to_owned();
                 let r = if c["type"] != "item_close" {
                     json!({"error_code": 20, "error": "Invalid command", "http_code": 400})
+                } else if let Some(code) = s.refuse_closes {
+                    json!({"error_code": 9, "error": "Insufficient permissions", "http_code": code})
                 } else {
                     s.version += 1;
                     let version = s.version;
