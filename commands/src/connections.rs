@@ -258,20 +258,7 @@ impl Connectors {
         let now = Utc::now();
         let id = stream_id(user, Provider::Todoist);
         if let Some(row) = self.row(user).await? {
-            if self.write.connections.load(&id).await?.state.connected {
-                self.write
-                    .connections
-                    .execute(
-                        &id,
-                        ConnectionCommand::Disconnect {
-                            reason: DisconnectReason::ByPerson,
-                            at: now,
-                        },
-                        Meta::new(now),
-                    )
-                    .await?;
-            }
-            self.hand_over_row(user, &row).await?;
+            self.end(user, &row).await?;
         }
         let executed = self
             .write
@@ -523,6 +510,13 @@ impl Connectors {
         let Some(row) = self.row(user).await? else {
             return Err(ConnectorError::NotConnected);
         };
+        self.end(user, &row).await
+    }
+
+    /// Ends a connection: records `IntegrationDisconnected` (by the person; nothing when the
+    /// aggregate says it ended already), then hands the token over for revocation and forgets
+    /// the row.
+    async fn end(&self, user: UserId, row: &Row) -> Result<Option<Cursor>, ConnectorError> {
         let now = Utc::now();
         let executed = self
             .write
@@ -536,7 +530,7 @@ impl Connectors {
                 Meta::new(now),
             )
             .await?;
-        self.hand_over_row(user, &row).await?;
+        self.hand_over_row(user, row).await?;
         Ok(executed.cursor)
     }
 

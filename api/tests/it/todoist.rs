@@ -315,12 +315,16 @@ async fn disconnecting_revokes_the_token_until_todoist_confirms_and_drops_the_ta
     .await;
     assert_eq!(fake.with(|s| s.revoked.clone()), [issued]);
     assert!(fake.with(|s| s.revoke_calls) >= 3);
-    let left: i64 =
-        sqlx::query_scalar("SELECT (SELECT count(*) FROM connections) + (SELECT count(*) FROM pending_revocations)")
-            .fetch_one(&app.pool)
-            .await
-            .expect("count");
-    assert_eq!(left, 0, "nothing of the token is kept");
+    wait_until("nothing of the token is kept", async || {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM connections) + (SELECT count(*) FROM pending_revocations)",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        left == 0
+    })
+    .await;
     let r = app.post("/integrations/todoist/sync", &token, json!({})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["code"], "not_connected");
@@ -378,11 +382,16 @@ async fn a_deletion_while_todoist_is_down_revokes_the_token_later() {
         fake.with(|s| s.revoked.contains(&issued))
     })
     .await;
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_revocations")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-    assert_eq!(pending, 0);
+    // Recorded, then forgotten (the event comes first, the row goes after it).
+    wait_until("nothing of the token is kept", async || {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_revocations")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+        pending == 0
+    })
+    .await;
+    assert_eq!(count(&app, "IntegrationTokenRevoked").await, 1);
 }
 
 #[tokio::test]
@@ -771,4 +780,29 @@ async fn a_close_todoist_refuses_is_recorded_and_the_connection_stays() {
     );
     let r = app.post("/integrations/todoist/sync", &token, json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn connecting_again_while_connected_revokes_the_old_token_first() {
+    let fake = FakeTodoist::start().await;
+    fake.put("1201", "Sort the photos", 2, None);
+    let (app, token) = connected(&fake).await;
+    let first = fake.token();
+    let back = connect(&app, &token).await;
+    assert_eq!(back.status(), StatusCode::SEE_OTHER);
+    wait_until("the old token is revoked", async || {
+        fake.with(|s| s.revoked.contains(&first))
+    })
+    .await;
+    assert_eq!(count(&app, "IntegrationDisconnected").await, 1);
+    assert_eq!(count(&app, "IntegrationConnected").await, 2);
+    wait_until("the tasks come back under the new connection", async || {
+        open_todoist_tasks(&app).await == 1
+    })
+    .await;
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE generation = 2")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(live, 1);
 }
