@@ -14,9 +14,9 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use oo_commands::connections::ConnectorError;
 use oo_domain::connection::Provider;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 const STATE_COOKIE: &str = "oo_todoist";
 const STATE_PURPOSE: &str = "todoist-connect-state";
@@ -159,18 +159,10 @@ pub async fn connect(State(state): State<AppState>, user: CurrentUser) -> Result
         .into_response())
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CallbackQuery {
-    pub code: Option<String>,
-    pub state: Option<String>,
-    pub error: Option<String>,
-}
-
 /// Completes connecting Todoist: checks the state against this browser's cookie and this
 /// person, exchanges the code server-side, keeps the token sealed, starts the first sync, and
 /// redirects to the app.
-#[utoipa::path(get, path = "/integrations/todoist/callback", operation_id = "todoist_callback", params(CallbackQuery), security(("session" = [])),
+#[utoipa::path(get, path = "/integrations/todoist/callback", operation_id = "todoist_callback", params(crate::oidc::CallbackQuery), security(("session" = [])),
     responses((status = 303, description = "connected; back to the app"), (status = 400, body = crate::error::Problem),
       (status = 401, body = crate::error::Problem), (status = 502, body = crate::error::Problem),
       (status = 503, body = crate::error::Problem)))]
@@ -178,7 +170,7 @@ pub async fn callback(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    Query(q): Query<CallbackQuery>,
+    Query(q): Query<crate::oidc::CallbackQuery>,
 ) -> Result<Response, ApiError> {
     state.connectors.todoist().ok_or_else(not_configured)?;
     if let Some(e) = q.error {

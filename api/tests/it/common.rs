@@ -615,3 +615,26 @@ pub fn postmaster_pid(data: &std::path::Path) -> Option<u32> {
         .parse()
         .ok()
 }
+
+/// Waits until the relay has published every event of the log (60 s at most).
+pub async fn relay_caught_up(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = app.get("/admin/projections", ADMIN_TOKEN).await;
+        let relay = r.body["projections"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|p| p["kind"] == "relay")
+            .expect("relay")
+            .clone();
+        if relay["lag_events"] == 0 && relay["events_applied"].as_i64() == Some(app.event_count().await) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not catch up: {relay}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -6,25 +6,6 @@ use reqwest::StatusCode;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-async fn relay_caught_up(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = app.get("/admin/projections", ADMIN_TOKEN).await;
-        let relay = r.body["projections"]
-            .as_array()
-            .expect("list")
-            .iter()
-            .find(|p| p["kind"] == "relay")
-            .expect("relay")
-            .clone();
-        if relay["lag_events"] == 0 && relay["events_applied"].as_i64() == Some(app.event_count().await) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the relay did not catch up: {relay}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The event ids in the stream, in stream order.
 async fn stream_ids(url: &str) -> Vec<String> {
     let client = async_nats::connect(url).await.expect("nats");

@@ -680,18 +680,7 @@ async fn a_close_survives_a_sigkill_of_oo_and_the_token_never_reaches_a_log_nats
     .await;
 
     // Nor does any NATS message, nor any log line (debug included).
-    let relayed = async || {
-        let r = app.get("/admin/projections", ADMIN_TOKEN).await;
-        let relay = r.body["projections"]
-            .as_array()
-            .expect("list")
-            .iter()
-            .find(|p| p["kind"] == "relay")
-            .expect("relay")
-            .clone();
-        relay["lag_events"] == 0
-    };
-    wait_until("the relay caught up", relayed).await;
+    relay_caught_up(&app).await;
     let client = async_nats::connect(nats.url.as_str()).await.expect("nats");
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("OO_EVENTS").await.expect("stream");
