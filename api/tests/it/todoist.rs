@@ -337,6 +337,26 @@ async fn disconnecting_revokes_the_token_until_todoist_confirms_and_drops_the_ta
     let back = connect(&app, &token).await;
     assert_eq!(back.status(), StatusCode::SEE_OTHER);
     wait_until("the tasks are back", async || open_todoist_tasks(&app).await == 1).await;
+
+    // A rebuild replays the disconnection and the reconnection alike: it equals the live tables.
+    wait_caught_up(&app.pool).await;
+    let live = projection_tables(&app.pool).await;
+    for p in oo_projections::all() {
+        oo_projections::rebuild::rebuild(
+            &app.pool,
+            p.as_ref(),
+            &oo_projections::status::Status::default(),
+            |_, _| {},
+        )
+        .await
+        .expect("rebuild");
+    }
+    wait_caught_up(&app.pool).await;
+    assert_eq!(
+        projection_tables(&app.pool).await,
+        live,
+        "a rebuild equals the live build"
+    );
 }
 
 #[tokio::test]
