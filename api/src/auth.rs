@@ -60,7 +60,8 @@ pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, base: &str, secure: 
 }
 
 /// Refuses a cookie-authenticated unsafe request from another site: one that says
-/// `Sec-Fetch-Site: cross-site`, or whose `Origin` is not oO's public origin. A bearer token is
+/// `Sec-Fetch-Site: cross-site`, or, unless it says `same-origin`, whose `Origin` is not oO's
+/// public origin. A bearer token is
 /// never sent by a browser on its own, so bearer requests pass, and so do requests with neither
 /// header (non-browser clients).
 fn check_same_origin(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
@@ -74,13 +75,12 @@ fn check_same_origin(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
             "a cookie-authenticated request must come from oO's own pages",
         )
     };
-    if parts
-        .headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
-    {
-        return Err(cross());
+    match parts.headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        // Set by the browser itself, never by a page: oO's own page, whatever host name it was
+        // opened under (127.0.0.1 or localhost on a developer's machine).
+        Some(v) if v.eq_ignore_ascii_case("same-origin") => return Ok(()),
+        Some(v) if v.eq_ignore_ascii_case("cross-site") => return Err(cross()),
+        _ => {}
     }
     if let Some(origin) = parts.headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("").trim_end_matches('/');

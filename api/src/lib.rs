@@ -7,6 +7,7 @@
 //! - [`routes`]: the REST contract; [`auth`]: sessions and the admin token; [`oidc`]: sign-in;
 //!   [`error`]: problem bodies; [`json`]: body parsing; [`metrics`]; [`openapi`]; [`config`].
 //! - [`jobs`]: the background jobs (the reward join, the rate limiter's clean-up).
+//! - [`web`]: the web app's embedded files and the security headers of every answer.
 //! - [`cli`]: the other subcommands (`migrate`, `rebuild`, `keys rotate`, `tail`, `simulate`).
 //!
 //! Invariant: only this crate knows HTTP.
@@ -25,6 +26,7 @@ pub mod promotion;
 pub mod rebuilds;
 pub mod routes;
 pub mod state;
+pub mod web;
 
 use anyhow::Context;
 use config::ServeConfig;

@@ -31,6 +31,7 @@ impl Modify for Security {
         crate::routes::health::metrics,
         crate::oidc::login,
         crate::oidc::callback,
+        crate::routes::auth::methods,
         crate::routes::auth::dev_login,
         crate::routes::auth::terms,
         crate::routes::auth::privacy,

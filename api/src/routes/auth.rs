@@ -1,4 +1,5 @@
-//! Sign-in for development and logout. OpenID Connect sign-in joins here later.
+//! The ways in that this server offers, sign-in for development, logout, and the documents
+//! consent is given to. OpenID Connect sign-in itself is in `crate::oidc`.
 
 use crate::auth::{CurrentUser, SESSION_COOKIE};
 use crate::error::{ApiError, command_error};
@@ -67,6 +68,30 @@ pub async fn dev_login(State(state): State<AppState>, headers: HeaderMap, body: 
         position,
     };
     Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthMethods {
+    /// `GET /auth/login` signs in with the configured OpenID provider.
+    pub oidc: bool,
+    /// `POST /auth/dev-login` exists (development mode only).
+    pub dev_login: bool,
+    /// The SHA-256 of the terms of use (`GET /legal/terms`) that signing in consents to.
+    pub terms_sha256: String,
+    /// The SHA-256 of the privacy notice (`GET /legal/privacy`) that signing in consents to.
+    pub privacy_sha256: String,
+}
+
+/// The ways in that this server offers, and the versions of the documents that signing in
+/// records consent to (what the sign-in page shows before anyone signs in).
+#[utoipa::path(get, path = "/auth/methods", responses((status = 200, body = AuthMethods)))]
+pub async fn methods(State(state): State<AppState>) -> Json<AuthMethods> {
+    Json(AuthMethods {
+        oidc: state.config.oidc_client_id.is_some() && state.config.oidc_client_secret.is_some(),
+        dev_login: state.config.dev,
+        terms_sha256: TERMS.hash.clone(),
+        privacy_sha256: PRIVACY.hash.clone(),
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
             get(crate::oidc::callback).layer(middleware::map_response(no_store)),
         )
         .route("/legal/terms", get(auth::terms))
-        .route("/legal/privacy", get(auth::privacy));
+        .route("/legal/privacy", get(auth::privacy))
+        .route("/auth/methods", get(auth::methods))
+        // The web app: static shells, no personal data in them.
+        .merge(crate::web::routes());
     if state.config.dev {
         anonymous = anonymous.route(
             "/auth/dev-login",
@@ -78,6 +81,7 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("http", method = %req.method(), path = %path)
         }))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(middleware::from_fn(crate::web::security_headers))
         .with_state(state)
 }
 

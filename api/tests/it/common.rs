@@ -638,3 +638,26 @@ pub async fn relay_caught_up(app: &TestApp) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `npm install` in `dir` (a test peer's folder with its `package.json` and lock) once per
+/// test run, unless its `node_modules` is there already.
+pub fn npm_install(dir: &std::path::Path) {
+    static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if done.iter().any(|d| d == dir) || dir.join("node_modules/.package-lock.json").exists() {
+        done.push(dir.to_path_buf());
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run npm ({e}): install Node.js, on Debian/Ubuntu `sudo apt-get install nodejs npm`, on \
+                 macOS `brew install node`"
+            )
+        });
+    assert!(status.success(), "npm install in {} failed", dir.display());
+    done.push(dir.to_path_buf());
+}

@@ -23,3 +23,4 @@ mod todoist;
 mod todoist_fake;
 mod validation;
 mod vault;
+mod web;

@@ -8,46 +8,22 @@ use crate::common::*;
 use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-
-static NPM: Mutex<bool> = Mutex::new(false);
 
 fn peer_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
 }
 
-/// Installs the provider's npm package once per test run if it is not there yet.
-fn ensure_npm_install() {
-    let mut done = NPM.lock().unwrap_or_else(|e| e.into_inner());
-    if *done || peer_dir().join("node_modules/oauth2-mock-server").exists() {
-        *done = true;
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["install", "--silent", "--no-audit", "--no-fund"])
-        .current_dir(peer_dir())
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run npm ({e}): install Node.js, on Debian/Ubuntu `sudo apt-get install nodejs npm`, on \
-                 macOS `brew install node`"
-            )
-        });
-    assert!(status.success(), "npm install in api/tests/oidc failed");
-    *done = true;
-}
-
 /// An OpenID provider run by node from one of the scripts in `api/tests/oidc`, stopped on drop.
-struct Provider {
+pub struct Provider {
     child: Child,
-    issuer: String,
+    pub issuer: String,
 }
 
 impl Provider {
     /// Starts `script` with `env`, then reads its `issuer <url>` line and keeps draining its
     /// output (a provider that logs to a closed pipe dies).
     fn run(script: &str, env: &[(&str, String)]) -> Self {
-        ensure_npm_install();
+        npm_install(&peer_dir());
         let mut child = Command::new("node")
             .arg(peer_dir().join(script))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -70,7 +46,7 @@ impl Provider {
     }
 
     /// The lenient mock (oauth2-mock-server) signing in `subject`, misbehaving as `tamper` says.
-    fn start(tamper: &str, subject: &str, email: &str) -> Self {
+    pub fn start(tamper: &str, subject: &str, email: &str) -> Self {
         let env = [
             ("OO_MOCK_TAMPER", tamper.to_owned()),
             ("OO_MOCK_SUBJECT", subject.to_owned()),
@@ -111,7 +87,7 @@ async fn me_with_cookie(app: &TestApp, cookie: &str) -> serde_json::Value {
     r.json().await.expect("json")
 }
 
-async fn app_for(provider: &Provider) -> TestApp {
+pub async fn app_for(provider: &Provider) -> TestApp {
     let issuer = provider.issuer.clone();
     spawn_with(move |c| {
         c.oidc_issuer = issuer;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// The server, configured for the fake: quick polls, background syncs far apart (the tests
 /// sync when they mean to).
-async fn spawn_for(fake: &FakeTodoist, adjust: impl FnOnce(&mut oo_api::config::ServeConfig)) -> TestApp {
+pub async fn spawn_for(fake: &FakeTodoist, adjust: impl FnOnce(&mut oo_api::config::ServeConfig)) -> TestApp {
     let (auth, api) = (fake.base.clone(), fake.base.clone());
     let app = spawn_with(move |c| {
         c.todoist_client_id = Some(CLIENT_ID.into());

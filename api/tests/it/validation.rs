@@ -326,6 +326,19 @@ async fn a_body_must_say_it_is_json_and_a_cookie_request_from_another_site_is_re
     fetched.push(("sec-fetch-site", "cross-site".into()));
     let r = code(post(cookie(), fetched, Some(body)).await.expect("sent")).await;
     assert_eq!(r, (StatusCode::FORBIDDEN, "cross_origin".into()));
+    // A sibling site's page (same site, another origin) is refused by its origin.
+    let mut sibling = evil.clone();
+    sibling.push(("sec-fetch-site", "same-site".into()));
+    let r = code(post(cookie(), sibling, Some(body)).await.expect("sent")).await;
+    assert_eq!(r, (StatusCode::FORBIDDEN, "cross_origin".into()));
+    // oO's own page under another of its host names: the browser says same-origin.
+    let mut renamed = json_type();
+    renamed.push(("origin", app.base.replace("127.0.0.1", "localhost")));
+    renamed.push(("sec-fetch-site", "same-origin".into()));
+    assert_eq!(
+        code(post(cookie(), renamed, Some(body)).await.expect("sent")).await.0,
+        StatusCode::OK
+    );
     // From oO's own origin, or with neither header, or with a bearer token: accepted.
     let mut own = json_type();
     own.push(("origin", app.base.clone()));
