@@ -114,7 +114,9 @@ async fn main() -> anyhow::Result<()> {
             if let Some(token) = &app.generated_admin_token {
                 eprintln!("dev admin token (generated for this run): {token}");
             }
-            println!("listening on http://{}", app.local_addr()?);
+            let addr = app.local_addr()?;
+            println!("listening on http://{addr}");
+            eprintln!("the app: open http://{addr}/ in a browser (the operator's console: http://{addr}/console)");
             app.run_until(shutdown_signal()).await
         }
         Command::Migrate(db) => cli::migrate(&db).await,
