@@ -38,7 +38,7 @@ function connectorCard(c) {
   const fact = (k, v) => facts.append(el("dt", { text: k }), el("dd", { text: v }));
   fact("Status", conn.status === "broken" ? `broken: ${name} refused oO's access; connect again` : "connected");
   fact("Connected", when(conn.connected_at));
-  fact("Last sync", conn.last_sync_at ? `${when(conn.last_sync_at)} (${conn.last_outcome || "synced"})` : "not yet");
+  fact("Last sync", conn.last_sync_at ? `${when(conn.last_sync_at)} (${conn.last_outcome || "synced"})` : "the first one is running…");
   fact("Open tasks", String(conn.open_tasks));
   card.append(facts);
   const row = el("div", { class: "row" });
@@ -78,11 +78,18 @@ function connectorCard(c) {
   return card;
 }
 
+let firstSyncWatch = null;
+
 async function load() {
+  clearTimeout(firstSyncWatch);
   try {
     const { body } = await session("GET", "/integrations");
     const list = document.getElementById("connectors");
     list.replaceChildren(...body.connectors.map(connectorCard));
+    // A connection just made syncs for the first time in the background: look again shortly.
+    if (body.connectors.some((c) => c.connection && c.connection.status === "connected" && !c.connection.last_sync_at)) {
+      firstSyncWatch = setTimeout(load, 1000);
+    }
   } catch (e) {
     problem(e);
   }

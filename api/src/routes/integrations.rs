@@ -161,7 +161,7 @@ pub async fn connect(State(state): State<AppState>, user: CurrentUser) -> Result
 
 /// Completes connecting Todoist: checks the state against this browser's cookie and this
 /// person, exchanges the code server-side, keeps the token sealed, starts the first sync, and
-/// redirects to the app.
+/// redirects to the app's connect page.
 #[utoipa::path(get, path = "/integrations/todoist/callback", operation_id = "todoist_callback", params(crate::oidc::CallbackQuery), security(("session" = [])),
     responses((status = 303, description = "connected; back to the app"), (status = 400, body = crate::error::Problem),
       (status = 401, body = crate::error::Problem), (status = 502, body = crate::error::Problem),
@@ -219,8 +219,9 @@ pub async fn callback(
             tracing::info!(error = %e, "the first Todoist sync failed; the background sync retries");
         }
     });
-    let home = HeaderValue::from_str(&format!("{}/", state.public_url)).map_err(ApiError::internal)?;
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, home)]).into_response();
+    // Back to the app's connect page, which shows the new connection.
+    let page = HeaderValue::from_str(&format!("{}/connect", state.public_url)).map_err(ApiError::internal)?;
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, page)]).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
         crate::auth::set_cookie(STATE_COOKIE, "", 0, state.cookie_secure)?,

@@ -315,6 +315,36 @@ pub fn task(id: &str, external_id: &str, title: &str, priority: i64, completed: 
            "data": {"source": "manual", "external_id": external_id, "title": title, "priority": priority, "completed": completed}})
 }
 
+/// `n` open manual tasks, ids `{prefix}{i}` and `x{i}`, titles `task {i}`, priorities 1 to 4.
+pub fn tasks(prefix: &str, n: i64) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            task(
+                &format!("{prefix}{i}"),
+                &format!("x{i}"),
+                &format!("task {i}"),
+                i % 4 + 1,
+                false,
+            )
+        })
+        .collect()
+}
+
+/// A connection that holds every live projection's checkpoint row (`FOR UPDATE`, in a
+/// transaction left open): a rebuild then applies the log and waits to swap. Released by
+/// `ROLLBACK` or by dropping it.
+pub async fn hold_live_checkpoints(database_url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(database_url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM checkpoints WHERE name = ANY($1) FOR UPDATE")
+        .bind(oo_projections::names())
+        .execute(&mut holder)
+        .await
+        .expect("hold the live checkpoints");
+    holder
+}
+
 pub fn mood(id: &str, score: i64, note: &str) -> Value {
     json!({"id": id, "kind": "mood", "occurred_at": "2026-01-05T09:00:00Z", "data": {"score": score, "note": note}})
 }

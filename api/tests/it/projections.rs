@@ -13,7 +13,6 @@ use oo_projections::status::Status;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::Connection;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -467,7 +466,7 @@ pub async fn serve_and_react(tips: &Repository<Tip>, user: UserId, n: usize, rng
 async fn a_rebuild_that_dies_midway_leaves_the_projection_live() {
     let app = spawn_app().await;
     let (token, _) = app.login("rebuild-dies@example.org").await;
-    let signals: Vec<_> = (0..20).map(|i| mood(&format!("m{i}"), 1, "fine")).collect();
+    let signals = tasks("t", 20);
     assert_eq!(
         app.post("/signals", &token, json!({ "signals": signals })).await.status,
         StatusCode::OK
@@ -552,13 +551,7 @@ async fn rebuilds_asked_all_at_once_run_one_by_one_and_leave_the_requests_pool_a
     let before = projection_tables(&app.pool).await;
 
     let names = oo_projections::names();
-    let mut holder = sqlx::PgConnection::connect(&app.database_url).await.expect("connect");
-    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
-    sqlx::query("SELECT 1 FROM checkpoints WHERE name = ANY($1) FOR UPDATE")
-        .bind(&names)
-        .execute(&mut holder)
-        .await
-        .expect("hold the live checkpoints");
+    let mut holder = hold_live_checkpoints(&app.database_url).await;
     let rebuild = async |name: &str| {
         app.send(
             reqwest::Method::POST,

@@ -126,8 +126,8 @@ async fn connecting_brings_the_tasks_in_and_syncs_add_only_what_changed() {
     assert_eq!(back.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         back.headers()[reqwest::header::LOCATION],
-        format!("{}/", app.base).as_str(),
-        "back to the app"
+        format!("{}/connect", app.base).as_str(),
+        "back to the app's connect page"
     );
     wait_until("the first sync is done", async || {
         connection(&app, &token).await["connection"]["last_outcome"] == "synced"

@@ -536,9 +536,9 @@ async fn connecting_and_disconnecting_todoist_from_the_connect_page() {
     )
     .await;
     b.click("[data-provider=todoist] a.button").await;
-    // Todoist's authorize page (the fake) sends the browser back; oO sends it home.
-    b.until("home after connecting", "location.pathname === '/'").await;
-    b.goto(&format!("{}/connect", app.base)).await;
+    // Todoist's authorize page (the fake) sends the browser back; oO shows the connection.
+    b.until("back on the connect page", "location.pathname === '/connect'")
+        .await;
     b.until(
         "the connection with its task",
         "(document.querySelector('[data-provider=todoist]') || {dataset: {}}).dataset.openTasks === '1'",
@@ -646,17 +646,7 @@ async fn export_then_delete_the_account_from_the_me_page() {
 async fn the_console_shows_a_rebuild_in_progress_and_takes_no_session() {
     let app = spawn_app().await;
     let (token, _) = app.login("console@example.org").await;
-    let signals: Vec<_> = (0..30)
-        .map(|i| {
-            task(
-                &format!("c{i}"),
-                &format!("x{i}"),
-                &format!("task {i}"),
-                i % 4 + 1,
-                false,
-            )
-        })
-        .collect();
+    let signals = tasks("c", 30);
     assert_eq!(
         app.post("/signals", &token, json!({ "signals": signals })).await.status,
         StatusCode::OK
@@ -705,14 +695,7 @@ async fn the_console_shows_a_rebuild_in_progress_and_takes_no_session() {
 
     // Hold the live checkpoints: the rebuild applies every event, then waits to swap.
     let name = "open_tasks";
-    let mut holder = sqlx::PgConnection::connect(&app.database_url).await.expect("connect");
-    use sqlx::Connection;
-    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
-    sqlx::query("SELECT 1 FROM checkpoints WHERE name = ANY($1) FOR UPDATE")
-        .bind(oo_projections::names())
-        .execute(&mut holder)
-        .await
-        .expect("hold the live checkpoints");
+    let mut holder = hold_live_checkpoints(&app.database_url).await;
     b.click(&format!("button[aria-label='Rebuild {name}']")).await;
     let progress = b
         .until(
