@@ -14,11 +14,12 @@ let lookAgain = null;
 
 let shown = 0;
 
-/** Shows the tip or the calm state; `data-state` and `data-shown` on the body say which, and
- * how many times the page has settled (for scripts and tests that wait on it). */
+/** Shows the tip, the calm state or an error; `data-state` and `data-shown` on the body say
+ * which, and how many times the page has settled (for scripts and tests that wait on it). */
 function show(which) {
   tipEl.hidden = which !== "tip";
   emptyEl.hidden = which !== "empty";
+  document.getElementById("retry-row").hidden = which !== "error";
   shown += 1;
   document.body.dataset.state = which;
   document.body.dataset.shown = String(shown);
@@ -78,8 +79,10 @@ async function next(minPosition) {
     if (status === 204 || !answer || !answer.tip) calm();
     else render(answer.tip);
   } catch (e) {
+    // No tip to show: the error and a way to ask again, nothing stale.
+    current = null;
     say("status", "");
-    document.body.dataset.state = "error";
+    show("error");
     say("error", e instanceof Problem ? e.message : "Something went wrong.");
   }
 }
@@ -109,6 +112,7 @@ async function react(reaction) {
 
 buttons.forEach((b) => b.addEventListener("click", () => react(b.dataset.reaction)));
 document.getElementById("again").addEventListener("click", () => next());
+document.getElementById("retry").addEventListener("click", () => next());
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
   if (event.target instanceof HTMLElement && event.target.closest("input, textarea, select")) return;

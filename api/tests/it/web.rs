@@ -783,6 +783,29 @@ async fn the_app_installs_and_shows_the_offline_page_without_the_server() {
         assert!(started.elapsed() < Duration::from_secs(20), "the server did not stop");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The page still open: a reaction that cannot be sent keeps the tip, to be sent again.
+    if settled(&b).await == "tip" {
+        b.press("x").await;
+        b.until(
+            "the reaction refused",
+            "document.getElementById('error').textContent !== ''",
+        )
+        .await;
+        assert!(b.text("#error").await.contains("cannot be reached"));
+        assert!(!b.text("#tip-title").await.is_empty(), "the tip stays");
+        assert_eq!(
+            b.js("document.querySelector('[data-reaction=dismiss]').disabled").await,
+            json!(false),
+            "and can be answered again"
+        );
+    }
+    // Asking for a tip fails calmly: the error and a way to ask again, no stale tip.
+    b.js("document.getElementById('again').click(), true").await;
+    b.until("the error state", "document.body.dataset.state === 'error'")
+        .await;
+    assert!(b.text("#error").await.contains("cannot be reached"));
+    assert_eq!(b.js("document.getElementById('tip').hidden").await, json!(true));
+    assert_eq!(b.js("document.getElementById('retry-row').hidden").await, json!(false));
     b.goto(&format!("{base}/")).await;
     b.until("the offline page", "document.title === 'Offline · oO'").await;
     assert!(b.text("main").await.contains("cannot be reached"));
