@@ -245,8 +245,11 @@ pub struct ServeConfig {
     pub header_timeout_secs: u64,
     /// Requests served at once (liveness, readiness and metrics aside); past it a request is
     /// answered 503 `unavailable` at once, with `Retry-After`, instead of queueing for a pooled
-    /// connection until it times out (load shedding: the server stays at capacity).
-    #[arg(long, env = "OO_MAX_IN_FLIGHT", default_value_t = 128)]
+    /// connection until it times out (load shedding: the server stays at capacity). 512 absorbs
+    /// a pause of about a second (a checkpoint's flush, a slow fsync) at 500 requests a second:
+    /// 128 shed requests in such pauses while the server had capacity to spare
+    /// (docs/benchmarks.md, the soak).
+    #[arg(long, env = "OO_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
     /// How long a request may take, body and answer included, in seconds; then 408.
     #[arg(long, env = "OO_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
@@ -306,7 +309,7 @@ impl ServeConfig {
             oidc_client_secret: None,
             body_limit: 1_048_576,
             header_timeout_secs: 10,
-            max_in_flight: 128,
+            max_in_flight: 512,
             request_timeout_secs: 30,
             writers: 2,
         }
