@@ -263,6 +263,11 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The OpenID client's id and secret, when both are configured: sign-in exists only then.
+    pub fn oidc_credentials(&self) -> Option<(&str, &str)> {
+        Some((self.oidc_client_id.as_deref()?, self.oidc_client_secret.as_deref()?))
+    }
+
     /// Defaults for tests and tools: a database URL, port 0, dev mode off.
     pub fn for_database(database_url: &str, data_dir: PathBuf) -> Self {
         Self {

@@ -119,7 +119,7 @@ fn public_url(state: &AppState) -> &str {
 }
 
 async fn client(state: &AppState, refresh: bool) -> Result<Client, ApiError> {
-    let (Some(id), Some(secret)) = (&state.config.oidc_client_id, &state.config.oidc_client_secret) else {
+    let Some((id, secret)) = state.config.oidc_credentials() else {
         return Err(not_configured());
     };
     if !refresh
@@ -153,8 +153,8 @@ async fn client(state: &AppState, refresh: bool) -> Result<Client, ApiError> {
     let redirect = RedirectUrl::new(format!("{}/auth/callback", public_url(state))).map_err(ApiError::internal)?;
     let client = CoreClient::from_provider_metadata(
         metadata,
-        ClientId::new(id.clone()),
-        Some(ClientSecret::new(secret.clone())),
+        ClientId::new(id.to_owned()),
+        Some(ClientSecret::new(secret.to_owned())),
     )
     .set_redirect_uri(redirect);
     *state.oidc.client.write().await = Some((client.clone(), std::time::Instant::now()));

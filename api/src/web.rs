@@ -61,11 +61,14 @@ pub static ASSETS: &[Asset] = &[
 ];
 
 /// Each asset's strong validator, from its bytes.
-static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
+static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
     use sha2::Digest;
     ASSETS
         .iter()
-        .map(|a| format!("\"{}\"", &hex::encode(sha2::Sha256::digest(a.bytes))[..32]))
+        .map(|a| {
+            let tag = format!("\"{}\"", &hex::encode(sha2::Sha256::digest(a.bytes))[..32]);
+            HeaderValue::from_str(&tag).expect("a quoted hex string is a header value")
+        })
         .collect()
 });
 
@@ -87,18 +90,24 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().as_bytes() == etag.as_bytes() || t.trim() == "*")
+        });
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         ([(header::CONTENT_TYPE, asset.content_type)], asset.bytes).into_response()
     };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
+    h.insert(header::ETAG, etag.clone());
     // Revalidated on every use: a new binary's files replace the old ones at once.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The pages' policy on every app file: it is the one that counts for a document, and for
+    // the service worker (a worker runs under the policy its script is served with, and this
+    // one fetches from its origin).
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     if path == "/sw.js" {
         // The worker controls the whole origin from the root.
         h.insert("service-worker-allowed", HeaderValue::from_static("/"));
@@ -126,27 +135,16 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         .route("/assets/{file}", axum::routing::get(asset))
 }
 
-/// Whether `path` is one of the app's files. They all take the pages' policy: it is the one
-/// that counts for a document, and for the service worker (a worker runs under the policy its
-/// script is served with, and this one fetches from its origin).
-fn is_app_file(path: &str) -> bool {
-    ASSETS.iter().any(|a| a.path == path)
-}
-
-/// The security headers of every answer: the pages' strict policy on the app's files, a policy that runs
-/// nothing on everything else, and on all of them `nosniff` and no referrer.
+/// The security headers of every answer: a policy that runs nothing unless the answer set its
+/// own (the app's files set the pages'), and on all of them `nosniff`, no referrer, no framing.
 pub async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let page = is_app_file(req.uri().path());
     let mut response = next.run(req).await;
     let h = response.headers_mut();
-    let csp = if page { PAGE_CSP } else { API_CSP };
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(API_CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if page {
-        h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
-    }
     response
 }
 

@@ -1,10 +1,6 @@
 // The "me" page: the profile and consents (`GET /me`), the export, signing out, and deleting the
 // account (`DELETE /me`) after a confirmation that says what is destroyed.
-import { Problem, installable, say, session, signInAgain, when } from "/assets/api.js";
-
-function problem(id, e) {
-  say(id, e instanceof Problem ? e.message : "Something went wrong.");
-}
+import { el, installable, say, sayProblem, session, signInAgain, when } from "/assets/api.js";
 
 async function load() {
   try {
@@ -15,28 +11,21 @@ async function load() {
     say("sessions", `${me.open_sessions} device${me.open_sessions === 1 ? "" : "s"}`);
     const list = document.getElementById("consents");
     list.replaceChildren(
-      ...me.consents.map((c) => {
-        const dl = document.createElement("dl");
-        const add = (k, v) => {
-          const dt = document.createElement("dt");
-          dt.textContent = k;
-          const dd = document.createElement("dd");
-          if (k === "Given") dd.textContent = v;
-          else {
-            const code = document.createElement("code");
-            code.textContent = v;
-            dd.append(code);
-          }
-          dl.append(dt, dd);
-        };
-        add("Terms", c.terms_hash);
-        add("Privacy", c.privacy_hash);
-        add("Given", when(c.given_at));
-        return dl;
-      }),
+      ...me.consents.map((c) =>
+        el(
+          "dl",
+          {},
+          el("dt", { text: "Terms" }),
+          el("dd", {}, el("code", { text: c.terms_hash })),
+          el("dt", { text: "Privacy" }),
+          el("dd", {}, el("code", { text: c.privacy_hash })),
+          el("dt", { text: "Given" }),
+          el("dd", { text: when(c.given_at) }),
+        ),
+      ),
     );
   } catch (e) {
-    problem("error", e);
+    sayProblem("error", e);
   }
 }
 
@@ -44,7 +33,7 @@ document.getElementById("signout").addEventListener("click", async () => {
   try {
     await session("POST", "/auth/logout");
   } catch (e) {
-    problem("error", e);
+    sayProblem("error", e);
     return;
   }
   signInAgain();
@@ -84,7 +73,7 @@ document.getElementById("confirm-form").addEventListener("submit", async (event)
     document.getElementById("deleted-title").focus();
   } catch (e) {
     button.disabled = false;
-    problem("confirm-error", e);
+    sayProblem("confirm-error", e);
   }
 });
 

@@ -56,6 +56,23 @@ export function say(id, message) {
   if (el) el.textContent = message || "";
 }
 
+/** Says in the live region `id` what went wrong: the API's own words for a problem, else
+ * `fallback`. */
+export function sayProblem(id, e, fallback = "Something went wrong.") {
+  say(id, e instanceof Problem ? e.message : fallback);
+}
+
+/** A new element with attributes (`text` sets its text) and children. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
 /** Calls `call` and handles a lost session by going to sign in; other problems are thrown. */
 export async function session(method, path, body) {
   try {

@@ -1,22 +1,9 @@
 // The connect page: the connectors and the person's connections (`GET /integrations`), and the
 // signals a person adds by hand (`POST /signals`: a task, a mood, a place).
-import { Problem, installable, say, session, when } from "/assets/api.js";
+import { el, installable, say, sayProblem, session, when } from "/assets/api.js";
 
 const NAMES = { todoist: "Todoist" };
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  children.forEach((c) => node.append(c));
-  return node;
-}
-
-function problem(e) {
-  say("error", e instanceof Problem ? e.message : "Something went wrong.");
-}
 
 function connectorCard(c) {
   const name = NAMES[c.provider] || c.provider;
@@ -54,7 +41,7 @@ function connectorCard(c) {
         say("status", `Synced: ${body.tasks} task change${body.tasks === 1 ? "" : "s"}.`);
       } catch (e) {
         say("status", "");
-        problem(e);
+        sayProblem("error", e);
       }
       await load();
     });
@@ -69,7 +56,7 @@ function connectorCard(c) {
       say("status", `${name} is disconnected; oO's access is revoked and its tasks are gone from your tips.`);
     } catch (e) {
       say("status", "");
-      problem(e);
+      sayProblem("error", e);
     }
     await load();
   });
@@ -91,7 +78,7 @@ async function load() {
       firstSyncWatch = setTimeout(load, 1000);
     }
   } catch (e) {
-    problem(e);
+    sayProblem("error", e);
   }
 }
 
@@ -107,7 +94,7 @@ async function send(kind, data, what) {
     );
     return true;
   } catch (e) {
-    problem(e);
+    sayProblem("error", e);
     return false;
   }
 }

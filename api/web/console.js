@@ -2,23 +2,14 @@
 // shadow policies, the log's latest events. The admin token lives in this module's memory only
 // and goes out as a bearer token; no cookie is ever sent with it (`call` omits credentials).
 // Read-only except starting a rebuild.
-import { Problem, call, say, when } from "/assets/api.js";
+import { Problem, call, el, say, sayProblem, when } from "/assets/api.js";
 
 const REFRESH_MS = 1000;
 let token = null;
 let timer = null;
 
 function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  return td;
-}
-
-function row(...cells) {
-  const tr = document.createElement("tr");
-  tr.append(...cells);
-  return tr;
+  return el("td", cls ? { text, class: cls } : { text });
 }
 
 function num(n) {
@@ -30,7 +21,9 @@ async function admin(method, path) {
 }
 
 function projectionRow(p) {
-  const tr = row(
+  const tr = el(
+    "tr",
+    { "data-name": p.name, "data-status": p.status },
     cell(p.name),
     cell(p.kind),
     cell(p.last_error ? `${p.status}: ${p.last_error}` : p.status),
@@ -38,27 +31,26 @@ function projectionRow(p) {
     cell(num(p.lag_events), "num"),
     cell(num(p.events_applied), "num"),
   );
-  tr.dataset.name = p.name;
-  tr.dataset.status = p.status;
-  const progress = document.createElement("td");
-  if (p.rebuild) {
-    const bar = document.createElement("progress");
-    bar.max = Math.max(p.rebuild.events_total, 1);
-    bar.value = p.rebuild.events_applied;
-    bar.setAttribute("aria-label", `${p.name} rebuild`);
-    const label = document.createElement("span");
-    label.textContent = ` ${num(p.rebuild.events_applied)} / ${num(p.rebuild.events_total)} (${Math.round(p.rebuild.events_per_second)}/s)`;
-    progress.append(bar, label);
-  } else {
-    progress.textContent = p.status === "queued" ? "queued" : "—";
-  }
-  tr.append(progress);
-  const action = document.createElement("td");
+  const r = p.rebuild;
+  tr.append(
+    r
+      ? el(
+          "td",
+          {},
+          el("progress", {
+            max: Math.max(r.events_total, 1),
+            value: r.events_applied,
+            "aria-label": `${p.name} rebuild`,
+          }),
+          el("span", {
+            text: ` ${num(r.events_applied)} / ${num(r.events_total)} (${Math.round(r.events_per_second)}/s)`,
+          }),
+        )
+      : cell(p.status === "queued" ? "queued" : "—"),
+  );
+  const action = el("td");
   if (p.kind === "projection") {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = "Rebuild";
-    button.setAttribute("aria-label", `Rebuild ${p.name}`);
+    const button = el("button", { type: "button", text: "Rebuild", "aria-label": `Rebuild ${p.name}` });
     button.disabled = p.status === "rebuilding" || p.status === "queued";
     button.addEventListener("click", async () => {
       button.disabled = true;
@@ -66,7 +58,7 @@ function projectionRow(p) {
         await admin("POST", `/admin/projections/${encodeURIComponent(p.name)}/rebuild`);
         say("status", `Rebuild of ${p.name} queued.`);
       } catch (e) {
-        say("error", e instanceof Problem ? e.message : "The rebuild did not start.");
+        sayProblem("error", e, "The rebuild did not start.");
       }
       refresh();
     });
@@ -77,7 +69,9 @@ function projectionRow(p) {
 }
 
 function policyRow(p) {
-  return row(
+  return el(
+    "tr",
+    {},
     cell(p.spec),
     cell(p.role),
     cell(num(p.decisions), "num"),
@@ -86,16 +80,14 @@ function policyRow(p) {
 }
 
 function eventRow(e) {
-  const payload = document.createElement("td");
-  const pre = document.createElement("pre");
-  pre.textContent = JSON.stringify(e.payload);
-  payload.append(pre);
-  return row(
+  return el(
+    "tr",
+    {},
     cell(e.position, "num"),
     cell(when(e.recorded_at)),
     cell(e.event_type),
     cell(`${e.aggregate_type} ${e.aggregate_id.slice(0, 8)}… #${e.sequence}`),
-    payload,
+    el("td", {}, el("pre", { text: JSON.stringify(e.payload) })),
   );
 }
 
@@ -131,7 +123,7 @@ async function refresh() {
       say("error", "That token is not accepted.");
       return;
     }
-    say("error", e instanceof Problem ? e.message : "The console could not refresh.");
+    sayProblem("error", e, "The console could not refresh.");
   }
   timer = setTimeout(refresh, REFRESH_MS);
 }

@@ -1,6 +1,6 @@
 // The sign-in page: shows the ways in that this server offers (`GET /auth/methods`) and what
 // consent is given to. Development sign-in posts JSON (the API refuses a native form post).
-import { Problem, call, installable, say } from "/assets/api.js";
+import { call, installable, say, sayProblem } from "/assets/api.js";
 
 async function start() {
   installable();
@@ -8,7 +8,7 @@ async function start() {
   try {
     ({ body: methods } = await call("GET", "/auth/methods"));
   } catch (e) {
-    say("error", e instanceof Problem ? e.message : "oO cannot be reached.");
+    sayProblem("error", e, "oO cannot be reached.");
     return;
   }
   document.getElementById("terms-hash").textContent = methods.terms_sha256;
@@ -37,7 +37,7 @@ document.getElementById("dev").addEventListener("submit", async (event) => {
     await call("POST", "/auth/dev-login", { email });
     window.location.replace("/");
   } catch (e) {
-    say("dev-error", e instanceof Problem ? e.message : "Sign-in failed.");
+    sayProblem("dev-error", e, "Sign-in failed.");
   }
 });
 

@@ -1,6 +1,6 @@
 // The tip page: asks for one tip, shows it, takes one final reaction, asks for the next.
 // "Not now" (204) is a calm state that says when the page will look again, and does.
-import { Problem, installable, say, session } from "/assets/api.js";
+import { Problem, installable, say, sayProblem, session } from "/assets/api.js";
 
 const LOOK_AGAIN_MINUTES = 30;
 const REACTIONS = { d: "done", h: "helpful", s: "snooze", n: "not_helpful", x: "dismiss" };
@@ -83,7 +83,7 @@ async function next(minPosition) {
     current = null;
     say("status", "");
     show("error");
-    say("error", e instanceof Problem ? e.message : "Something went wrong.");
+    sayProblem("error", e);
   }
 }
 
@@ -103,7 +103,7 @@ async function react(reaction) {
       await next();
     } else {
       buttons.forEach((b) => (b.disabled = false));
-      say("error", e instanceof Problem ? e.message : "Something went wrong.");
+      sayProblem("error", e);
     }
   } finally {
     busy = false;

@@ -87,7 +87,7 @@ pub struct AuthMethods {
 #[utoipa::path(get, path = "/auth/methods", responses((status = 200, body = AuthMethods)))]
 pub async fn methods(State(state): State<AppState>) -> Json<AuthMethods> {
     Json(AuthMethods {
-        oidc: state.config.oidc_client_id.is_some() && state.config.oidc_client_secret.is_some(),
+        oidc: state.config.oidc_credentials().is_some(),
         dev_login: state.config.dev,
         terms_sha256: TERMS.hash.clone(),
         privacy_sha256: PRIVACY.hash.clone(),

@@ -96,6 +96,14 @@ rm -rf "$2" "$3""#;
     })
 }
 
+/// A loopback port that was free a moment ago (for a peer that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub fn temp_dir(prefix: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("{prefix}-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&d).expect("temp dir");
@@ -364,11 +372,7 @@ pub fn pg_bin() -> PathBuf {
 
 impl PrivateCluster {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("oo-pg-{}", Uuid::new_v4().simple()));
         let cluster = oo_api::embedded::Cluster::new(&dir, Some(&pg_bin()), Some(port))
             .unwrap_or_else(|e| panic!("{e}"))
@@ -484,11 +488,7 @@ pub struct PrivateNats {
 
 impl PrivateNats {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let dir = temp_dir("oo-nats");
         let mut nats = Self {
             child: None,

@@ -318,11 +318,7 @@ async fn a_callback_is_accepted_once() {
 #[tokio::test]
 async fn an_unreachable_provider_is_asked_again_only_after_a_pause() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let app = spawn_with(move |c| {
         c.oidc_issuer = format!("http://127.0.0.1:{port}");
         c.oidc_client_id = Some("oo-test-client".into());
@@ -453,11 +449,7 @@ async fn authorize(browser: &mut Browser, app: &TestApp, provider: &Provider, lo
 }
 
 async fn strict_setup() -> (TestApp, Provider) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
     let app = spawn_with(move |c| {
         c.oidc_issuer = issuer;
@@ -537,11 +529,7 @@ async fn a_strict_provider_accepts_our_pkce_and_refuses_a_replayed_code_or_a_mis
 
 #[tokio::test]
 async fn a_strict_provider_refuses_a_redirect_uri_it_does_not_know() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
     let app = spawn_with(move |c| {
         c.oidc_issuer = issuer;

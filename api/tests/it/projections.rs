@@ -466,7 +466,7 @@ pub async fn serve_and_react(tips: &Repository<Tip>, user: UserId, n: usize, rng
 async fn a_rebuild_that_dies_midway_leaves_the_projection_live() {
     let app = spawn_app().await;
     let (token, _) = app.login("rebuild-dies@example.org").await;
-    let signals = tasks("t", 20);
+    let signals: Vec<_> = (0..20).map(|i| mood(&format!("m{i}"), 1, "fine")).collect();
     assert_eq!(
         app.post("/signals", &token, json!({ "signals": signals })).await.status,
         StatusCode::OK
@@ -532,17 +532,7 @@ async fn rebuilds_asked_all_at_once_run_one_by_one_and_leave_the_requests_pool_a
     // Three connections are held for good (the two writers and the projector): two are left.
     let app = spawn_with(|c| c.db.db_pool = 5).await;
     let (token, _) = app.login("many-rebuilds@example.org").await;
-    let signals: Vec<_> = (0..20)
-        .map(|i| {
-            task(
-                &format!("t{i}"),
-                &format!("x{i}"),
-                &format!("task {i}"),
-                i % 4 + 1,
-                false,
-            )
-        })
-        .collect();
+    let signals = tasks("t", 20);
     assert_eq!(
         app.post("/signals", &token, json!({ "signals": signals })).await.status,
         StatusCode::OK

@@ -9,6 +9,7 @@ use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,19 +17,13 @@ use std::time::{Duration, Instant};
 const PHONE: (u32, u32) = (360, 780);
 const DESKTOP: (u32, u32) = (1280, 860);
 
-/// chromedriver on a free loopback port, and one Chromium session through it; both end on drop
-/// (`close` ends the session first when the test reaches it).
+/// chromedriver on a free loopback port, and one Chromium session through it. `close` ends the
+/// session; on drop (a failed test too) chromedriver's process group, Chromium included, is
+/// killed and the profile removed.
 struct Browser {
     client: Client,
     driver: Child,
     profile: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Chromium: `OO_CHROMIUM`, else where Debian, Ubuntu or Homebrew put it.
@@ -51,6 +46,7 @@ impl Browser {
         let port = free_port();
         let driver = Command::new(std::env::var("OO_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -84,8 +80,7 @@ impl Browser {
             builder.capabilities(caps.clone());
             match builder.connect(&url).await {
                 Ok(c) => break c,
-                Err(e) if started.elapsed() < Duration::from_secs(30) => {
-                    let _ = e;
+                Err(_) if started.elapsed() < Duration::from_secs(30) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("no Chromium session through chromedriver at {url}: {e}"),
@@ -98,11 +93,8 @@ impl Browser {
         }
     }
 
-    async fn close(mut self) {
-        let client = self.client.clone();
-        let _ = client.close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
     }
 
     async fn goto(&self, url: &str) {
@@ -215,8 +207,7 @@ impl Browser {
 
     /// Runs axe-core in the page; fails on any serious or critical violation.
     async fn axe(&self, page: &str) {
-        let axe = axe_source();
-        self.client.execute(&axe, vec![]).await.expect("axe-core loads");
+        self.client.execute(axe_source(), vec![]).await.expect("axe-core loads");
         let result = self
             .client
             .execute_async(
@@ -241,15 +232,22 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        if let Some(group) = rustix::process::Pid::from_raw(self.driver.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
-fn axe_source() -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
-    npm_install(&dir);
-    std::fs::read_to_string(dir.join("node_modules/axe-core/axe.min.js")).expect("axe.min.js")
+/// axe-core's script, read once per test run.
+fn axe_source() -> &'static str {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AXE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+        npm_install(&dir);
+        std::fs::read_to_string(dir.join("node_modules/axe-core/axe.min.js")).expect("axe.min.js")
+    })
 }
 
 fn write_screenshot(file: &str, png: &[u8]) {
