@@ -1,8 +1,8 @@
 //! The read models a decision needs, typed: what is known of a person (their features, their
 //! latest tips, their open todos, their model) as [`oo_domain::decision::Prepared`], and the
 //! population's prior. Read from the `user_features`, `tip_log`, `open_tasks`, `bandit_users`
-//! and `bandit_population` tables; the person's model and the prior are cached, since they
-//! change only when a reward is learned.
+//! and `bandit_population` tables (with the bandit's tails: [`crate::bandit`]); the person's
+//! model and the prior are cached, since they change only when a reward is learned.
 
 use crate::bandit::{load_population, load_user};
 use chrono::{DateTime, Utc};

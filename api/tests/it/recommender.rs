@@ -705,7 +705,7 @@ async fn the_bandit_learns_only_from_decisions_of_the_current_feature_schema() {
 async fn bandit_bits(pool: &PgPool, schema: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![];
     let rows = sqlx::query(&format!(
-        "SELECT user_id::text AS u, a_inv, b, n FROM {schema}.bandit_users ORDER BY user_id"
+        "SELECT user_id::text AS u, a_inv, b, folded, n FROM {schema}.bandit_users ORDER BY user_id"
     ))
     .fetch_all(pool)
     .await
@@ -713,18 +713,32 @@ async fn bandit_bits(pool: &PgPool, schema: &str) -> Vec<(String, Vec<u8>)> {
     for r in rows {
         let mut bits: Vec<u8> = r.get("a_inv");
         bits.extend(r.get::<Vec<u8>, _>("b"));
+        bits.extend(r.get::<i64, _>("folded").to_le_bytes());
         bits.extend(r.get::<i64, _>("n").to_le_bytes());
         out.push((r.get("u"), bits));
     }
-    let rows = sqlx::query(&format!("SELECT xx, xr, n FROM {schema}.bandit_population"))
+    let rows = sqlx::query(&format!("SELECT xx, xr, folded, n FROM {schema}.bandit_population"))
         .fetch_all(pool)
         .await
         .expect("population");
     for r in rows {
         let mut bits: Vec<u8> = r.get("xx");
         bits.extend(r.get::<Vec<u8>, _>("xr"));
+        bits.extend(r.get::<i64, _>("folded").to_le_bytes());
         bits.extend(r.get::<i64, _>("n").to_le_bytes());
         out.push(("population".into(), bits));
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT 'user ' || user_id::text || ' ' || k AS t, features, reward FROM {schema}.bandit_user_tail \
+         UNION ALL SELECT 'population ' || k, features, reward FROM {schema}.bandit_population_tail ORDER BY 1"
+    ))
+    .fetch_all(pool)
+    .await
+    .expect("tails");
+    for r in rows {
+        let mut bits: Vec<u8> = r.get("features");
+        bits.extend(r.get::<f64, _>("reward").to_le_bytes());
+        out.push((r.get("t"), bits));
     }
     let rows = sqlx::query(&format!(
         "SELECT tip_id::text AS t, features FROM {schema}.bandit_pending ORDER BY tip_id"
@@ -744,11 +758,21 @@ async fn the_bandit_rebuilt_from_the_log_is_the_same_bit_for_bit() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for u in 0..4 {
         let id = user(&p, &format!("bits{u}@example.org")).await;
-        crate::projections::serve_and_react(&p.tips, id, 40, &mut rng).await;
+        crate::projections::serve_and_react(&p.tips, id, 90, &mut rng).await;
     }
     wait_caught_up(&p.pool).await;
     let live = bandit_bits(&p.pool, "public").await;
     assert!(live.len() > 4, "models, population and pending tips exist");
+    let (folded_people, population_folded): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM bandit_users WHERE folded > 0), (SELECT folded FROM bandit_population)",
+    )
+    .fetch_one(&p.pool)
+    .await
+    .expect("folds");
+    assert!(
+        folded_people > 0 && population_folded > 0,
+        "the matrices were rewritten at least once, so the rebuild must rewrite them at the same counts"
+    );
     let bandit = oo_projections::all()
         .into_iter()
         .find(|x| x.name() == "bandit")
@@ -871,4 +895,100 @@ async fn the_simulator_learns_and_a_seed_reproduces_its_run() {
     assert_eq!(a, b);
     assert!(!oo_replay::simulate::table(&a).is_empty());
     assert!(oo_replay::simulate::plot(&report).starts_with("<svg"));
+}
+
+/// What the log teaches a person's model, reward by reward in log order: each settled tip's
+/// chosen joint vector and its reward (the oracle of the bandit's tables).
+async fn learned_from_the_log(pool: &PgPool, user: UserId) -> Vec<(Vec<f64>, f64)> {
+    use oo_domain::tip::TipEvent;
+    let mut conn = pool.acquire().await.expect("conn");
+    let events = oo_commands::store::read_user_events_after(&mut conn, user.as_uuid(), None, 100_000)
+        .await
+        .expect("events");
+    let mut served = std::collections::HashMap::new();
+    let mut learned = vec![];
+    for e in events {
+        match e.decode::<TipEvent>() {
+            Ok(TipEvent::TipServed(d)) => {
+                let chosen = &d.candidates[d.chosen];
+                served.insert(d.tip_id, oo_domain::features::joint(&chosen.features, &d.context));
+            }
+            Ok(TipEvent::TipRewarded { tip_id, reward, .. }) => {
+                learned.push((served[&tip_id].clone(), reward));
+            }
+            _ => {}
+        }
+    }
+    learned
+}
+
+#[tokio::test]
+async fn the_bandit_rewrites_its_matrices_only_every_so_many_rewards_and_reads_the_rest_from_its_tail() {
+    use oo_domain::bandit::{LinearModel, PooledSums, upper_triangle};
+    use oo_domain::features::DIM;
+    use oo_projections::bandit::{POPULATION_TAIL, USER_TAIL, f64_bytes, load_population, load_user};
+    let p = parts().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let alice = user(&p, "tail-alice@example.org").await;
+    let bob = user(&p, "tail-bob@example.org").await;
+    for who in [alice, bob] {
+        crate::projections::serve_and_react(&p.tips, who, 200, &mut rng).await;
+    }
+    wait_caught_up(&p.pool).await;
+    let mut conn = p.pool.acquire().await.expect("conn");
+    let mut everyone = PooledSums::new(DIM);
+    for who in [alice, bob] {
+        let learned = learned_from_the_log(&p.pool, who).await;
+        let n = learned.len() as i64;
+        assert!(
+            n > 2 * USER_TAIL && n % USER_TAIL != 0,
+            "{n} rewards: two rewrites and a tail"
+        );
+        let (folded, counted, a_inv): (i64, i64, Vec<u8>) =
+            sqlx::query_as("SELECT folded, n, a_inv FROM bandit_users WHERE user_id = $1")
+                .bind(who.as_uuid())
+                .fetch_one(&p.pool)
+                .await
+                .expect("model");
+        assert_eq!((folded, counted), (n / USER_TAIL * USER_TAIL, n));
+        let mut model = LinearModel::new(DIM);
+        for (x, reward) in &learned[..folded as usize] {
+            model.update(x, *reward);
+        }
+        assert_eq!(
+            a_inv,
+            f64_bytes(&upper_triangle(&model.a_inv, DIM)),
+            "the stored matrix is the model at the last multiple of the step, not at the last reward"
+        );
+        let tail: i64 = sqlx::query_scalar("SELECT count(*) FROM bandit_user_tail WHERE user_id = $1")
+            .bind(who.as_uuid())
+            .fetch_one(&p.pool)
+            .await
+            .expect("tail");
+        assert_eq!(tail, n - folded);
+        for (x, reward) in &learned[folded as usize..] {
+            model.update(x, *reward);
+        }
+        let read = load_user(&mut conn, who.as_uuid()).await.expect("read");
+        assert_eq!(read.n, n as u64, "a decision reads every reward");
+        assert_eq!(
+            f64_bytes(&read.a_inv),
+            f64_bytes(&model.a_inv),
+            "bit for bit, as if each reward had been written"
+        );
+        assert_eq!(f64_bytes(&read.b), f64_bytes(&model.b));
+        for (x, reward) in &learned {
+            everyone.add(x, *reward);
+        }
+    }
+    let (folded, counted): (i64, i64) = sqlx::query_as("SELECT folded, n FROM bandit_population")
+        .fetch_one(&p.pool)
+        .await
+        .expect("population");
+    assert!(folded > 0, "the population's sums were rewritten once at least");
+    assert_eq!(
+        (folded, counted),
+        (everyone.n / POPULATION_TAIL * POPULATION_TAIL, everyone.n)
+    );
+    assert_eq!(load_population(&mut conn).await.expect("read"), everyone);
 }
