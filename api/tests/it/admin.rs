@@ -265,7 +265,7 @@ async fn openapi_lists_the_routes_and_every_error_code_and_health_metrics_answer
 
 #[tokio::test]
 async fn connections_get_our_session_settings_unless_the_url_says_otherwise() {
-    let (url, pool) = fresh_db(&server_url()).await;
+    let (url, pool, _db) = fresh_db(&server_url()).await;
     async fn show(pool: &sqlx::PgPool, name: &str) -> String {
         let sql = format!("SHOW {name}");
         sqlx::query_scalar(&sql).fetch_one(pool).await.expect("shown")

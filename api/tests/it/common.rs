@@ -111,8 +111,9 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
 }
 
 /// A fresh database on `server`, migrated.
-pub async fn fresh_db(server: &str) -> (String, PgPool) {
+pub async fn fresh_db(server: &str) -> (String, PgPool, DbGuard) {
     let url = format!("{server}/oo_test_{}", Uuid::new_v4().simple());
+    let guard = DbGuard::new(&url);
     let db = DbConfig {
         database_url: Some(url.clone()),
         db_pool: 8,
@@ -120,7 +121,62 @@ pub async fn fresh_db(server: &str) -> (String, PgPool) {
         master_key: None,
     };
     let pool = db.connect().await.expect("fresh database");
-    (url, pool)
+    (url, pool, guard)
+}
+
+/// A test's own database, dropped when the test passes with the databases `oo simulate` made
+/// beside it (`<name>_sim_<policy>`); a failed test leaves them to be looked at (the URL is
+/// printed with the failure). Bind it to a named variable (`_db`, not `_`) so that it lives as
+/// long as the test.
+pub struct DbGuard(String);
+
+impl DbGuard {
+    pub fn new(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for a look: the failed test's database {}", self.0);
+            return;
+        }
+        let Some((server, name)) = self.0.rsplit_once('/') else {
+            return;
+        };
+        let (admin, name) = (format!("{server}/postgres"), name.to_owned());
+        // Drop runs inside the test's runtime, which cannot be blocked on: a thread and a
+        // runtime of its own. `WITH (FORCE)` ends the connections the test's server still holds.
+        let dropped = std::thread::spawn(move || -> Result<(), String> {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.map_err(|e| e.to_string())?;
+                let names: Vec<String> = sqlx::query_scalar(
+                    "SELECT datname FROM pg_database WHERE datname = $1 OR starts_with(datname, $1 || '_sim_')",
+                )
+                .bind(&name)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+                for name in names {
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop the test database {}: {e}", self.0);
+        }
+    }
 }
 
 pub struct TestApp {
@@ -130,6 +186,9 @@ pub struct TestApp {
     pub database_url: String,
     pub data_dir: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The database when this app created it ([`spawn_on`]), dropped after the server is told
+    /// to stop; an app started on a given URL ([`spawn_at`]) leaves it to whoever made it.
+    _db: Option<DbGuard>,
 }
 
 impl Drop for TestApp {
@@ -151,7 +210,10 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
 /// The server against a fresh database on the Postgres server at `server`.
 pub async fn spawn_on(server: &str, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let url = format!("{server}/oo_test_{}", Uuid::new_v4().simple());
-    spawn_at(&url, temp_dir("oo-data"), adjust).await
+    let guard = DbGuard::new(&url);
+    let mut app = spawn_at(&url, temp_dir("oo-data"), adjust).await;
+    app._db = Some(guard);
+    app
 }
 
 /// The server against the database at `url` (created if missing), with its data directory.
@@ -177,6 +239,7 @@ pub async fn spawn_at(url: &str, data_dir: PathBuf, adjust: impl FnOnce(&mut Ser
         database_url: url.to_owned(),
         data_dir,
         shutdown: Some(tx),
+        _db: None,
     }
 }
 
@@ -193,6 +256,7 @@ impl TestApp {
             database_url: database_url.to_owned(),
             data_dir: data_dir.to_path_buf(),
             shutdown: None,
+            _db: None,
         }
     }
 }

@@ -244,14 +244,13 @@ fn a_configured_url_or_production_mode_never_starts_a_cluster_and_says_how_to_st
     }
 }
 
-/// `oo serve --dev` against a fresh database of the test server (start-up failures past it).
-fn on_a_fresh_database(data_dir: &Path, unreachable: &Path) -> Command {
+/// `oo serve --dev` against a fresh database of the test server (start-up failures past it),
+/// and the database's guard.
+fn on_a_fresh_database(data_dir: &Path, unreachable: &Path) -> (Command, DbGuard) {
     let mut command = oo(data_dir, unreachable, &["serve", "--dev"]);
-    command.env(
-        "OO_DATABASE_URL",
-        format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple()),
-    );
-    command
+    let url = format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple());
+    command.env("OO_DATABASE_URL", &url);
+    (command, DbGuard::new(&url))
 }
 
 #[test]
@@ -260,7 +259,7 @@ fn a_port_in_use_is_named_with_the_way_out() {
     let port = taken.local_addr().expect("addr").port();
     let data_dir = temp_dir("oo-fresh");
     let unreachable = temp_dir("oo-no-pg");
-    let mut command = on_a_fresh_database(&data_dir, &unreachable);
+    let (mut command, _db) = on_a_fresh_database(&data_dir, &unreachable);
     command.env("OO_BIND", format!("127.0.0.1:{port}"));
     let stderr = fails(command);
     assert!(
@@ -274,7 +273,7 @@ fn a_port_in_use_is_named_with_the_way_out() {
 fn an_unreadable_master_key_is_named_with_the_way_out() {
     let data_dir = temp_dir("oo-fresh");
     let unreachable = temp_dir("oo-no-pg");
-    let mut command = on_a_fresh_database(&data_dir, &unreachable);
+    let (mut command, _db) = on_a_fresh_database(&data_dir, &unreachable);
     command.env("OO_MASTER_KEY", "/nonexistent/master.key");
     let stderr = fails(command);
     assert!(stderr.contains("/nonexistent/master.key"), "{stderr}");

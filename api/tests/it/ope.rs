@@ -32,7 +32,7 @@ async fn over_ten_seeds_the_95_percent_intervals_of_snips_and_dr_hold_the_truth_
             let (gate, targets) = (gate.clone(), targets.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.expect("permit");
-                let (url, _pool) = fresh_db(&server_url()).await;
+                let (url, _pool, _db) = fresh_db(&server_url()).await;
                 logged_run(&args(&url, seed, 15, 7), "random", &targets)
                     .await
                     .expect("simulated")
@@ -67,7 +67,7 @@ async fn over_ten_seeds_the_95_percent_intervals_of_snips_and_dr_hold_the_truth_
 
 #[tokio::test]
 async fn oo_simulate_ope_prints_each_targets_truth_beside_its_estimates() {
-    let (url, _pool) = fresh_db(&server_url()).await;
+    let (url, _pool, _db) = fresh_db(&server_url()).await;
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_oo"))
         .args([
             "simulate", "--users", "6", "--days", "2", "--seed", "3", "--reset", "--json",

@@ -68,7 +68,7 @@ fn request(user: UserId, n: i64) -> AppendRequest {
 #[tokio::test]
 async fn an_event_committed_late_is_applied_exactly_once() {
     let cluster = PrivateCluster::start();
-    let (_, pool) = fresh_db(&cluster.url).await;
+    let (_, pool, _db) = fresh_db(&cluster.url).await;
     sqlx::query("CREATE TABLE witness (event_id uuid PRIMARY KEY, position bigint NOT NULL)")
         .execute(&pool)
         .await
@@ -138,7 +138,7 @@ async fn an_event_committed_late_is_applied_exactly_once() {
 #[tokio::test]
 async fn transaction_ids_order_as_numbers_across_digit_boundaries() {
     let cluster = PrivateCluster::start();
-    let (_, pool) = fresh_db(&cluster.url).await;
+    let (_, pool, _db) = fresh_db(&cluster.url).await;
     let store = write_side(&pool).await.store;
     let first = store
         .append(request(UserId::from_uuid(Uuid::new_v4()), 1))

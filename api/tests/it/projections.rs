@@ -174,7 +174,7 @@ async fn assert_applied_once_and_equal_to_a_rebuild(pool: &sqlx::PgPool, status:
 
 #[tokio::test]
 async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
-    let (_, pool) = fresh_db(&server_url()).await;
+    let (_, pool, _db) = fresh_db(&server_url()).await;
     let WriteSide {
         store,
         vault,
@@ -231,7 +231,7 @@ async fn killing_the_projector_mid_batch_loses_and_duplicates_nothing() {
 /// round's read) each apply every event exactly once and end equal to a clean rebuild.
 #[tokio::test]
 async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
-    let (_, pool) = fresh_db(&server_url()).await;
+    let (_, pool, _db) = fresh_db(&server_url()).await;
     let WriteSide {
         store,
         vault,
@@ -281,7 +281,7 @@ async fn projections_at_different_checkpoints_catch_up_together_exactly_once() {
 
 #[tokio::test]
 async fn a_projection_comes_out_the_same_whatever_the_batch_size() {
-    let (_, pool) = fresh_db(&server_url()).await;
+    let (_, pool, _db) = fresh_db(&server_url()).await;
     let WriteSide {
         store,
         vault,

@@ -525,10 +525,11 @@ struct Parts {
     status: Status,
     /// The projectors' tasks (a test may stop them to hold the projections behind the log).
     projectors: Vec<tokio::task::JoinHandle<()>>,
+    _db: DbGuard,
 }
 
 async fn parts() -> Parts {
-    let (_, pool) = fresh_db(&server_url()).await;
+    let (_, pool, db) = fresh_db(&server_url()).await;
     let WriteSide {
         store,
         vault,
@@ -546,6 +547,7 @@ async fn parts() -> Parts {
         store,
         vault,
         status,
+        _db: db,
     }
 }
 
@@ -785,7 +787,7 @@ async fn the_bandit_rebuilt_from_the_log_is_the_same_bit_for_bit() {
 
 #[tokio::test]
 async fn oo_simulate_prints_the_json_of_design_section_11_between_random_and_the_oracle() {
-    let (url, _pool) = fresh_db(&server_url()).await;
+    let (url, _pool, _db) = fresh_db(&server_url()).await;
     let plot = temp_dir("oo-sim-plot").join("sim.svg");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_oo"))
         .args([
@@ -858,7 +860,7 @@ async fn oo_simulate_prints_the_json_of_design_section_11_between_random_and_the
 
 #[tokio::test]
 async fn the_simulator_learns_and_a_seed_reproduces_its_run() {
-    let (url, _pool) = fresh_db(&server_url()).await;
+    let (url, _pool, _db) = fresh_db(&server_url()).await;
     let args = |users, days, policies: &str| oo_replay::simulate::SimulateArgs {
         database_url: url.clone(),
         db_pool: 8,

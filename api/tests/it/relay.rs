@@ -276,6 +276,7 @@ async fn a_poisoned_event_stops_only_its_projection_which_resumes_after_a_fix_an
 async fn killing_oo_during_concurrent_appends_loses_and_duplicates_nothing() {
     let nats = PrivateNats::start();
     let database_url = format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple());
+    let _db = DbGuard::new(&database_url);
     let data_dir = temp_dir("oo-data");
     let mut first = Served::start(
         &database_url,

@@ -84,7 +84,7 @@ async fn concurrent_commands_on_one_stream_get_contiguous_sequences() {
 
 #[tokio::test]
 async fn a_snapshot_loaded_aggregate_equals_the_replayed_one() {
-    let (_, pool) = fresh_db(&server_url()).await;
+    let (_, pool, _db) = fresh_db(&server_url()).await;
     let WriteSide { store, vault, .. } = write_side(&pool).await;
     let meta = Meta::new(Utc::now());
     let (user_id, _) = oo_commands::identity::find_or_register(
@@ -260,7 +260,7 @@ async fn concurrent_reactions_to_one_tip_conflict_retry_and_settle_once() {
 /// (the writer's, the projector's) starts clean, so what it writes in autocommit is committed.
 #[tokio::test]
 async fn a_held_connection_starts_outside_any_transaction_left_open() {
-    let (url, _) = fresh_db(&server_url()).await;
+    let (url, _, _db) = fresh_db(&server_url()).await;
     let one = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_with(oo_commands::db::connect_options(&url).expect("url"))
@@ -289,7 +289,7 @@ async fn a_held_connection_starts_outside_any_transaction_left_open() {
 
 #[tokio::test]
 async fn a_connection_back_in_the_pool_inside_a_transaction_leaves_no_write_to_vanish() {
-    let (url, _) = fresh_db(&server_url()).await;
+    let (url, _, _db) = fresh_db(&server_url()).await;
     let one = oo_commands::db::connect(&url, 1).await.expect("pool");
     {
         // What a `begin` cancelled after its BEGIN was sent leaves: the server inside a

@@ -647,6 +647,7 @@ async fn a_close_survives_a_sigkill_of_oo_and_the_token_never_reaches_a_log_nats
     fake.put("1001", "Repair the fence", 4, None);
     let nats = PrivateNats::start();
     let database_url = format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple());
+    let _db = DbGuard::new(&database_url);
     let data_dir = temp_dir("oo-data");
     let log = data_dir.join("oo.log");
     let first = start_process(&fake, &database_url, &data_dir, &nats.url, &log);
