@@ -138,7 +138,11 @@ pub enum Which {
         rate: u64,
         #[arg(long, default_value_t = 1800)]
         seconds: u64,
-        #[arg(long, default_value_t = 200)]
+        /// People sending the traffic. Each person's history grows by about 0.9 × rate / users
+        /// events a second, and the export streams all of it: with 1,000 people at 500 req/s,
+        /// 0.44 a second, still hundreds of times a heavy user's pace; with 200 (the default
+        /// before), an export took about a second after 14 minutes (docs/benchmarks.md).
+        #[arg(long, default_value_t = 1000)]
         users: usize,
         /// Seconds between two report lines.
         #[arg(long, default_value_t = 60)]

@@ -1,14 +1,16 @@
 //! `soak`: mixed traffic at a fixed offered rate for a long time against `oo serve` running as a
 //! process of its own (so that its memory is its own), printing per interval the requests,
-//! errors and p50/p99 per route and the server's resident memory, then a summary: errors in all,
-//! and the memory at the end of warm-up beside the memory at the end.
+//! errors and p50/p99 per route, the server's resident memory, the WAL the cluster wrote and the
+//! database's size, then a summary: errors in all, and the memory at the end of warm-up beside
+//! the memory at the end.
 //!
 //! The mix, per request: 30% `POST /signals` (1 to 5 signals: tasks, moods, habits), 40%
 //! `POST /recommend`, 15% `POST /feedback` on a tip served earlier and not reacted to yet (`GET
 //! /me` when the person has none), 14.9% `GET /me`, 0.1% `GET /me/export` (a whole history: its
-//! cost grows with the run, as a person's does with the years). An error is a transport failure or any status but 200, 202
-//! and (for `/recommend`) 204. The load is open-loop: requests start on schedule whether or not
-//! earlier ones have finished, so a slow server shows as latency, not as a lower rate.
+//! cost grows with the run, as a person's does with the years). An error is a transport failure
+//! or any status but 200, 202 and (for `/recommend`) 204. The load is open-loop: requests start
+//! on schedule whether or not earlier ones have finished, so a slow server shows as latency, not
+//! as a lower rate.
 
 use crate::harness::*;
 use serde_json::{Value, json};
@@ -75,13 +77,16 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
         soak.rate, soak.seconds, soak.users, soak.warmup, soak.interval
     );
     println!(
-        "{:>6} {:>7} {:>6} {:>10}  {}",
+        "{:>6} {:>7} {:>6} {:>10} {:>9} {:>8}  {}",
         "t (s)",
         "sent",
         "errors",
         "RSS (MiB)",
+        "WAL (MB)",
+        "DB (MB)",
         ROUTES.map(|r| format!("{r} p50/p99 ms")).join("  ")
     );
+    let mut wal_before = wal_bytes(&pool).await;
 
     let window = Arc::new(Mutex::new(Window::default()));
     let tips: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
@@ -102,6 +107,10 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
             let w = std::mem::take(&mut *window.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
             let errors: u64 = w.errors.values().sum();
             let rss = rss_mib(pid);
+            let wal = wal_bytes(&pool).await;
+            let wal_mb = (wal - wal_before) / 1e6;
+            wal_before = wal;
+            let db_mb = db_bytes(&pool).await / 1e6;
             let cols = ROUTES
                 .map(|r| {
                     let mut l = w.latencies.get(r).cloned().unwrap_or_default();
@@ -109,7 +118,7 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
                     format!("{:>6.1}/{:<7.1}", pct(&l, 0.50), pct(&l, 0.99))
                 })
                 .join("  ");
-            println!("{next_report:>6} {sent_in_window:>7} {errors:>6} {rss:>10}  {cols}");
+            println!("{next_report:>6} {sent_in_window:>7} {errors:>6} {rss:>10} {wal_mb:>9.0} {db_mb:>8.0}  {cols}");
             for (what, n) in &w.errors {
                 println!("         error: {what} ×{n}");
             }
@@ -275,6 +284,24 @@ fn pct(sorted_micros: &[u32], q: f64) -> f64 {
 }
 
 /// The process's resident memory in MiB (Linux), 0 when unknown.
+/// Where the cluster's WAL stands, in bytes (NaN if unreadable): the soak prints what each
+/// interval wrote, which is mostly the server's (nothing else should run).
+async fn wal_bytes(pool: &sqlx::PgPool) -> f64 {
+    sqlx::query_scalar::<_, f64>("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(f64::NAN)
+}
+
+/// The bench database's size on disk, in bytes (NaN if unreadable): the log grows, and so
+/// does any bloat vacuum does not keep up with.
+async fn db_bytes(pool: &sqlx::PgPool) -> f64 {
+    sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
+        .fetch_one(pool)
+        .await
+        .map_or(f64::NAN, |b| b as f64)
+}
+
 fn rss_mib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
