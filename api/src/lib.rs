@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod heap;
 pub mod jobs;
 pub mod json;
 pub mod metrics;

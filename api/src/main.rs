@@ -6,9 +6,10 @@ use oo_api::config::{DbConfig, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 // The request path allocates many small, short-lived buffers (JSON, rows); mimalloc serves them
-// with far less contention than the system allocator (see docs/benchmarks.md).
+// with far less contention than the system allocator (see docs/benchmarks.md). The wrapper counts
+// the bytes held (no limit is set), for `/metrics` (`oo_api::heap`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 #[derive(Debug, Parser)]
 #[command(name = "oo", version, about = "oO: one tip, at the right moment")]
@@ -100,6 +101,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
+    oo_api::heap::register(|| GLOBAL.allocated());
     match Cli::parse().command {
         Command::Serve(mut config) => {
             let dev = config.dev;

@@ -132,6 +132,14 @@ impl Collector for StoreCollector {
             None,
             MetricType::Counter,
         )?)?;
+        if let Some(bytes) = crate::heap::live_bytes() {
+            ConstGauge::new(bytes as i64).encode(encoder.encode_descriptor(
+                "oo_heap_live_bytes",
+                "Bytes of heap the process holds (allocated and not freed; the allocator's own reserve is not counted)",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
         let g = ConstGauge::new(snap.oldest_transaction_seconds);
         g.encode(encoder.encode_descriptor(
             "oo_oldest_transaction_age_seconds",

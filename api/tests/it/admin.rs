@@ -475,3 +475,64 @@ async fn past_its_capacity_the_server_answers_503_at_once_and_health_still_answe
     // Once the slot is free, requests are served again.
     assert_eq!(app.get("/me", &token).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn oo_serve_reports_the_heap_it_holds_beside_its_resident_memory() {
+    let database_url = format!("{}/oo_test_{}", server_url(), uuid::Uuid::new_v4().simple());
+    let _db = DbGuard::new(&database_url);
+    let data_dir = temp_dir("oo-data");
+    let served = Served::start(
+        &database_url,
+        &data_dir,
+        &[("OO_LOG", "warn")],
+        std::process::Stdio::null(),
+    );
+    let http = reqwest::Client::new();
+    let heap = || async {
+        let text = http
+            .get(format!("{}/metrics", served.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            text.contains("# TYPE oo_heap_live_bytes gauge"),
+            "the heap is a gauge: {text}"
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("oo_heap_live_bytes "))
+            .map(|v| v.trim().parse::<f64>().expect("a number"))
+            .expect("oo_heap_live_bytes in /metrics")
+    };
+    let rss = || -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).expect("status");
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kib * 1024.0
+    };
+    let first = heap().await;
+    // A running server holds its runtime, pools and registries: megabytes, all of them resident
+    // (the allocator's reserve and the binary's pages come on top).
+    assert!(first > 1e6, "the heap held is counted: {first} bytes");
+    assert!(first < rss(), "held ({first}) within resident ({})", rss());
+
+    // What it holds follows what it does: a person's data cached after they sign in and send.
+    let login: serde_json::Value = http
+        .post(format!("{}/auth/dev-login", served.base))
+        .json(&json!({"email": "heap@example.org"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    assert!(login["token"].is_string(), "{login}");
+    let second = heap().await;
+    assert_ne!(first, second, "the figure is read live, not once");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
