@@ -1,8 +1,9 @@
 //! `soak`: mixed traffic at a fixed offered rate for a long time against `oo serve` running as a
 //! process of its own (so that its memory is its own), printing per interval the requests,
-//! errors and p50/p99 per route, the server's resident memory, the WAL the cluster wrote and the
-//! database's size, then a summary: errors in all, and the memory at the end of warm-up beside
-//! the memory at the end.
+//! errors and p50/p99 per route, the server's resident memory and the heap it holds (its
+//! `oo_heap_live_bytes` metric: live data, without what the allocator keeps), the WAL the cluster wrote and the
+//! database's size, then a summary: errors in all, and the memory (resident, held) at the end
+//! of warm-up beside the memory at the end.
 //!
 //! The mix, per request: 30% `POST /signals` (1 to 5 signals: tasks, moods, habits), 40%
 //! `POST /recommend`, 15% `POST /feedback` on a tip served earlier and not reacted to yet (`GET
@@ -77,11 +78,12 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
         soak.rate, soak.seconds, soak.users, soak.warmup, soak.interval
     );
     println!(
-        "{:>6} {:>7} {:>6} {:>10} {:>9} {:>8}  {}",
+        "{:>6} {:>7} {:>6} {:>10} {:>11} {:>9} {:>8}  {}",
         "t (s)",
         "sent",
         "errors",
         "RSS (MiB)",
+        "heap (MiB)",
         "WAL (MB)",
         "DB (MB)",
         ROUTES.map(|r| format!("{r} p50/p99 ms")).join("  ")
@@ -97,6 +99,7 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
     let (mut errors_total, mut sent_total) = (0u64, 0u64);
     let mut rss_after_warmup = None;
     let mut rss_max_after_warmup = 0u64;
+    let mut heap_after_warmup = None;
     let mut seq = 0u64;
     let mut in_flight = tokio::task::JoinSet::new();
     loop {
@@ -107,6 +110,7 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
             let w = std::mem::take(&mut *window.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
             let errors: u64 = w.errors.values().sum();
             let rss = rss_mib(pid);
+            let heap = heap_mib(&http, &base).await;
             let wal = wal_bytes(&pool).await;
             let wal_mb = (wal - wal_before) / 1e6;
             wal_before = wal;
@@ -118,7 +122,9 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
                     format!("{:>6.1}/{:<7.1}", pct(&l, 0.50), pct(&l, 0.99))
                 })
                 .join("  ");
-            println!("{next_report:>6} {sent_in_window:>7} {errors:>6} {rss:>10} {wal_mb:>9.0} {db_mb:>8.0}  {cols}");
+            println!(
+                "{next_report:>6} {sent_in_window:>7} {errors:>6} {rss:>10} {heap:>11.1} {wal_mb:>9.0} {db_mb:>8.0}  {cols}"
+            );
             for (what, n) in &w.errors {
                 println!("         error: {what} ×{n}");
             }
@@ -127,6 +133,7 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
             sent_in_window = 0;
             if next_report >= soak.warmup {
                 rss_after_warmup.get_or_insert(rss);
+                heap_after_warmup.get_or_insert(heap);
                 rss_max_after_warmup = rss_max_after_warmup.max(rss);
             }
             next_report += soak.interval;
@@ -157,11 +164,13 @@ pub(crate) async fn soak(server: &str, soak: &Soak) -> anyhow::Result<()> {
     }
     while in_flight.join_next().await.is_some() {}
     let rss_end = rss_mib(pid);
+    let heap_end = heap_mib(&http, &base).await;
     println!(
         "soak: {sent_total} requests, {errors_total} errors; server RSS {} MiB after warm-up, {} MiB at most after it, \
-         {rss_end} MiB at the end",
+         {rss_end} MiB at the end; heap held {:.1} MiB after warm-up, {heap_end:.1} MiB at the end",
         rss_after_warmup.unwrap_or(0),
-        rss_max_after_warmup
+        rss_max_after_warmup,
+        heap_after_warmup.unwrap_or(f64::NAN)
     );
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -267,6 +276,18 @@ async fn one(
     }
 }
 
+/// The heap the server holds, in MiB, from its `oo_heap_live_bytes` metric (NaN if unreadable).
+async fn heap_mib(http: &reqwest::Client, base: &str) -> f64 {
+    let Ok(r) = http.get(format!("{base}/metrics")).send().await else {
+        return f64::NAN;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("oo_heap_live_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |b| b / (1024.0 * 1024.0))
+}
+
 /// SplitMix64: a well-spread 64-bit value from a counter.
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -283,7 +304,6 @@ fn pct(sorted_micros: &[u32], q: f64) -> f64 {
     f64::from(sorted_micros[i.min(sorted_micros.len() - 1)]) / 1000.0
 }
 
-/// The process's resident memory in MiB (Linux), 0 when unknown.
 /// Where the cluster's WAL stands, in bytes (NaN if unreadable): the soak prints what each
 /// interval wrote, which is mostly the server's (nothing else should run).
 async fn wal_bytes(pool: &sqlx::PgPool) -> f64 {
@@ -302,6 +322,7 @@ async fn db_bytes(pool: &sqlx::PgPool) -> f64 {
         .map_or(f64::NAN, |b| b as f64)
 }
 
+/// The process's resident memory in MiB (Linux), 0 when unknown.
 fn rss_mib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
