@@ -208,17 +208,77 @@ impl std::fmt::Debug for EventStore {
 struct Writer {
     pool: PgPool,
     queue: mpsc::Receiver<Job>,
-    /// The last sequence this writer wrote per stream, so that commands on one
-    /// order-independent stream that saw the same state do not collide. Every stream is written
-    /// by one writer only (queues are chosen by stream), so this is exact for this process.
-    /// Bounded.
-    last_seq: Mutex<HashMap<StreamKey, i64>>,
+    /// The last sequence this writer wrote to the streams it wrote recently, so that commands
+    /// on one order-independent stream that saw the same state do not collide, and a command
+    /// that saw a stale state fails alone, before its batch. Every stream is written by one
+    /// writer only (queues are chosen by stream), so this is exact for this process.
+    last_seq: Mutex<RecentSequences>,
     appended: Arc<Notify>,
     metrics: Arc<StoreMetrics>,
     max_batch_events: usize,
 }
 
-const LAST_SEQ_CAPACITY: usize = 200_000;
+/// How many streams a generation of [`RecentSequences`] holds.
+const LAST_SEQ_GENERATION: usize = 16_384;
+
+/// The last sequence written to each recently written stream, in two generations: when the
+/// current one is full it becomes the previous one, and the previous one is dropped. So the
+/// memory is bounded (a tip is a stream of its own: hundreds of new streams a second) and the
+/// streams written in the last [`LAST_SEQ_GENERATION`] or more are always remembered. Forgetting
+/// an older one is harmless: an append numbered from a stale state fails on the unique index
+/// and is retried alone against what the store holds.
+struct RecentSequences {
+    current: HashMap<StreamKey, i64>,
+    previous: HashMap<StreamKey, i64>,
+    generation: usize,
+}
+
+impl RecentSequences {
+    fn new(generation: usize) -> Self {
+        Self {
+            current: HashMap::with_capacity(generation),
+            previous: HashMap::new(),
+            generation,
+        }
+    }
+
+    fn get(&self, key: &StreamKey) -> Option<i64> {
+        self.current.get(key).or_else(|| self.previous.get(key)).copied()
+    }
+
+    /// Records that `seq` was written to `key` (a lower one than already known changes nothing).
+    fn record(&mut self, key: StreamKey, seq: i64) {
+        let seq = self.previous.remove(&key).map_or(seq, |s| s.max(seq));
+        if let Some(s) = self.current.get_mut(&key) {
+            *s = (*s).max(seq);
+            return;
+        }
+        if self.current.len() >= self.generation {
+            self.previous = std::mem::replace(&mut self.current, HashMap::with_capacity(self.generation));
+        }
+        self.current.insert(key, seq);
+    }
+
+    fn forget(&mut self, key: &StreamKey) {
+        self.current.remove(key);
+        self.previous.remove(key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    /// The known sequences of the streams `jobs` write to.
+    fn subset(&self, jobs: &[Job]) -> HashMap<StreamKey, i64> {
+        jobs.iter()
+            .filter_map(|j| {
+                let k = (j.request.aggregate_type, j.request.aggregate_id.clone());
+                self.get(&k).map(|v| (k, v))
+            })
+            .collect()
+    }
+}
 
 impl EventStore {
     /// Starts the writer tasks. They end when every handle is dropped.
@@ -233,7 +293,7 @@ impl EventStore {
             let w = Writer {
                 pool: pool.clone(),
                 queue: rx,
-                last_seq: Mutex::new(HashMap::new()),
+                last_seq: Mutex::new(RecentSequences::new(LAST_SEQ_GENERATION)),
                 appended: appended.clone(),
                 metrics: metrics.clone(),
                 max_batch_events: config.max_batch_events,
@@ -396,7 +456,7 @@ impl Writer {
             .append_requests
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         // Reserve sequences for order-independent streams after what this process already has.
-        let reserved: HashMap<StreamKey, i64> = self.last_seq.lock().map(|m| m.clone_subset(&jobs)).unwrap_or_default();
+        let reserved: HashMap<StreamKey, i64> = self.last_seq.lock().map(|m| m.subset(&jobs)).unwrap_or_default();
         let requests: Vec<&AppendRequest> = jobs.iter().map(|j| &j.request).collect();
         let started = std::time::Instant::now();
         let outcome = self.transact(held, &requests, &reserved, false).await;
@@ -435,22 +495,16 @@ impl Writer {
 
     fn finish(&self, jobs: Vec<Job>, results: Vec<Result<Appended, StoreError>>) {
         let mut any = false;
-        if let Ok(mut map) = self.last_seq.lock() {
-            if map.len() > LAST_SEQ_CAPACITY {
-                map.clear();
-            }
+        if let Ok(mut recent) = self.last_seq.lock() {
             for (job, result) in jobs.iter().zip(&results) {
                 let key = (job.request.aggregate_type, job.request.aggregate_id.clone());
                 match result {
                     Ok(a) => {
                         if let Some((_, seq)) = a.written.last() {
-                            let e = map.entry(key).or_insert(*seq);
-                            *e = (*e).max(*seq);
+                            recent.record(key, *seq);
                         }
                     }
-                    Err(_) => {
-                        map.remove(&key);
-                    }
+                    Err(_) => recent.forget(&key),
                 }
             }
         }
@@ -474,26 +528,11 @@ impl Writer {
     }
 
     fn forget(&self, jobs: &[Job]) {
-        if let Ok(mut map) = self.last_seq.lock() {
+        if let Ok(mut recent) = self.last_seq.lock() {
             for j in jobs {
-                map.remove(&(j.request.aggregate_type, j.request.aggregate_id.clone()));
+                recent.forget(&(j.request.aggregate_type, j.request.aggregate_id.clone()));
             }
         }
-    }
-}
-
-trait CloneSubset {
-    fn clone_subset(&self, jobs: &[Job]) -> HashMap<StreamKey, i64>;
-}
-
-impl CloneSubset for HashMap<StreamKey, i64> {
-    fn clone_subset(&self, jobs: &[Job]) -> HashMap<StreamKey, i64> {
-        jobs.iter()
-            .filter_map(|j| {
-                let k = (j.request.aggregate_type, j.request.aggregate_id.clone());
-                self.get(&k).map(|v| (k, *v))
-            })
-            .collect()
     }
 }
 
@@ -1023,4 +1062,42 @@ pub async fn count_after(pool: &PgPool, after: Cursor) -> Result<i64, sqlx::Erro
         .bind(after.position)
         .fetch_one(pool)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> StreamKey {
+        ("tip", format!("t{i}"))
+    }
+
+    #[test]
+    fn recent_sequences_keep_the_latest_streams_in_bounded_memory() {
+        let mut recent = RecentSequences::new(100);
+        // Far more streams than two generations hold, as tips are served for hours.
+        for i in 0..10_000 {
+            recent.record(key(i), 1);
+            assert!(recent.len() <= 200, "bounded after {i} streams: {}", recent.len());
+        }
+        // The last generation's worth is always remembered; the oldest are forgotten.
+        for i in 9_900..10_000 {
+            assert_eq!(recent.get(&key(i)), Some(1), "stream {i}");
+        }
+        assert_eq!(recent.get(&key(0)), None);
+    }
+
+    #[test]
+    fn recent_sequences_keep_the_highest_sequence_across_generations() {
+        let mut recent = RecentSequences::new(2);
+        recent.record(key(0), 5);
+        recent.record(key(1), 1);
+        recent.record(key(2), 1); // stream 0 moves to the previous generation
+        recent.record(key(0), 3); // an older answer arriving late lowers nothing
+        assert_eq!(recent.get(&key(0)), Some(5));
+        recent.record(key(0), 7);
+        assert_eq!(recent.get(&key(0)), Some(7));
+        recent.forget(&key(0));
+        assert_eq!(recent.get(&key(0)), None, "a failed append forgets what was known");
+    }
 }
