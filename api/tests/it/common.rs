@@ -690,6 +690,23 @@ impl Served {
             .to_owned();
         Self { child, base }
     }
+
+    /// Signs `email` in through dev-login; the session token.
+    pub async fn login(&self, email: &str) -> String {
+        let login: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/auth/dev-login", self.base))
+            .json(&serde_json::json!({ "email": email }))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        login["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a token: {login}"))
+            .to_owned()
+    }
 }
 
 impl Drop for Served {

@@ -285,16 +285,7 @@ async fn killing_oo_during_concurrent_appends_loses_and_duplicates_nothing() {
         std::process::Stdio::null(),
     );
     let http = reqwest::Client::new();
-    let login: serde_json::Value = http
-        .post(format!("{}/auth/dev-login", first.base))
-        .json(&json!({"email": "crash@example.org"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["token"].as_str().expect("token").to_owned();
+    let token = first.login("crash@example.org").await;
 
     // Eight clients append until their server dies; they remember what was acknowledged.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
