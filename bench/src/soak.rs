@@ -1,9 +1,9 @@
 //! `soak`: mixed traffic at a fixed offered rate for a long time against `oo serve` running as a
 //! process of its own (so that its memory is its own), printing per interval the requests,
 //! errors and p50/p99 per route, the server's resident memory and the heap it holds (its
-//! `oo_heap_live_bytes` metric: live data, without what the allocator keeps), the WAL the cluster wrote and the
-//! database's size, then a summary: errors in all, and the memory (resident, held) at the end
-//! of warm-up beside the memory at the end.
+//! `oo_heap_live_bytes` metric: live data, without what the allocator keeps), the WAL the
+//! cluster wrote and the database's size, then a summary: errors in all, and the memory
+//! (resident, held) at the end of warm-up beside the memory at the end.
 //!
 //! The mix, per request: 30% `POST /signals` (1 to 5 signals: tasks, moods, habits), 40%
 //! `POST /recommend`, 15% `POST /feedback` on a tip served earlier and not reacted to yet (`GET
