@@ -222,11 +222,12 @@ struct Writer {
 const LAST_SEQ_GENERATION: usize = 16_384;
 
 /// The last sequence written to each recently written stream, in two generations: when the
-/// current one is full it becomes the previous one, and the previous one is dropped. So the
-/// memory is bounded (a tip is a stream of its own: hundreds of new streams a second) and the
+/// current one is full it becomes the previous one, and the previous one is emptied to take the
+/// next streams (both tables are allocated once, at full size). So the memory is bounded (a tip is a stream of its own: hundreds of new streams a second) and the
 /// streams written in the last [`LAST_SEQ_GENERATION`] or more are always remembered. Forgetting
-/// an older one is harmless: an append numbered from a stale state fails on the unique index
-/// and is retried alone against what the store holds.
+/// an older one costs at most a retry, never a wrong number: an append numbered from a stale
+/// view fails on the unique sequence (a batch is then retried request by request), and its
+/// command retries from the store.
 struct RecentSequences {
     current: HashMap<StreamKey, i64>,
     previous: HashMap<StreamKey, i64>,
@@ -237,7 +238,7 @@ impl RecentSequences {
     fn new(generation: usize) -> Self {
         Self {
             current: HashMap::with_capacity(generation),
-            previous: HashMap::new(),
+            previous: HashMap::with_capacity(generation),
             generation,
         }
     }
@@ -254,7 +255,8 @@ impl RecentSequences {
             return;
         }
         if self.current.len() >= self.generation {
-            self.previous = std::mem::replace(&mut self.current, HashMap::with_capacity(self.generation));
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
         self.current.insert(key, seq);
     }

@@ -6,7 +6,7 @@ use crate::common::*;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use oo_commands::aggregate::{Meta, prepare_event};
-use oo_commands::store::{AppendRequest, Expected, StoredEvent};
+use oo_commands::store::{AppendRequest, EventStore, Expected, StoreError, StoredEvent, WriterConfig};
 use oo_domain::ids::{SignalId, UserId};
 use oo_domain::signal::{MoodScore, SignalData};
 use oo_domain::signals::SignalsEvent;
@@ -63,6 +63,57 @@ fn request(user: UserId, n: i64) -> AppendRequest {
         expected: Expected::Any(0),
         events: vec![new],
     }
+}
+
+/// A writer numbers an order-independent stream after what it remembers writing, and remembers
+/// only the streams it wrote recently. An append to a stream written meanwhile by another
+/// process (or one the writer has forgotten), from a stale view, conflicts on the store's unique
+/// sequence and writes nothing, not even its signal's idempotency claim; retried from the
+/// stream's current end, as a command retries, it lands right after. No sequence is used twice,
+/// none is skipped.
+#[tokio::test]
+async fn a_stream_two_writers_take_turns_on_gets_contiguous_sequences() {
+    let (_, pool, _db) = fresh_db(&server_url()).await;
+    let writers = [
+        EventStore::start(pool.clone(), WriterConfig::default()),
+        EventStore::start(pool.clone(), WriterConfig::default()),
+    ];
+    let user = UserId::from_uuid(Uuid::new_v4());
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT sequence FROM events WHERE aggregate_type = 'signals' AND aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(user.to_string())
+        .fetch_all(&pool)
+        .await
+        .expect("sequences")
+    };
+    let mut conflicts = 0;
+    for n in 0..6 {
+        let writer = &writers[(n % 2) as usize];
+        // Decided on a view of the stream from before any append.
+        let appended = match writer.append(request(user, n)).await {
+            Ok(a) => a,
+            Err(StoreError::Conflict) => {
+                conflicts += 1;
+                assert_eq!(stored().await.len() as i64, n, "a conflicting append writes nothing");
+                let mut retry = request(user, n);
+                retry.expected = Expected::Any(n);
+                writer
+                    .append(retry)
+                    .await
+                    .expect("the retry from the stream's end lands")
+            }
+            Err(e) => panic!("append {n}: {e}"),
+        };
+        let sequences: Vec<i64> = appended.written.iter().map(|(_, s)| *s).collect();
+        assert_eq!(sequences, vec![n + 1], "append {n}");
+    }
+    assert_eq!(stored().await, (1..=6).collect::<Vec<i64>>());
+    assert_eq!(
+        conflicts, 5,
+        "every turn after the first met a stream the other writer moved on"
+    );
 }
 
 #[tokio::test]
