@@ -23,6 +23,12 @@ impl Provider {
     /// Starts `script` with `env`, then reads its `issuer <url>` line and keeps draining its
     /// output (a provider that logs to a closed pipe dies).
     fn run(script: &str, env: &[(&str, String)]) -> Self {
+        Self::try_run(script, env).expect("the provider says where it listens")
+    }
+
+    /// As [`Provider::run`]; `None` when the provider exits before saying where it listens (its
+    /// port was taken).
+    fn try_run(script: &str, env: &[(&str, String)]) -> Option<Self> {
         npm_install(&peer_dir());
         let mut child = Command::new("node")
             .arg(peer_dir().join(script))
@@ -39,10 +45,17 @@ impl Provider {
             });
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        reader.read_line(&mut line).expect("the provider says where it listens");
+        reader.read_line(&mut line).expect("the provider's output");
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let issuer = line.trim().strip_prefix("issuer ").expect("issuer line").to_owned();
-        Self { child, issuer }
+        let Some(issuer) = line.trim().strip_prefix("issuer ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
+        Some(Self {
+            issuer: issuer.to_owned(),
+            child,
+        })
     }
 
     /// The lenient mock (oauth2-mock-server) signing in `subject`, misbehaving as `tamper` says.
@@ -56,9 +69,9 @@ impl Provider {
     }
 
     /// The strict provider (oidc-provider): PKCE required and verified, exact redirect URIs,
-    /// single-use codes.
-    fn strict(port: u16, redirect_uri: &str) -> Self {
-        Self::run(
+    /// single-use codes. `None` if `port` was taken.
+    fn strict(port: u16, redirect_uri: &str) -> Option<Self> {
+        Self::try_run(
             "strict-provider.mjs",
             &[
                 ("OO_PROVIDER_PORT", port.to_string()),
@@ -449,16 +462,31 @@ async fn authorize(browser: &mut Browser, app: &TestApp, provider: &Provider, lo
 }
 
 async fn strict_setup() -> (TestApp, Provider) {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let app = spawn_with(move |c| {
-        c.oidc_issuer = issuer;
-        c.oidc_client_id = Some("oo-test-client".into());
-        c.oidc_client_secret = Some("oo-test-secret".into());
-    })
-    .await;
-    let provider = Provider::strict(port, &format!("{}/auth/callback", app.base));
-    (app, provider)
+    strict_setup_with(None).await
+}
+
+/// oO configured for the strict provider (with `public_url` if given), and the provider. Its
+/// port is chosen before either starts, since each names the other; if another socket takes the
+/// port in between, the provider cannot listen, and both start again on another port.
+async fn strict_setup_with(public_url: Option<&str>) -> (TestApp, Provider) {
+    for _ in 0..5 {
+        let port = free_port();
+        let issuer = format!("http://127.0.0.1:{port}");
+        let public_url = public_url.map(str::to_owned);
+        let app = spawn_with(move |c| {
+            c.oidc_issuer = issuer;
+            c.oidc_client_id = Some("oo-test-client".into());
+            c.oidc_client_secret = Some("oo-test-secret".into());
+            if public_url.is_some() {
+                c.public_url = public_url;
+            }
+        })
+        .await;
+        if let Some(provider) = Provider::strict(port, &format!("{}/auth/callback", app.base)) {
+            return (app, provider);
+        }
+    }
+    panic!("the strict provider could not listen on any of five free ports");
 }
 
 #[tokio::test]
@@ -529,16 +557,7 @@ async fn a_strict_provider_accepts_our_pkce_and_refuses_a_replayed_code_or_a_mis
 
 #[tokio::test]
 async fn a_strict_provider_refuses_a_redirect_uri_it_does_not_know() {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let app = spawn_with(move |c| {
-        c.oidc_issuer = issuer;
-        c.oidc_client_id = Some("oo-test-client".into());
-        c.oidc_client_secret = Some("oo-test-secret".into());
-        c.public_url = Some("http://127.0.0.1:1".into());
-    })
-    .await;
-    let provider = Provider::strict(port, &format!("{}/auth/callback", app.base));
+    let (app, provider) = strict_setup_with(Some("http://127.0.0.1:1")).await;
     let mut browser = Browser::new();
     let r = browser.get(&format!("{}/auth/login", app.base)).await;
     let to_provider = r.headers()["location"].to_str().expect("location").to_owned();
